@@ -1,0 +1,1 @@
+"""Truth about GPUs: the MIG catalogue, prices, cluster descriptions and (later) live inventory."""

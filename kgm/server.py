@@ -1,0 +1,133 @@
+"""`kgm serve`: one ASGI app with the webhook, health, readiness and metrics, served by uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+import yaml
+from prometheus_client import CollectorRegistry, make_asgi_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from inventory.cluster_file import load_cluster
+from inventory.model import ClusterInventory
+from inventory.offer import Offer, offer_of
+from inventory.prices import parse_price_table
+from kgm.certs import make_self_signed_files
+from kgm.settings import ServeSettings
+from kgm.tls import ReloadingTLS
+from webhook.app import MutateEndpoint
+from webhook.metrics import AdmissionMetrics
+from webhook.settings import WebhookSettings
+
+logger = logging.getLogger("kgm.server")
+
+
+def build_app(
+    *,
+    offer: Callable[[], Offer],
+    webhook: WebhookSettings,
+    registry: CollectorRegistry,
+    ready: Callable[[], bool] = lambda: True,
+) -> Starlette:
+    mutate = MutateEndpoint(
+        offer=offer,
+        settings=webhook,
+        metrics=AdmissionMetrics.register(registry),
+        logger=logging.getLogger("kgm.webhook"),
+    )
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        if ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "inventory not loaded"}, status_code=503)
+
+    return Starlette(
+        routes=[
+            Route("/mutate", mutate, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", _AsgiEndpoint(make_asgi_app(registry=registry))),
+        ]
+    )
+
+
+class _AsgiEndpoint:
+    """Starlette calls a plain function as a request handler; an object is mounted as an ASGI app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+def load_inventory(settings: ServeSettings) -> ClusterInventory:
+    cluster = load_cluster(settings.inventory)
+    if settings.prices is not None:
+        document = yaml.safe_load(settings.prices.read_text(encoding="utf-8")) or {}
+        prices = parse_price_table(document, base=cluster.prices)
+        cluster = ClusterInventory(nodes=cluster.nodes, catalogue=cluster.catalogue, prices=prices)
+    return cluster
+
+
+def serve(settings: ServeSettings) -> None:
+    cluster = load_inventory(settings)
+    offer = offer_of(cluster)
+    app = build_app(offer=lambda: offer, webhook=settings.webhook, registry=CollectorRegistry())
+    with tempfile.TemporaryDirectory(prefix="kgm-tls-") as scratch:
+        tls = _tls(settings, Path(scratch))
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            ssl_context_factory=lambda config, default: tls.context,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+        logger.info(
+            "serving",
+            extra={
+                "event": "serve.start",
+                "host": settings.host,
+                "port": settings.port,
+                "inventory": settings.inventory,
+                "nodes": len(cluster.nodes),
+                "gpus": sum(len(node.gpus) for node in cluster.nodes),
+            },
+        )
+        asyncio.run(_serve(uvicorn.Server(config), tls, settings.tls.reload_interval))
+
+
+def _tls(settings: ServeSettings, scratch: Path) -> ReloadingTLS:
+    cert, key = settings.tls.cert_file, settings.tls.key_file
+    if cert is None or key is None:
+        cert, key = make_self_signed_files(scratch)
+        logger.warning(
+            "no --tls-cert/--tls-key: serving a self-signed certificate for localhost",
+            extra={"event": "tls.self_signed"},
+        )
+    return ReloadingTLS(cert_file=cert, key_file=key, logger=logging.getLogger("kgm.tls"))
+
+
+async def _serve(server: uvicorn.Server, tls: ReloadingTLS, reload_interval: float) -> None:
+    watcher = asyncio.create_task(tls.watch(reload_interval))
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher

@@ -1,0 +1,39 @@
+"""Settings of `kgm serve`, built once from the command line and environment and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from webhook.settings import WebhookSettings
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    cert_file: Path | None = None
+    """Serving certificate (PEM). With no pair, a throwaway self-signed one is made for local use."""
+
+    key_file: Path | None = None
+    """Its private key (PEM)."""
+
+    reload_interval: float = 10.0
+    """Seconds between checks of the files for a rotated pair (cert-manager renews in place)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    host: str = "0.0.0.0"
+    """Address to listen on; the API server reaches the webhook through a Service."""
+
+    port: int = 8443
+    """HTTPS port (unprivileged, so the container runs as non-root)."""
+
+    inventory: str = "demo"
+    """Cluster description file, or "demo" for the built-in one."""
+
+    prices: Path | None = None
+    """YAML price table over the defaults ({currency, hourly: {MODEL: price}})."""
+
+    log_level: str = "info"
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)

@@ -1,0 +1,242 @@
+"""The admission decision for a pod: a pure function from (pod, offer, settings) to a patch or a denial.
+
+The rule: a container asking for exactly one whole GPU moves to the smallest MIG instance offered
+that covers ``gpu.kgm.io/memory-gb`` when a MIG instance is wanted (``use-mig: true``; or a memory
+size given, ``use-mig`` not ``false`` and the workload not ``Training``). The pod is labelled for cost
+and ownership, priced, and routed to the GPU scheduler. The result is idempotent: the pod it produces
+carries a fingerprint, and a pod whose fingerprint still matches is left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from inventory.catalogue import FULL_GPU_RESOURCE, MIG_RESOURCE_PREFIX
+from inventory.offer import Offer, OfferedResource, hourly_price, no_mig_fit_reason, smallest_mig_fit
+from inventory.pod_request import (
+    MEMORY_GB,
+    PREFIX,
+    TEAM,
+    USE_MIG,
+    USER,
+    WORKLOAD_TYPE,
+    ContainerGpus,
+    GpuIntent,
+    IntentError,
+    WorkloadType,
+    container_gpus,
+    parse_intent,
+    pod_gpu_total,
+)
+from webhook.patch import PatchOp, replace_key, set_entries
+from webhook.settings import WebhookSettings
+
+GPU_PROFILE = PREFIX + "gpu-profile"
+COST_PER_HOUR = PREFIX + "cost-per-hour"
+ORIGINAL_REQUEST = PREFIX + "original-request"
+MIG_FALLBACK = PREFIX + "mig-fallback-reason"
+MUTATED = PREFIX + "mutated"
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+_DEFAULT_SCHEDULERS = ("", "default-scheduler")
+_INTENT_KEYS = (MEMORY_GB, WORKLOAD_TYPE, USE_MIG, TEAM, USER)
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    patch: list[PatchOp] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    message: str
+    code: int
+    reason: str
+
+
+def mutate_pod(
+    pod: Mapping[str, Any], *, namespace: str, offer: Offer, settings: WebhookSettings
+) -> Admit | Deny:
+    """What admission does to ``pod`` (the ``object`` of a Pod CREATE review)."""
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
+    assert isinstance(metadata, Mapping)
+    annotations = _string_map(metadata.get("annotations"))
+    labels = _string_map(metadata.get("labels"))
+    containers = container_gpus(pod)
+    if not containers:
+        return Admit()  # not a GPU pod: none of our business
+    if annotations.get(MUTATED) == fingerprint(containers, annotations):
+        return Admit()
+
+    try:
+        intent = parse_intent(annotations)
+    except IntentError as error:
+        return Deny(message=str(error), code=422, reason="Invalid")
+    spec = pod.get("spec")
+    assert isinstance(spec, Mapping)  # container_gpus found containers, so spec is a mapping
+    selector = spec.get("nodeSelector")
+    product = selector.get(PRODUCT_LABEL) if isinstance(selector, Mapping) else None
+    refusal = _refusal(containers, intent, offer, product, settings)
+    if refusal:
+        return refusal
+
+    target, fallback = _mig_choice(containers, intent, offer, product)
+    moved = tuple(c for c in containers if target and _single_gpu(c))
+    final = tuple(
+        replace(c, resources={target.resource_name: 1}) if c in moved and target else c for c in containers
+    )
+    total = pod_gpu_total(final)
+    cost = _hourly_cost(total, offer, product, intent.memory_gb)
+    warnings = [
+        f"kgm: container {c.name} moved from {FULL_GPU_RESOURCE} to {target.resource_name}"
+        for c in containers
+        if target and _single_gpu(c)
+    ]
+    if cost is None:
+        warnings.append("kgm: no node offers what this pod asks for; cost per hour unknown")
+
+    wanted_labels = {
+        TEAM: intent.team or labels.get(TEAM) or namespace,
+        WORKLOAD_TYPE: intent.workload_type.value,
+        GPU_PROFILE: _profile_label(total),
+    }
+    wanted_annotations = {ORIGINAL_REQUEST: _original_request(containers)}
+    if cost is not None:
+        wanted_annotations[COST_PER_HOUR] = f"{cost:.4f}"
+    if fallback:
+        wanted_annotations[MIG_FALLBACK] = fallback
+    wanted_annotations[MUTATED] = fingerprint(final, annotations)
+
+    patch = [op for c in containers if target and _single_gpu(c) for op in _move_to_mig(pod, c, target)]
+    patch += set_entries(("metadata", "labels"), metadata.get("labels"), wanted_labels)
+    patch += set_entries(("metadata", "annotations"), metadata.get("annotations"), wanted_annotations)
+    if spec.get("schedulerName") in (None, *_DEFAULT_SCHEDULERS):
+        patch.append({"op": "add", "path": "/spec/schedulerName", "value": settings.scheduler_name})
+    if not isinstance(pod.get("metadata"), Mapping):
+        patch.insert(0, {"op": "add", "path": "/metadata", "value": {}})
+    return Admit(patch=patch, warnings=warnings)
+
+
+def fingerprint(containers: tuple[ContainerGpus, ...], annotations: Mapping[str, str]) -> str:
+    """A digest of everything the decision depends on in the pod, stored on the pod we produce.
+
+    If someone later edits the GPU request or our annotations (a copied manifest, a reinvocation
+    after another webhook), the digest no longer matches and the pod is judged afresh.
+    """
+    state = {
+        "containers": [[c.kind, c.index, c.name, dict(sorted(c.resources.items()))] for c in containers],
+        "intent": {key: annotations.get(key) for key in _INTENT_KEYS},
+    }
+    return "v1-" + hashlib.sha256(orjson.dumps(state, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _refusal(
+    containers: tuple[ContainerGpus, ...],
+    intent: GpuIntent,
+    offer: Offer,
+    product: str | None,
+    settings: WebhookSettings,
+) -> Deny | None:
+    if not offer.resources:
+        return None  # an empty inventory (not yet read) must not turn every GPU pod away
+    largest = offer.largest_gpu_memory_gb
+    if intent.memory_gb is not None and intent.memory_gb > largest:
+        return Deny(
+            message=f"{MEMORY_GB}={intent.memory_gb} is more than any GPU in this cluster has; "
+            f"the largest GPU offered has {largest} GB",
+            code=422,
+            reason="Invalid",
+        )
+    if settings.deny_unoffered_mig:
+        for container in containers:
+            for name in container.resources:
+                if name.startswith(MIG_RESOURCE_PREFIX) and not offer.named(name, product):
+                    where = f" on {product}" if product else ""
+                    return Deny(
+                        message=f"{name} is not offered by any node{where} in this cluster",
+                        code=403,
+                        reason="Forbidden",
+                    )
+    return None
+
+
+def _mig_choice(
+    containers: tuple[ContainerGpus, ...], intent: GpuIntent, offer: Offer, product: str | None
+) -> tuple[OfferedResource | None, str | None]:
+    """The MIG instance single-GPU containers move to, or why they keep their whole GPU."""
+    wants_mig = intent.use_mig is True or (
+        intent.memory_gb is not None
+        and intent.use_mig is not False
+        and intent.workload_type is not WorkloadType.TRAINING
+    )
+    if not wants_mig:
+        return None, None
+    reasons = [
+        f"container {c.name} asks for {c.resources[FULL_GPU_RESOURCE]} GPUs; "
+        "multi-GPU requests are never turned into MIG"
+        for c in containers
+        if c.resources.get(FULL_GPU_RESOURCE, 0) > 1
+    ]
+    target = None
+    if any(_single_gpu(c) for c in containers):
+        target = smallest_mig_fit(offer, intent.memory_gb, product)
+        if target is None:
+            reasons.insert(0, no_mig_fit_reason(offer, intent.memory_gb, product))
+    return target, "; ".join(reasons) or None
+
+
+def _single_gpu(container: ContainerGpus) -> bool:
+    return dict(container.resources) == {FULL_GPU_RESOURCE: 1}
+
+
+def _move_to_mig(pod: Mapping[str, Any], container: ContainerGpus, target: OfferedResource) -> list[PatchOp]:
+    resources = pod["spec"][container.kind][container.index]["resources"]
+    ops: list[PatchOp] = []
+    for section in ("limits", "requests"):
+        values = resources.get(section)
+        if isinstance(values, Mapping) and FULL_GPU_RESOURCE in values:
+            path = ("spec", container.kind, container.index, "resources", section)
+            ops += replace_key(path, values, FULL_GPU_RESOURCE, target.resource_name, "1")
+    return ops
+
+
+def _hourly_cost(
+    total: Mapping[str, int], offer: Offer, product: str | None, memory_gb: Decimal | None
+) -> Decimal | None:
+    cost = Decimal(0)
+    for name, count in total.items():
+        price = hourly_price(
+            offer, name, product=product, memory_gb=memory_gb if name == FULL_GPU_RESOURCE else None
+        )
+        if price is None:
+            return None
+        cost += price * count
+    return cost
+
+
+def _profile_label(total: Mapping[str, int]) -> str:
+    if set(total) == {FULL_GPU_RESOURCE}:
+        return "gpu"
+    if len(total) == 1:
+        return next(iter(total)).removeprefix("nvidia.com/")
+    return "mixed"
+
+
+def _original_request(containers: tuple[ContainerGpus, ...]) -> str:
+    asked: dict[str, dict[str, dict[str, str]]] = {}
+    for container in containers:
+        resources = {name: str(count) for name, count in sorted(container.resources.items())}
+        asked.setdefault(container.kind, {})[container.name] = resources
+    return orjson.dumps(asked).decode()
+
+
+def _string_map(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}
