@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+
+from kgm.cli import kube_config_found, main
+from kgm.logs import JsonFormatter
+
+
+def test_certs_writes_the_pair_and_prints_the_ca_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["certs", "--service", "kgm", "--namespace", "kgm-system", "--out", str(tmp_path)], {}) == 0
+    bundle = capsys.readouterr().out.strip()
+    assert base64.b64decode(bundle) == (tmp_path / "ca.crt").read_bytes()
+    assert (tmp_path / "tls.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_certs_refuses_a_name_that_is_not_a_dns_label(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["certs", "--service", "Bad_Name", "--namespace", "x", "--out", str(tmp_path)], {}) == 2
+    assert "kgm certs:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("environ", "kubeconfig_file", "found"),
+    [
+        ({}, False, False),
+        ({}, True, True),
+        ({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, False, True),
+        ({"KUBECONFIG": "/nonexistent/config"}, True, False),  # an explicit KUBECONFIG wins
+    ],
+)
+def test_a_kubernetes_configuration_is_detected_like_the_client_does(
+    environ: dict[str, str], kubeconfig_file: bool, found: bool, tmp_path: Path
+) -> None:
+    if kubeconfig_file:
+        (tmp_path / ".kube").mkdir()
+        (tmp_path / ".kube" / "config").write_text("apiVersion: v1\n")
+    assert kube_config_found(environ, tmp_path) is found
+
+
+def test_serve_with_a_cluster_configuration_and_no_inventory_says_what_to_pass(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve"], {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}) == 2
+    assert "--inventory" in capsys.readouterr().err
+
+
+def test_serve_with_a_broken_inventory_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    broken = tmp_path / "cluster.yaml"
+    broken.write_text("nodes: [{name: a, gpus: [{model: B300}]}]\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "kgm.cli", "serve", "--inventory", str(broken), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "unknown GPU model 'B300'" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_serve_refuses_half_a_tls_pair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--inventory", "demo", "--tls-cert", str(tmp_path / "c")], {}) == 2
+    assert "go together" in capsys.readouterr().err
+
+
+def test_log_lines_are_json_with_level_event_and_ids_and_no_secrets() -> None:
+    stream = StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("kgm.test.logs")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("pod denied", extra={"event": "admission.denied", "uid": "u-1", "token": "s3cr3t"})
+    finally:
+        logger.removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert line["level"] == "warning"
+    assert line["event"] == "admission.denied"
+    assert line["logger"] == "kgm.test.logs"
+    assert line["uid"] == "u-1"
+    assert "s3cr3t" not in stream.getvalue()
+    assert line["time"].endswith("+00:00")
