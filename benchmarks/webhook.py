@@ -25,6 +25,7 @@ import contextlib
 import copy
 import http.client
 import logging
+import math
 import os
 import platform
 import signal
@@ -34,7 +35,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
@@ -276,7 +277,7 @@ class Connection:
 
 
 @contextlib.asynccontextmanager
-async def connections(port: int, context: ssl.SSLContext, count: int) -> Any:
+async def connections(port: int, context: ssl.SSLContext, count: int) -> AsyncIterator[list[Connection]]:
     """`count` fresh connections, opened (TLS handshakes done) before the caller measures anything.
 
     Fresh per measurement because uvicorn drops connections idle for 5 s (its keep-alive timeout).
@@ -286,6 +287,16 @@ async def connections(port: int, context: ssl.SSLContext, count: int) -> Any:
         yield opened
     finally:
         await asyncio.gather(*(connection.close() for connection in opened))
+
+
+@dataclass(slots=True)
+class Sample:
+    """What one load phase saw, before any statistics."""
+
+    latencies: list[float]  # seconds
+    errors: int  # non-200 answers, plus unanswered ones in the open loop
+    seconds: float  # elapsed, from the first send to the last answer
+    send_lags: list[float] | None = None  # open loop: how late the client sent versus the schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,91 +311,72 @@ class Measurement:
     p50_ms: float
     p99_ms: float
     max_ms: float
-    # Open loop only: how late the client sent compared with the schedule (part of the latency).
+    # Open loop only: the client's lateness, which is part of the latency measured from the schedule.
     send_lag_p50_ms: float | None = None
+
+    @classmethod
+    def of(cls, endpoint: str, phase: str, round_no: int, sample: Sample) -> Measurement:
+        latencies = sorted(sample.latencies)
+        lags = None if sample.send_lags is None else sorted(sample.send_lags)
+        return cls(
+            endpoint=endpoint,
+            phase=phase,
+            round=round_no,
+            completed=len(latencies),
+            errors=sample.errors,
+            seconds=sample.seconds,
+            rate=len(latencies) / sample.seconds if sample.seconds > 0 else 0.0,
+            p50_ms=percentile(latencies, 50) * 1e3,
+            p99_ms=percentile(latencies, 99) * 1e3,
+            max_ms=(latencies[-1] if latencies else float("nan")) * 1e3,
+            send_lag_p50_ms=None if lags is None else percentile(lags, 50) * 1e3,
+        )
 
 
 def percentile(sorted_values: Sequence[float], percent: float) -> float:
     """Nearest-rank percentile: a latency some request really had, never an interpolation."""
     if not sorted_values:
         return float("nan")
-    rank = max(1, -(-len(sorted_values) * percent // 100))
-    return sorted_values[int(rank) - 1]
+    rank = max(1, math.ceil(len(sorted_values) * percent / 100))
+    return sorted_values[rank - 1]
 
 
-def _measurement(
-    endpoint: str,
-    phase: str,
-    round_no: int,
-    latencies: list[float],
-    errors: int,
-    seconds: float,
-    lags: list[float] | None = None,
-) -> Measurement:
-    latencies.sort()
-    return Measurement(
-        endpoint=endpoint,
-        phase=phase,
-        round=round_no,
-        completed=len(latencies),
-        errors=errors,
-        seconds=seconds,
-        rate=len(latencies) / seconds if seconds > 0 else 0.0,
-        p50_ms=percentile(latencies, 50) * 1e3,
-        p99_ms=percentile(latencies, 99) * 1e3,
-        max_ms=(latencies[-1] if latencies else float("nan")) * 1e3,
-        send_lag_p50_ms=None if lags is None else percentile(sorted(lags), 50) * 1e3,
-    )
-
-
-async def closed_loop(
-    pool: Sequence[Connection], request: bytes, duration: float
-) -> tuple[list[float], int, float]:
-    """Every connection sends its next request as soon as the previous answer is in.
-
-    Returns (latencies in seconds, non-200 answers, elapsed seconds).
-    """
-    latencies: list[float] = []
-    errors = 0
+async def closed_loop(pool: Sequence[Connection], request: bytes, duration: float) -> Sample:
+    """Every connection sends its next request as soon as the previous answer is in."""
+    sample = Sample(latencies=[], errors=0, seconds=0.0)
     start = time.perf_counter()
     deadline = start + duration
 
     async def worker(connection: Connection) -> None:
-        nonlocal errors
         while (sent := time.perf_counter()) < deadline:
             status, _ = await connection.exchange(request)
-            latencies.append(time.perf_counter() - sent)
-            errors += status != 200
+            sample.latencies.append(time.perf_counter() - sent)
+            sample.errors += status != 200
 
     await asyncio.gather(*(worker(connection) for connection in pool))
-    return latencies, errors, time.perf_counter() - start
+    sample.seconds = time.perf_counter() - start
+    return sample
 
 
-async def open_loop(
-    pool: Sequence[Connection], request: bytes, rate: float, duration: float
-) -> tuple[list[float], int, float, list[float]]:
+async def open_loop(pool: Sequence[Connection], request: bytes, rate: float, duration: float) -> Sample:
     """Requests leave at fixed intervals whatever the server does; latency counts from the scheduled
-    time, so a request queued behind a slow one is charged for the wait (no coordinated omission).
-
-    Returns (latencies, errors including unanswered, elapsed seconds to the last answer, send lags).
-    """
+    time, so a request queued behind a slow one is charged for the wait (no coordinated omission)."""
     free: asyncio.Queue[Connection] = asyncio.Queue()
     for connection in pool:
         free.put_nowait(connection)
-    latencies: list[float] = []
     lags: list[float] = []
-    errors = 0
+    sample = Sample(latencies=[], errors=0, seconds=0.0, send_lags=lags)
     last_answer = 0.0
 
     async def one(scheduled: float) -> None:
-        nonlocal errors, last_answer
+        nonlocal last_answer
         connection = await free.get()
         lags.append(time.perf_counter() - scheduled)
         status, _ = await connection.exchange(request)
         free.put_nowait(connection)
         last_answer = time.perf_counter()
-        latencies.append(last_answer - scheduled)
-        errors += status != 200
+        sample.latencies.append(last_answer - scheduled)
+        sample.errors += status != 200
 
     start = time.perf_counter()
     tasks = []
@@ -399,7 +391,9 @@ async def open_loop(
         task.cancel()
     for task in done:
         task.result()  # a broken connection voids the run rather than hiding in the numbers
-    return latencies, errors + len(pending), max(last_answer - start, duration), lags
+    sample.errors += len(pending)
+    sample.seconds = max(last_answer - start, duration)
+    return sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,14 +434,14 @@ async def verify(plan: Plan) -> None:
 
 async def measure_closed(plan: Plan, target: Target, round_no: int, duration: float) -> Measurement:
     async with connections(plan.port, plan.context, plan.concurrency) as pool:
-        latencies, errors, seconds = await closed_loop(pool, target.request, duration)
-    return _measurement(target.name, plan.closed_phase, round_no, latencies, errors, seconds)
+        sample = await closed_loop(pool, target.request, duration)
+    return Measurement.of(target.name, plan.closed_phase, round_no, sample)
 
 
 async def measure_open(plan: Plan, target: Target, round_no: int) -> Measurement:
     async with connections(plan.port, plan.context, max(OPEN_LOOP_CONNECTIONS, plan.concurrency)) as pool:
-        latencies, errors, seconds, lags = await open_loop(pool, target.request, plan.rate, plan.duration)
-    return _measurement(target.name, plan.open_phase, round_no, latencies, errors, seconds, lags)
+        sample = await open_loop(pool, target.request, plan.rate, plan.duration)
+    return Measurement.of(target.name, plan.open_phase, round_no, sample)
 
 
 def _round_order(targets: tuple[Target, ...], round_no: int) -> tuple[Target, ...]:
@@ -471,13 +465,13 @@ async def run_rounds(plan: Plan) -> list[Measurement]:
         await measure_closed(plan, target, -1, WARMUP_SECONDS)
     results: list[Measurement] = []
     for round_no in range(plan.rounds):
-        for measure in (
-            lambda target: measure_closed(plan, target, round_no, plan.duration),
-            lambda target: measure_open(plan, target, round_no),
-        ):
-            for target in _round_order(plan.targets, round_no):
-                results.append(await measure(target))
-                _progress(results[-1])
+        order = _round_order(plan.targets, round_no)
+        for target in order:
+            results.append(await measure_closed(plan, target, round_no, plan.duration))
+            _progress(results[-1])
+        for target in order:
+            results.append(await measure_open(plan, target, round_no))
+            _progress(results[-1])
     return results
 
 
