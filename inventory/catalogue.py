@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -40,11 +40,12 @@ class MigProfile:
     placement_size: int
     #: Media extensions (``+me``): scarce, and never chosen for a plain GPU request.
     media_extensions: bool
+    #: The device plugin's name for it; '+' becomes '.' (1g.10gb+me -> nvidia.com/mig-1g.10gb.me).
+    resource_name: str = field(init=False)
 
-    @property
-    def resource_name(self) -> str:
-        # The device plugin replaces '+' by '.' (1g.10gb+me -> nvidia.com/mig-1g.10gb.me).
-        return MIG_RESOURCE_PREFIX + self.name.replace("+", ".")
+    def __post_init__(self) -> None:
+        # Stored, not derived on each read: admission looks it up several times per pod.
+        object.__setattr__(self, "resource_name", MIG_RESOURCE_PREFIX + self.name.replace("+", "."))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +58,20 @@ class GpuModel:
     compute_slices_total: int = 0
     memory_slices_total: int = 0
     profiles: tuple[MigProfile, ...] = ()
+    #: Values of the ``nvidia.com/gpu.product`` node label that gpu-feature-discovery writes.
+    product_labels: tuple[str, ...] = field(init=False)
+    #: Every name the model is known by, lower-cased, for case-insensitive matching.
+    aliases: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        labels = tuple(name.replace(" ", "-") for name in self.product_names)
+        object.__setattr__(self, "product_labels", labels)
+        names = (self.name, *self.product_names, *labels)
+        object.__setattr__(self, "aliases", frozenset(n.lower() for n in names))
 
     @property
     def mig_capable(self) -> bool:
         return bool(self.profiles)
-
-    @property
-    def product_labels(self) -> tuple[str, ...]:
-        """Values of the ``nvidia.com/gpu.product`` node label that gpu-feature-discovery writes."""
-        return tuple(name.replace(" ", "-") for name in self.product_names)
 
     def profile(self, name: str) -> MigProfile:
         for profile in self.profiles:
@@ -84,8 +90,7 @@ class Catalogue:
     def model(self, name: str) -> GpuModel:
         wanted = name.strip().lower()
         for model in self.models:
-            aliases = (model.name, *model.product_names, *model.product_labels)
-            if any(alias.lower() == wanted for alias in aliases):
+            if wanted in model.aliases:
                 return model
         known = ", ".join(m.name for m in self.models)
         raise CatalogueError(f"unknown GPU model {name!r}; known models: {known}")

@@ -7,8 +7,8 @@ node advertises, or the pod would stay Pending forever.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from inventory.catalogue import FULL_GPU_RESOURCE, GpuModel, MigProfile
@@ -22,21 +22,17 @@ class OfferedResource:
     model: GpuModel
     profile: MigProfile | None
     hourly_price: Decimal
+    resource_name: str = field(init=False)
+    memory_gb: int = field(init=False)
 
-    @property
-    def resource_name(self) -> str:
-        return self.profile.resource_name if self.profile else FULL_GPU_RESOURCE
-
-    @property
-    def memory_gb(self) -> int:
-        return self.profile.memory_gb if self.profile else self.model.memory_gb
+    def __post_init__(self) -> None:
+        profile = self.profile
+        object.__setattr__(self, "resource_name", profile.resource_name if profile else FULL_GPU_RESOURCE)
+        object.__setattr__(self, "memory_gb", profile.memory_gb if profile else self.model.memory_gb)
 
     def matches_product(self, product: str | None) -> bool:
         """True when no product is asked for, or the model is the one ``nvidia.com/gpu.product`` names."""
-        if product is None:
-            return True
-        wanted = product.lower()
-        return any(name.lower() == wanted for name in (self.model.name, *self.model.product_labels))
+        return product is None or product.lower() in self.model.aliases
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +41,14 @@ class Offer:
 
     resources: tuple[OfferedResource, ...]
     currency: str = "USD"
+    _by_name: Mapping[str, tuple[OfferedResource, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Admission asks "who offers resource X" several times per pod; answer from an index.
+        by_name: dict[str, list[OfferedResource]] = {}
+        for resource in self.resources:
+            by_name.setdefault(resource.resource_name, []).append(resource)
+        object.__setattr__(self, "_by_name", {name: tuple(found) for name, found in by_name.items()})
 
     @property
     def largest_gpu_memory_gb(self) -> int:
@@ -58,9 +62,8 @@ class Offer:
         return tuple(r for r in self.resources if not r.profile and r.matches_product(product))
 
     def named(self, resource_name: str, product: str | None = None) -> tuple[OfferedResource, ...]:
-        return tuple(
-            r for r in self.resources if r.resource_name == resource_name and r.matches_product(product)
-        )
+        found = self._by_name.get(resource_name, ())
+        return found if product is None else tuple(r for r in found if r.matches_product(product))
 
 
 def offer_of(cluster: ClusterInventory) -> Offer:

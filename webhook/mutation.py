@@ -94,9 +94,9 @@ def mutate_pod(
     total = pod_gpu_total(final)
     cost = _hourly_cost(total, offer, product, intent.memory_gb)
     warnings = [
-        f"kgm: container {c.name} moved from {FULL_GPU_RESOURCE} to {target.resource_name}"
-        for c in containers
-        if target and _single_gpu(c)
+        f"kgm: container {c.name} moved from {FULL_GPU_RESOURCE} to {t.resource_name}"
+        for c in moved
+        if (t := target)
     ]
     if cost is None:
         warnings.append("kgm: no node offers what this pod asks for; cost per hour unknown")
@@ -113,9 +113,9 @@ def mutate_pod(
         wanted_annotations[MIG_FALLBACK] = fallback
     wanted_annotations[MUTATED] = fingerprint(final, annotations)
 
-    patch = [op for c in containers if target and _single_gpu(c) for op in _move_to_mig(pod, c, target)]
-    patch += set_entries(("metadata", "labels"), metadata.get("labels"), wanted_labels)
-    patch += set_entries(("metadata", "annotations"), metadata.get("annotations"), wanted_annotations)
+    patch = [op for c in moved if target for op in _move_to_mig(pod, c, target)]
+    patch += set_entries("/metadata/labels", metadata.get("labels"), wanted_labels)
+    patch += set_entries("/metadata/annotations", metadata.get("annotations"), wanted_annotations)
     if spec.get("schedulerName") in (None, *_DEFAULT_SCHEDULERS):
         patch.append({"op": "add", "path": "/spec/schedulerName", "value": settings.scheduler_name})
     if not isinstance(pod.get("metadata"), Mapping):
@@ -201,7 +201,7 @@ def _move_to_mig(pod: Mapping[str, Any], container: ContainerGpus, target: Offer
     for section in ("limits", "requests"):
         values = resources.get(section)
         if isinstance(values, Mapping) and FULL_GPU_RESOURCE in values:
-            path = ("spec", container.kind, container.index, "resources", section)
+            path = f"/spec/{container.kind}/{container.index}/resources/{section}"
             ops += replace_key(path, values, FULL_GPU_RESOURCE, target.resource_name, "1")
     return ops
 
