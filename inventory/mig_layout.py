@@ -26,6 +26,8 @@ class MigInstance:
 
     profile: MigProfile
     start: int
+    #: The MIG device's UUID when read live (``MIG-...``); None in a cluster description.
+    uuid: str | None = None
 
     @property
     def slices(self) -> range:

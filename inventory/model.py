@@ -19,12 +19,25 @@ NodeName = NewType("NodeName", str)
 
 @dataclass(frozen=True, slots=True)
 class GpuDevice:
-    """One physical GPU. With MIG enabled it is only usable through its MIG instances."""
+    """One physical GPU. With MIG enabled it is only usable through its MIG instances.
+
+    The fields after ``mig_instances`` come from a live reading (NVML through the node agent); a
+    cluster description leaves them at their defaults.
+    """
 
     index: int
     model: GpuModel
     mig_enabled: bool = False
     mig_instances: tuple[MigInstance, ...] = ()
+    uuid: str | None = None
+    healthy: bool = True
+    unhealthy_reason: str | None = None
+    memory_total_mib: int | None = None
+    memory_used_mib: int | None = None
+    temperature_c: int | None = None
+    utilization_pct: int | None = None
+    #: A MIG mode change waits for a GPU reset: the layout may change under the scheduler's feet.
+    mig_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)

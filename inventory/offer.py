@@ -21,7 +21,8 @@ class OfferedResource:
 
     model: GpuModel
     profile: MigProfile | None
-    hourly_price: Decimal
+    #: None for a model with no price (a live GPU that no price table names).
+    hourly_price: Decimal | None
     resource_name: str = field(init=False)
     memory_gb: int = field(init=False)
 
@@ -73,12 +74,14 @@ def offer_of(cluster: ClusterInventory) -> Offer:
         if not gpu.mig_enabled:
             whole: tuple[str, str | None] = (gpu.model.name, None)
             if whole not in seen:
-                seen[whole] = OfferedResource(gpu.model, None, cluster.prices.full_gpu(gpu.model))
+                seen[whole] = OfferedResource(gpu.model, None, cluster.prices.hourly.get(gpu.model.name))
             continue
         for instance in gpu.mig_instances:
             key = (gpu.model.name, instance.profile.name)
             if key not in seen:
-                price = cluster.prices.mig_instance(gpu.model, instance.profile)
+                price = cluster.prices.hourly.get(gpu.model.name)
+                if price is not None:
+                    price = cluster.prices.mig_instance(gpu.model, instance.profile)
                 seen[key] = OfferedResource(gpu.model, instance.profile, price)
     return Offer(resources=_stable(seen.values()), currency=cluster.prices.currency)
 
@@ -118,7 +121,8 @@ def smallest_mig_fit(
 
 def _size_order(resource: OfferedResource) -> tuple[int, int, Decimal, str]:
     compute = resource.profile.compute_slices if resource.profile else resource.model.compute_slices_total
-    return (resource.memory_gb, compute, resource.hourly_price, resource.resource_name)
+    price = resource.hourly_price if resource.hourly_price is not None else Decimal("Infinity")
+    return (resource.memory_gb, compute, price, resource.resource_name)
 
 
 def no_mig_fit_reason(offer: Offer, memory_gb: Decimal | None, product: str | None = None) -> str:
@@ -137,7 +141,8 @@ def no_mig_fit_reason(offer: Offer, memory_gb: Decimal | None, product: str | No
 def hourly_price(
     offer: Offer, resource_name: str, *, product: str | None = None, memory_gb: Decimal | None = None
 ) -> Decimal | None:
-    """The price per hour of one unit of ``resource_name``, or None when no node offers it.
+    """The price per hour of one unit of ``resource_name``, or None when no node offers it (or one
+    that does has no price: an estimate that leaves a model out would not be an upper bound).
 
     Admission does not know yet which model the pod will land on when several offer the same
     resource (a 1g.10gb exists on A100-80GB and H100-80GB), so this is the highest of their prices:
@@ -146,4 +151,7 @@ def hourly_price(
     entries = [
         r for r in offer.named(resource_name, product) if memory_gb is None or r.memory_gb >= memory_gb
     ]
-    return max((r.hourly_price for r in entries), default=None)
+    prices = [r.hourly_price for r in entries]
+    if not prices or any(price is None for price in prices):
+        return None
+    return max(price for price in prices if price is not None)

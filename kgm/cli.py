@@ -27,6 +27,13 @@ def kube_config_found(environ: Mapping[str, str], home: Path) -> bool:
     return (home / ".kube" / "config").is_file()
 
 
+def choose_inventory(given: str | None, environ: Mapping[str, str], home: Path) -> str | None:
+    """The cluster file (or "demo") to serve, or None for the live inventory."""
+    if given == "live" or (given is None and kube_config_found(environ, home)):
+        return None
+    return given or DEMO
+
+
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgm", description="GPU manager for Kubernetes")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,13 +46,30 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument(
         "--inventory",
         default=environ.get("KGM_INVENTORY"),
-        help="cluster description YAML, or 'demo' (the default when no Kubernetes configuration is found)",
+        help="cluster description YAML, 'demo', or 'live' (GpuNode objects published by the node agents; "
+        "the default when a Kubernetes configuration is found, else 'demo')",
     )
     serve.add_argument("--prices", type=Path, default=environ.get("KGM_PRICES"), help="price table YAML")
     serve.add_argument(
         "--scheduler-name", default=environ.get("KGM_SCHEDULER_NAME", WebhookSettings().scheduler_name)
     )
     serve.add_argument("--log-level", default=environ.get("KGM_LOG_LEVEL", "info"))
+
+    agent = commands.add_parser("agent", help="read this node's GPUs through NVML and publish a GpuNode")
+    agent.add_argument("--node-name", default=environ.get("NODE_NAME"), help="this node (default $NODE_NAME)")
+    agent.add_argument("--interval", type=float, default=float(environ.get("KGM_AGENT_INTERVAL", "10")))
+    agent.add_argument("--heartbeat", type=float, default=float(environ.get("KGM_AGENT_HEARTBEAT", "30")))
+    agent.add_argument("--once", action="store_true", help="print the inventory as JSON and exit")
+    agent.add_argument(
+        "--fake-cluster",
+        default=environ.get("KGM_FAKE_CLUSTER"),
+        help="read fake GPUs from this cluster description ('demo' or a file) instead of NVML",
+    )
+    agent.add_argument(
+        "--pod-resources-socket",
+        default=environ.get("KGM_POD_RESOURCES_SOCKET", "/var/lib/kubelet/pod-resources/kubelet.sock"),
+    )
+    agent.add_argument("--log-level", default=environ.get("KGM_LOG_LEVEL", "info"))
 
     certs = commands.add_parser("certs", help="make a CA and a serving certificate for the webhook Service")
     certs.add_argument("--service", required=True, help="name of the webhook's Service")
@@ -60,6 +84,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         if args.command == "certs":
             return _certs(args)
+        if args.command == "agent":
+            from kgm.agent import run_agent  # noqa: PLC0415  (NVML and the kube client load only here)
+
+            return run_agent(args)
         return _serve(args, environ)
     except (ClusterFileError, CatalogueError, PriceError, TLSConfigError, OSError, ValueError) as error:
         print(f"kgm {args.command}: {error}", file=sys.stderr)
@@ -76,18 +104,7 @@ def _certs(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    inventory = args.inventory
-    if inventory is None:
-        if kube_config_found(environ, Path.home()):
-            # The live inventory (node agents publishing GpuNode objects) is what a cluster should
-            # use; until it is wired in, say so instead of silently serving made-up capacity.
-            print(
-                "kgm serve: a Kubernetes configuration was found, but the live inventory is not "
-                "available in this version; pass --inventory FILE (or --inventory demo)",
-                file=sys.stderr,
-            )
-            return 2
-        inventory = DEMO
+    inventory = choose_inventory(args.inventory, environ, Path.home())
     if (args.tls_cert is None) != (args.tls_key is None):
         print("kgm serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2

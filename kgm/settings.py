@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inventory.cache import CacheSettings
 from webhook.settings import WebhookSettings
 
 
@@ -28,12 +29,13 @@ class ServeSettings:
     port: int = 8443
     """HTTPS port (unprivileged, so the container runs as non-root)."""
 
-    inventory: str = "demo"
-    """Cluster description file, or "demo" for the built-in one."""
+    inventory: str | None = "demo"
+    """Cluster description file, "demo" for the built-in one, or None for the live inventory."""
 
     prices: Path | None = None
     """YAML price table over the defaults ({currency, hourly: {MODEL: price}})."""
 
     log_level: str = "info"
     tls: TlsSettings = field(default_factory=TlsSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kgm.cli import kube_config_found, main
+from kgm.cli import choose_inventory, kube_config_found, main
 from kgm.logs import JsonFormatter
 
 
@@ -48,11 +48,20 @@ def test_a_kubernetes_configuration_is_detected_like_the_client_does(
     assert kube_config_found(environ, tmp_path) is found
 
 
-def test_serve_with_a_cluster_configuration_and_no_inventory_says_what_to_pass(
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize(
+    ("given", "environ", "chosen"),
+    [
+        (None, {}, "demo"),
+        (None, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, None),
+        ("live", {}, None),
+        ("demo", {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, "demo"),
+        ("cluster.yaml", {}, "cluster.yaml"),
+    ],
+)
+def test_the_inventory_is_live_in_a_cluster_and_the_demo_elsewhere(
+    given: str | None, environ: dict[str, str], chosen: str | None, tmp_path: Path
 ) -> None:
-    assert main(["serve"], {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}) == 2
-    assert "--inventory" in capsys.readouterr().err
+    assert choose_inventory(given, environ, tmp_path) == chosen
 
 
 def test_serve_with_a_broken_inventory_exits_2_without_a_traceback(tmp_path: Path) -> None:

@@ -1,0 +1,373 @@
+"""The live inventory every controller replica keeps: GpuNode objects, GPU pods, node labels, and
+allocations assumed between bind and the pod showing up bound.
+
+Writers are the watch threads (one per resource); readers (extender, webhook, metrics) take an
+immutable :class:`InventorySnapshot` and never see a half-applied update. Capacity is pessimistic,
+like kube-scheduler's own cache: an assumed allocation holds room until the watch confirms the pod
+or its time runs out, so two pods in a row never get the same last slice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from inventory.catalogue import Catalogue
+from inventory.gpunode import ParsedGpuNode, parse_gpunode
+from inventory.model import ClusterInventory, NodeName
+from inventory.offer import Offer, offer_of
+from inventory.pod_request import container_gpus, pod_gpu_total
+from inventory.prices import PriceTable
+
+MIG_CONFIG_STATE_LABEL = "nvidia.com/mig.config.state"
+#: States of NVIDIA's MIG manager in which the node's MIG layout cannot be trusted.
+MIG_UNSETTLED_STATES = frozenset({"pending", "rebooting", "failed"})
+_TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    stale_after_s: float = 90.0
+    """A node whose agent has not written for this long is not trusted (3 missed 30 s heartbeats)."""
+
+    assume_ttl_s: float = 120.0
+    """How long a bind's assumed allocation holds room if the pod never shows up bound."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodAllocation:
+    """GPU resources a bound, non-terminal pod holds on its node."""
+
+    uid: str
+    namespace: str
+    name: str
+    node: NodeName
+    resources: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class AssumedAllocation:
+    uid: str
+    node: NodeName
+    resources: Mapping[str, int]
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    gpunode: ParsedGpuNode
+    #: Monotonic time at which the current heartbeat generation was first seen by this cache.
+    seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCapacity:
+    """What one node can take now, after bound and assumed allocations."""
+
+    name: NodeName
+    age_s: float
+    schedulable: bool
+    reason: str | None
+    mig_schedulable: bool
+    mig_reason: str | None
+    full_gpus_total: int
+    full_gpus_free: int
+    mig_total: Mapping[str, int]
+    mig_free: Mapping[str, int]
+    #: Per healthy whole GPU (index order): its memory in GB, for memory-aware placement.
+    full_gpu_memory_gb: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class InventorySnapshot:
+    """An immutable view of the cache at ``taken_at`` (monotonic seconds)."""
+
+    nodes: Mapping[NodeName, NodeRecord]
+    allocated: Mapping[NodeName, Mapping[str, int]]
+    mig_states: Mapping[NodeName, str]
+    taken_at: float
+    settings: CacheSettings
+    synced: bool
+    _capacity: dict[NodeName, NodeCapacity] = field(default_factory=dict, repr=False, compare=False)
+
+    def age(self, name: NodeName) -> float:
+        return max(0.0, self.taken_at - self.nodes[name].seen_at)
+
+    def capacity(self, name: NodeName) -> NodeCapacity:
+        """The node's free capacity and whether it may take pods (KeyError for an unknown node)."""
+        found = self._capacity.get(name)
+        if found is None:
+            found = self._capacity[name] = self._compute(name)
+        return found
+
+    def _compute(self, name: NodeName) -> NodeCapacity:
+        record = self.nodes[name]
+        age = self.age(name)
+        reason = None
+        if age > self.settings.stale_after_s:
+            reason = f"inventory stale for {age:.0f} s (limit {self.settings.stale_after_s:.0f} s)"
+        mig_state = self.mig_states.get(name)
+        mig_reason = reason
+        if mig_reason is None and mig_state in MIG_UNSETTLED_STATES:
+            mig_reason = f"MIG reconfiguration {mig_state} ({MIG_CONFIG_STATE_LABEL}={mig_state})"
+        allocated = self.allocated.get(name, {})
+        whole = [g for g in record.gpunode.inventory.gpus if g.healthy and not g.mig_enabled]
+        mig_total: dict[str, int] = {}
+        for gpu in record.gpunode.inventory.gpus:
+            if gpu.healthy and gpu.mig_enabled and not gpu.mig_pending:
+                for instance in gpu.mig_instances:
+                    key = instance.profile.resource_name
+                    mig_total[key] = mig_total.get(key, 0) + 1
+        mig_free = {key: max(0, total - allocated.get(key, 0)) for key, total in sorted(mig_total.items())}
+        return NodeCapacity(
+            name=name,
+            age_s=age,
+            schedulable=reason is None,
+            reason=reason,
+            mig_schedulable=mig_reason is None,
+            mig_reason=mig_reason,
+            full_gpus_total=len(whole),
+            full_gpus_free=max(0, len(whole) - allocated.get("nvidia.com/gpu", 0)),
+            mig_total=MappingProxyType(dict(sorted(mig_total.items()))),
+            mig_free=MappingProxyType(mig_free),
+            full_gpu_memory_gb=tuple(g.model.memory_gb for g in whole),
+        )
+
+
+class InventoryCache:
+    """Thread-safe: one lock around writers; readers take snapshots."""
+
+    def __init__(
+        self,
+        *,
+        catalogue: Catalogue,
+        settings: CacheSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._catalogue = catalogue
+        self._settings = settings or CacheSettings()
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._nodes: dict[NodeName, NodeRecord] = {}
+        self._pods: dict[str, PodAllocation] = {}
+        self._allocated: dict[NodeName, dict[str, int]] = {}
+        self._assumed: dict[str, AssumedAllocation] = {}
+        self._mig_states: dict[NodeName, str] = {}
+        self._synced: set[str] = set()
+        self._snapshot: InventorySnapshot | None = None
+
+    # -- GpuNode objects ---------------------------------------------------------------------------
+
+    def replace_gpunodes(self, items: Iterable[Mapping[str, Any]], resource_version: str = "") -> None:
+        """Set the complete list of GpuNodes (after a list or relist): missing ones are gone."""
+        parsed = [parse_gpunode(obj, self._catalogue) for obj in items]
+        with self._lock:
+            old = self._nodes
+            self._nodes = {p.inventory.name: self._record(p, old.get(p.inventory.name)) for p in parsed}
+            self._synced.add("gpunodes")
+            self._snapshot = None
+
+    def apply_gpunode(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        parsed = parse_gpunode(obj, self._catalogue)
+        name = parsed.inventory.name
+        with self._lock:
+            if event_type == "DELETED":
+                self._nodes.pop(name, None)
+            else:
+                self._nodes[name] = self._record(parsed, self._nodes.get(name))
+            self._snapshot = None
+
+    def _record(self, parsed: ParsedGpuNode, previous: NodeRecord | None) -> NodeRecord:
+        now = self._clock()
+        if previous is not None:
+            if previous.gpunode.generation == parsed.generation:
+                return NodeRecord(gpunode=parsed, seen_at=previous.seen_at)
+            return NodeRecord(gpunode=parsed, seen_at=now)
+        # First sight (a restart of this cache): trust the agent's own heartbeat time for how old
+        # the object already is, so a node that went silent before the restart is not made fresh.
+        # Later changes are timed on our clock alone, immune to clock skew between machines.
+        age = 0.0
+        if parsed.heartbeat_time is not None:
+            age = max(0.0, (self._wall_clock() - parsed.heartbeat_time).total_seconds())
+        return NodeRecord(gpunode=parsed, seen_at=now - age)
+
+    # -- Pods --------------------------------------------------------------------------------------
+
+    def replace_pods(self, items: Iterable[Mapping[str, Any]], resource_version: str = "") -> None:
+        allocations = [a for a in map(pod_allocation, items) if a is not None]
+        with self._lock:
+            self._pods = {a.uid: a for a in allocations}
+            self._allocated = {}
+            for allocation in allocations:
+                self._add(allocation, +1)
+                self._assumed.pop(allocation.uid, None)
+            self._synced.add("pods")
+            self._snapshot = None
+
+    def apply_pod(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        uid = str(obj.get("metadata", {}).get("uid", ""))
+        allocation = None if event_type == "DELETED" else pod_allocation(obj)
+        with self._lock:
+            previous = self._pods.pop(uid, None)
+            if previous is not None:
+                self._add(previous, -1)
+            if allocation is not None:
+                self._pods[uid] = allocation
+                self._add(allocation, +1)
+                self._assumed.pop(uid, None)  # the watch confirms the bind: no longer assumed
+            self._snapshot = None
+
+    def _add(self, allocation: PodAllocation, sign: int) -> None:
+        held = self._allocated.setdefault(allocation.node, {})
+        for resource, count in allocation.resources.items():
+            held[resource] = held.get(resource, 0) + sign * count
+            if held[resource] <= 0:
+                del held[resource]
+        if not held:
+            del self._allocated[allocation.node]
+
+    # -- Nodes (MIG manager state) -----------------------------------------------------------------
+
+    def replace_nodes(self, items: Iterable[Mapping[str, Any]], resource_version: str = "") -> None:
+        states = {NodeName(n["metadata"]["name"]): s for n in items if (s := _mig_state(n)) is not None}
+        with self._lock:
+            self._mig_states = states
+            self._synced.add("nodes")
+            self._snapshot = None
+
+    def apply_node(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        name = NodeName(obj["metadata"]["name"])
+        state = None if event_type == "DELETED" else _mig_state(obj)
+        with self._lock:
+            if state is None:
+                self._mig_states.pop(name, None)
+            else:
+                self._mig_states[name] = state
+            self._snapshot = None
+
+    # -- Assumed allocations -----------------------------------------------------------------------
+
+    def assume(self, uid: str, node: NodeName, resources: Mapping[str, int]) -> None:
+        """Hold ``resources`` on ``node`` for pod ``uid`` until the watch shows it bound (or TTL)."""
+        with self._lock:
+            if uid in self._pods:
+                return  # already confirmed bound: counting it twice would leak capacity
+            expires = self._clock() + self._settings.assume_ttl_s
+            self._assumed[uid] = AssumedAllocation(
+                uid=uid, node=node, resources=dict(resources), expires_at=expires
+            )
+            self._snapshot = None
+
+    def forget(self, uid: str) -> None:
+        """Drop an assumption (a failed bind rolls back)."""
+        with self._lock:
+            if self._assumed.pop(uid, None) is not None:
+                self._snapshot = None
+
+    def assumed(self, uid: str) -> AssumedAllocation | None:
+        with self._lock:
+            found = self._assumed.get(uid)
+            return found if found is not None and found.expires_at > self._clock() else None
+
+    # -- Readers -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> InventorySnapshot:
+        """An immutable view; reused while nothing changed for up to a second (ages are per second)."""
+        now = self._clock()
+        with self._lock:
+            cached = self._snapshot
+            if cached is not None and now - cached.taken_at < 1.0:
+                return cached
+            expired = [uid for uid, a in self._assumed.items() if a.expires_at <= now]
+            for uid in expired:
+                del self._assumed[uid]
+            allocated = {node: dict(held) for node, held in self._allocated.items()}
+            for assumption in self._assumed.values():
+                held = allocated.setdefault(assumption.node, {})
+                for resource, count in assumption.resources.items():
+                    held[resource] = held.get(resource, 0) + count
+            snapshot = InventorySnapshot(
+                nodes=MappingProxyType(dict(self._nodes)),
+                allocated=MappingProxyType(allocated),
+                mig_states=MappingProxyType(dict(self._mig_states)),
+                taken_at=now,
+                settings=self._settings,
+                synced={"gpunodes", "pods"} <= self._synced,
+            )
+            self._snapshot = snapshot
+            return snapshot
+
+
+def pod_allocation(pod: Mapping[str, Any]) -> PodAllocation | None:
+    """The GPU allocation a pod object stands for, or None (unbound, terminal, or no GPUs)."""
+    spec = pod.get("spec") or {}
+    node = spec.get("nodeName")
+    phase = (pod.get("status") or {}).get("phase")
+    if not node or phase in _TERMINAL_PHASES:
+        return None
+    resources = pod_gpu_total(container_gpus(pod))
+    if not resources:
+        return None
+    metadata = pod.get("metadata") or {}
+    return PodAllocation(
+        uid=str(metadata.get("uid", "")),
+        namespace=str(metadata.get("namespace", "")),
+        name=str(metadata.get("name", "")),
+        node=NodeName(str(node)),
+        resources=MappingProxyType(resources),
+    )
+
+
+def _mig_state(node: Mapping[str, Any]) -> str | None:
+    labels = node.get("metadata", {}).get("labels") or {}
+    state = labels.get(MIG_CONFIG_STATE_LABEL)
+    return str(state) if state is not None else None
+
+
+class LiveOffer:
+    """What the webhook offers, from the cache's fresh nodes, recomputed at most every ``refresh_s``.
+
+    The offer is the set of (model, MIG profile) that exist somewhere; it changes when a GPU is
+    repartitioned (minutes), while the cache changes with every heartbeat. Recomputing it over
+    thousands of nodes for each admission would cost more than the admission itself.
+    """
+
+    def __init__(
+        self,
+        cache: InventoryCache,
+        prices: PriceTable,
+        catalogue: Catalogue,
+        *,
+        refresh_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cache = cache
+        self._prices = prices
+        self._catalogue = catalogue
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._offer: Offer | None = None
+        self._computed_at = 0.0
+
+    def __call__(self) -> Offer:
+        now = self._clock()
+        if self._offer is None or now - self._computed_at >= self._refresh_s:
+            snapshot = self._cache.snapshot()
+            fresh = tuple(
+                record.gpunode.inventory
+                for name, record in snapshot.nodes.items()
+                if snapshot.capacity(name).schedulable
+            )
+            cluster = ClusterInventory(nodes=fresh, catalogue=self._catalogue, prices=self._prices)
+            self._offer, self._computed_at = offer_of(cluster), now
+        return self._offer
+
+    def ready(self) -> bool:
+        return self._cache.snapshot().synced
