@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import tempfile
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -18,10 +20,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from inventory.cache import InventoryCache, LiveOffer
+from inventory.catalogue import builtin_catalogue
 from inventory.cluster_file import load_cluster
+from inventory.metrics import InventoryCollector
 from inventory.model import ClusterInventory
 from inventory.offer import Offer, offer_of
-from inventory.prices import parse_price_table
+from inventory.prices import PriceTable, parse_price_table
 from kgm.certs import make_self_signed_files
 from kgm.settings import ServeSettings
 from kgm.tls import ReloadingTLS
@@ -75,6 +80,8 @@ class _AsgiEndpoint:
 
 
 def load_inventory(settings: ServeSettings) -> ClusterInventory:
+    if settings.inventory is None:
+        raise ValueError("no cluster file: the live inventory has no file to load")
     cluster = load_cluster(settings.inventory)
     if settings.prices is not None:
         document = yaml.safe_load(settings.prices.read_text(encoding="utf-8")) or {}
@@ -83,10 +90,50 @@ def load_inventory(settings: ServeSettings) -> ClusterInventory:
     return cluster
 
 
-def serve(settings: ServeSettings) -> None:
+@dataclass
+class Inventory:
+    """Where the webhook's offer comes from: a static cluster file, or the live cache."""
+
+    offer: Callable[[], Offer]
+    ready: Callable[[], bool]
+    description: dict[str, object]
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def static_inventory(settings: ServeSettings) -> Inventory:
     cluster = load_inventory(settings)
     offer = offer_of(cluster)
-    app = build_app(offer=lambda: offer, webhook=settings.webhook, registry=CollectorRegistry())
+    nodes, gpus = len(cluster.nodes), sum(len(node.gpus) for node in cluster.nodes)
+    return Inventory(
+        offer=lambda: offer,
+        ready=lambda: True,
+        description={"inventory": settings.inventory, "nodes": nodes, "gpus": gpus},
+    )
+
+
+def live_inventory(settings: ServeSettings, registry: CollectorRegistry) -> Inventory:
+    """The cache fed by watches of GpuNodes, pods and nodes, each on a thread of its own."""
+    # The kubernetes client (behind inventory.kube) loads only in live mode.
+    from inventory.kube import KubeClient  # noqa: PLC0415
+    from inventory.live import start_watches  # noqa: PLC0415
+
+    kube = KubeClient.from_environment()
+    catalogue = builtin_catalogue()
+    prices = PriceTable()
+    if settings.prices is not None:
+        prices = parse_price_table(yaml.safe_load(settings.prices.read_text(encoding="utf-8")) or {})
+    cache = InventoryCache(catalogue=catalogue, settings=settings.cache)
+    registry.register(InventoryCollector(cache))
+    stop = threading.Event()
+    start_watches(kube, cache, stop)
+    offer = LiveOffer(cache, prices, catalogue)
+    return Inventory(offer=offer, ready=offer.ready, description={"inventory": "live"}, stop=stop)
+
+
+def serve(settings: ServeSettings) -> None:
+    registry = CollectorRegistry()
+    inventory = static_inventory(settings) if settings.inventory else live_inventory(settings, registry)
+    app = build_app(offer=inventory.offer, webhook=settings.webhook, registry=registry, ready=inventory.ready)
     with tempfile.TemporaryDirectory(prefix="kgm-tls-") as scratch:
         tls = _tls(settings, Path(scratch))
         config = uvicorn.Config(
@@ -104,12 +151,13 @@ def serve(settings: ServeSettings) -> None:
                 "event": "serve.start",
                 "host": settings.host,
                 "port": settings.port,
-                "inventory": settings.inventory,
-                "nodes": len(cluster.nodes),
-                "gpus": sum(len(node.gpus) for node in cluster.nodes),
+                **inventory.description,
             },
         )
-        asyncio.run(_serve(uvicorn.Server(config), tls, settings.tls.reload_interval))
+        try:
+            asyncio.run(_serve(uvicorn.Server(config), tls, settings.tls.reload_interval))
+        finally:
+            inventory.stop.set()
 
 
 def _tls(settings: ServeSettings, scratch: Path) -> ReloadingTLS:
