@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from inventory.metrics import InventoryCollector
 from inventory.model import NodeName
 from inventory.prices import PriceTable
 from inventory.reflector import Reflector
-from tests.support.kube_emulator import GPUNODES, PODS, KubeEmulator
+from tests.support.kube_emulator import GPUNODES, PODS, KubeEmulator, eventually
 
 NODE = NodeName("gpu-h100-01")
 
@@ -32,15 +32,6 @@ class Clock:
 
     def __call__(self) -> float:
         return time.monotonic() + self.offset
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 class LiveCache:
