@@ -271,6 +271,11 @@ class InventoryCache:
             if self._assumed.pop(uid, None) is not None:
                 self._snapshot = None
 
+    def pod_allocation(self, uid: str) -> PodAllocation | AssumedAllocation | None:
+        """What a pod holds, bound or assumed (preemption asks which victims free what)."""
+        with self._lock:
+            return self._pods.get(uid) or self._assumed.get(uid)
+
     def assumed(self, uid: str) -> AssumedAllocation | None:
         with self._lock:
             found = self._assumed.get(uid)

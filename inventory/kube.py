@@ -286,6 +286,30 @@ class KubeClient:
             timeout_seconds=timeout_seconds,
         )
 
+    # Pods: one, and binding one to a node
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call(f"get pod {namespace}/{name}", self._core.read_namespaced_pod, name, namespace)
+        except KubeNotFoundError:
+            return None
+
+    def create_binding(self, *, namespace: str, name: str, uid: str, node: str) -> None:
+        """Bind a pod to a node, as kube-scheduler's default binder does.
+
+        ``metadata.uid`` is a precondition the API server checks: a pod deleted and recreated under
+        the same name between the scheduling decision and this call is not bound by mistake.
+        """
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        self._call(
+            f"bind pod {namespace}/{name} to {node}", self._core.create_namespaced_binding, namespace, body
+        )
+
     # The three shapes of call
 
     def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:

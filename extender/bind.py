@@ -1,0 +1,95 @@
+"""Bind: check the node still has room, hold it, then write the Binding.
+
+The check and the hold happen under one per-node lock, so concurrent binds onto a node's last slice
+serialize and exactly one wins; the Binding itself is written outside the lock (the hold already
+reserves the room). A failed write rolls the hold back. A retried bind for a pod already bound to
+the same node succeeds without a second write.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from extender.demand import demand_of
+from extender.filter import judge
+from inventory.cache import InventoryCache
+from inventory.model import NodeName
+
+
+class BindError(Exception):
+    """The Binding could not be written; the message goes to kube-scheduler's pod event."""
+
+
+class Binder(Protocol):
+    def bind(self, pod: Mapping[str, Any], node: str) -> None:
+        """Bind ``pod`` to ``node`` or raise :class:`BindError`."""
+        ...
+
+
+class InMemoryBinder:
+    """Standalone mode (no Kubernetes): a bind is final at once, and the cache counts the pod as
+    bound (there is no watch to confirm it)."""
+
+    def __init__(self, cache: InventoryCache) -> None:
+        self._cache = cache
+        self.bound: dict[str, str] = {}
+
+    def bind(self, pod: Mapping[str, Any], node: str) -> None:
+        bound = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}}
+        self._cache.apply_pod("ADDED", bound)
+        self.bound[str(pod["metadata"]["uid"])] = node
+
+
+class BindCoordinator:
+    def __init__(self, *, cache: InventoryCache, binder: Binder, remembered: int = 10_000) -> None:
+        self._cache = cache
+        self._binder = binder
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._done: OrderedDict[str, str] = OrderedDict()
+        self._done_guard = threading.Lock()
+        self._remembered = remembered
+
+    def bind(self, pod: Mapping[str, Any], node: str) -> str | None:
+        """None when the pod is bound to ``node``; else why not (for the reply's ``Error``)."""
+        uid = str((pod.get("metadata") or {}).get("uid", ""))
+        previous = self._previous(uid)
+        if previous is not None:
+            return None if previous == node else f"pod already bound to {previous}"
+        demand = demand_of(pod)
+        with self._lock(node):
+            assumed = self._cache.assumed(uid)
+            if assumed is not None and assumed.node != node:
+                return f"pod is being bound to {assumed.node}"
+            if assumed is None:
+                verdict = judge(demand, NodeName(node), self._cache.snapshot())
+                if not verdict.fits:
+                    return f"node {node} no longer fits the pod: {verdict.reason}"
+                self._cache.assume(uid, NodeName(node), demand.resources)
+        try:
+            self._binder.bind(pod, node)
+        except BindError as error:
+            self._cache.forget(uid)
+            return str(error)
+        self._remember(uid, node)
+        return None
+
+    def _lock(self, node: str) -> threading.Lock:
+        with self._locks_guard:
+            lock = self._locks.get(node)
+            if lock is None:
+                lock = self._locks[node] = threading.Lock()
+            return lock
+
+    def _previous(self, uid: str) -> str | None:
+        with self._done_guard:
+            return self._done.get(uid)
+
+    def _remember(self, uid: str, node: str) -> None:
+        with self._done_guard:
+            self._done[uid] = node
+            while len(self._done) > self._remembered:
+                self._done.popitem(last=False)

@@ -1,0 +1,53 @@
+"""The extender's four verbs over plain data: what the HTTP app calls (parse, call, serialize).
+
+Inputs are decoded pods (dicts in Kubernetes' wire format) and node names; outputs are plain
+dataclasses. The HTTP layer (``extender/app.py``) maps them from and to the
+``k8s.io/kube-scheduler/extender/v1`` wire types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class FilterOutcome:
+    """Nodes that can take the pod now, and why each other node cannot."""
+
+    passed: list[str]
+    #: Node -> reason; preemption may help on these.
+    failed: dict[str, str] = field(default_factory=dict)
+    #: Node -> reason; no eviction would ever make room (wrong model, too few GPUs in all...).
+    unresolvable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HostScore:
+    host: str
+    score: int  # 0..10 (kube-scheduler's MaxExtenderPriority)
+
+
+@dataclass(frozen=True, slots=True)
+class Victims:
+    """Pods (by UID) to evict on one node, and how many PodDisruptionBudgets that breaks."""
+
+    pod_uids: list[str]
+    num_pdb_violations: int
+
+
+class ExtenderService(Protocol):
+    """The contract; ``extender.scheduler.GpuExtender`` implements it."""
+
+    def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome: ...
+
+    def prioritize(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> list[HostScore]: ...
+
+    def bind(self, *, namespace: str, name: str, uid: str, node: str) -> str | None:
+        """Bind the pod; None on success, else the error for the reply's ``Error``."""
+        ...
+
+    def preempt(self, pod: Mapping[str, Any], victims: Mapping[str, Victims]) -> dict[str, Victims]:
+        """The victims worth evicting per node (only nodes where evicting them makes room)."""
+        ...
