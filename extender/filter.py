@@ -7,13 +7,14 @@ few such GPUs at all, the wrong model, a stale inventory, or no agent).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from extender.demand import GpuDemand
 from extender.service import FilterOutcome
-from inventory.cache import InventorySnapshot, NodeCapacity, NodeRecord
-from inventory.model import GpuDevice, NodeName
+from inventory.cache import InventorySnapshot
+from inventory.model import NodeName
+from inventory.shape import NodeShape
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +27,32 @@ class Verdict:
 FITS = Verdict(fits=True)
 
 
-def filter_nodes(demand: GpuDemand, node_names: Sequence[str], snapshot: InventorySnapshot) -> FilterOutcome:
+def filter_nodes(
+    demand: GpuDemand,
+    node_names: Sequence[str],
+    snapshot: InventorySnapshot,
+    memo: dict[int, Verdict] | None = None,
+) -> FilterOutcome:
+    """Judge every node. ``memo`` maps shape ids to verdicts for this kind of pod: nodes of one
+    shape get one verdict, so a large cluster costs a lookup per node (the hot path: measured by
+    benchmarks/extender.py)."""
     if not demand.wants_gpus:
         return FilterOutcome(passed=list(node_names))  # not a GPU pod: every node is fine by us
+    memo = {} if memo is None else memo
+    states = snapshot.states
+    oldest = snapshot.taken_at - snapshot.settings.stale_after_s
     outcome = FilterOutcome(passed=[])
     for name in node_names:
-        verdict = judge(demand, NodeName(name), snapshot)
+        state = states.get(name)  # type: ignore[call-overload]  # NodeName(name) per node costs time
+        if state is None:
+            outcome.unresolvable[name] = f"no GPU inventory for node {name}: is kgm-agent running there?"
+            continue
+        if state.seen_at < oldest:
+            outcome.unresolvable[name] = snapshot.stale_reason(state) or "inventory stale"
+            continue
+        verdict = memo.get(state.shape_id)
+        if verdict is None:
+            verdict = memo[state.shape_id] = judge_shape(demand, state.shape)
         if verdict.fits:
             outcome.passed.append(name)
         elif verdict.unresolvable:
@@ -42,66 +63,65 @@ def filter_nodes(demand: GpuDemand, node_names: Sequence[str], snapshot: Invento
 
 
 def judge(demand: GpuDemand, name: NodeName, snapshot: InventorySnapshot) -> Verdict:
-    record = snapshot.nodes.get(name)
-    if record is None:
+    """One node, now (bind's last check)."""
+    state = snapshot.states.get(name)
+    if state is None:
         return Verdict(
             False, f"no GPU inventory for node {name}: is kgm-agent running there?", unresolvable=True
         )
-    return judge_capacity(demand, snapshot.capacity(name), record)
+    stale = snapshot.stale_reason(state)
+    if stale is not None:
+        return Verdict(False, stale, unresolvable=True)
+    return judge_shape(demand, state.shape)
 
 
-def judge_capacity(demand: GpuDemand, capacity: NodeCapacity, record: NodeRecord) -> Verdict:
-    if not capacity.schedulable:
-        return Verdict(False, capacity.reason, unresolvable=True)
-    gpus = record.gpunode.inventory.gpus
-    if demand.products is not None and not any(demand.products & gpu.model.aliases for gpu in gpus):
-        models = ", ".join(sorted({gpu.model.name for gpu in gpus})) or "no GPUs"
+def judge_shape(demand: GpuDemand, shape: NodeShape) -> Verdict:
+    """Whether a node of this shape can take the pod (a pure function: memoized by shape id)."""
+    if demand.products is not None and not demand.products & shape.aliases:
+        models = ", ".join(shape.models) or "no GPUs"
         wanted = ", ".join(sorted(demand.products))
         return Verdict(False, f"node has {models}; the pod asks for nvidia.com/gpu.product {wanted}", True)
     for resource, count in sorted(demand.mig.items()):
-        verdict = _mig_verdict(resource, count, capacity, gpus)
+        verdict = _mig_verdict(resource, count, shape)
         if not verdict.fits:
             return verdict
     if demand.full_gpus:
-        return _full_gpu_verdict(demand, capacity, gpus)
+        return _full_gpu_verdict(demand, shape)
     return FITS
 
 
-def _mig_verdict(resource: str, count: int, capacity: NodeCapacity, gpus: Iterable[GpuDevice]) -> Verdict:
-    if not capacity.mig_schedulable:
-        return Verdict(False, capacity.mig_reason, unresolvable=True)
+def _mig_verdict(resource: str, count: int, shape: NodeShape) -> Verdict:
+    if shape.mig_blocked is not None:
+        return Verdict(False, shape.mig_blocked, unresolvable=True)
     short = resource.removeprefix("nvidia.com/")
-    total = capacity.mig_total.get(resource, 0)
-    free = capacity.mig_free.get(resource, 0)
+    total = shape.total(resource)
+    free = shape.free(resource)
     if total < count:
-        reason = f"no {short} here: {total} exist, {count} needed" + _unhealthy_note(gpus)
+        reason = f"no {short} here: {total} exist, {count} needed" + _unhealthy_note(shape)
         return Verdict(False, reason, unresolvable=True)
     if free < count:
         return Verdict(False, f"no free {short}: {free} of {total} free")
     return FITS
 
 
-def _full_gpu_verdict(demand: GpuDemand, capacity: NodeCapacity, gpus: Iterable[GpuDevice]) -> Verdict:
+def _full_gpu_verdict(demand: GpuDemand, shape: NodeShape) -> Verdict:
     wanted = demand.full_gpus
     memory = demand.memory_gb
-    eligible = sum(1 for gb in capacity.full_gpu_memory_gb if memory is None or gb >= memory)
+    eligible = sum(1 for gb in shape.full_gpu_memory_gb if memory is None or gb >= memory)
     sized = f" with {memory} GB" if memory is not None else ""
     if eligible < wanted:
-        reason = f"{wanted} whole GPUs{sized} requested, node has {eligible}" + _unhealthy_note(gpus)
+        reason = f"{wanted} whole GPUs{sized} requested, node has {eligible}" + _unhealthy_note(shape)
         return Verdict(False, reason, unresolvable=True)
     # Whole GPUs too small for the pod may be the free ones: count pessimistically.
-    free = max(0, capacity.full_gpus_free - (capacity.full_gpus_total - eligible))
+    free = max(0, shape.full_gpus_free - (shape.full_gpus_total - eligible))
     if free < wanted:
         return Verdict(False, f"{wanted} whole GPUs{sized} requested, {free} free after reservations")
     return FITS
 
 
-def _unhealthy_note(gpus: Iterable[GpuDevice]) -> str:
-    sick = [g for g in gpus if not g.healthy]
-    if not sick:
+def _unhealthy_note(shape: NodeShape) -> str:
+    if not shape.unhealthy:
         return ""
-    shown = "; ".join(
-        f"{(g.uuid or f'GPU {g.index}')[:12]}… unhealthy: {g.unhealthy_reason}" for g in sick[:2]
-    )
-    more = f" (+{len(sick) - 2} more)" if len(sick) > 2 else ""
+    shown = "; ".join(f"{gpu[:12]}… unhealthy: {reason}" for gpu, reason in shape.unhealthy[:2])
+    more = f" (+{len(shape.unhealthy) - 2} more)" if len(shape.unhealthy) > 2 else ""
     return f"; {shown}{more}"

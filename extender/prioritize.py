@@ -19,10 +19,10 @@ from decimal import Decimal
 
 from extender.demand import GpuDemand
 from extender.service import HostScore
-from inventory.cache import InventorySnapshot, NodeCapacity, NodeRecord
+from inventory.cache import InventorySnapshot
 from inventory.catalogue import FULL_GPU_RESOURCE
-from inventory.model import NodeName
 from inventory.prices import PriceTable
+from inventory.shape import NodeShape
 
 POLICIES = ("fragmentation", "binpack", "spread", "cost")
 MAX_SCORE = 10
@@ -36,10 +36,8 @@ class PrioritySettings:
     default_policy: str = "fragmentation"
     """Policy for pods without ``gpu.kgm.io/placement-policy``."""
 
-    hot_celsius: int = 80
-    """A node with a GPU at or above this loses ``hot_penalty`` points: it will throttle soon."""
-
     hot_penalty: int = 3
+    """Points a node loses when one of its GPUs is hot (``CacheSettings.hot_celsius``)."""
 
     workload: Mapping[RequestType, float] | None = None
     """Popularity of request types for ``fragmentation``; None: learned from what is allocated now."""
@@ -51,85 +49,89 @@ def prioritize(
     snapshot: InventorySnapshot,
     prices: PriceTable,
     settings: PrioritySettings,
+    memo: dict[int, float] | None = None,
 ) -> list[HostScore]:
-    names = [NodeName(n) for n in node_names if NodeName(n) in snapshot.nodes]
+    """Scores for ``node_names``. ``memo`` maps shape ids to raw scores for this pod kind and policy
+    (nodes of one shape score alike; the memo is the caller's to keep while the workload holds)."""
     policy = demand.policy if demand.policy in POLICIES else settings.default_policy
-    if not demand.wants_gpus:
-        raw = {name: 0.0 for name in names}
-    elif policy == "fragmentation":
-        workload = settings.workload or learned_workload(snapshot)
-        raw = {
-            n: -fragmentation_growth(demand, snapshot.capacity(n), snapshot.nodes[n], workload) for n in names
-        }
-    elif policy == "cost":
-        raw = {n: -float(node_cost(demand, snapshot.nodes[n], prices)) for n in names}
-    else:
-        used = {n: utilization_after(demand, snapshot.capacity(n)) for n in names}
-        raw = used if policy == "binpack" else {n: -u for n, u in used.items()}
-    scaled = _scale(raw)
-    scores = []
+    memo = {} if memo is None else memo
+    workload = settings.workload or learned_workload(snapshot)
+    states = snapshot.states
+    # Everything is decided per shape (few), then looked up per node (many).
+    shape_of_node: list[tuple[str, int]] = []
+    shapes: dict[int, NodeShape] = {}
     for name in node_names:
-        score = scaled.get(NodeName(name), 0)
-        record = snapshot.nodes.get(NodeName(name))
-        if record is not None and _hottest(record) >= settings.hot_celsius:
-            score = max(0, score - settings.hot_penalty)
-        scores.append(HostScore(host=name, score=score))
-    return scores
+        state = states.get(name)  # type: ignore[call-overload]  # NodeName(name) per node costs time
+        if state is None:
+            shape_of_node.append((name, -1))
+            continue
+        shape_of_node.append((name, state.shape_id))
+        shapes[state.shape_id] = state.shape
+    raw = {}
+    for shape_id, shape in shapes.items():
+        value = memo.get(shape_id)
+        if value is None:
+            value = memo[shape_id] = raw_score(policy, demand, shape, prices, workload)
+        raw[shape_id] = value
+    scaled = _scale(raw)
+    for shape_id, shape in shapes.items():
+        if shape.hot:
+            scaled[shape_id] = max(0, scaled[shape_id] - settings.hot_penalty)
+    return [HostScore(host=name, score=scaled.get(shape_id, 0)) for name, shape_id in shape_of_node]
 
 
-def _scale(raw: Mapping[NodeName, float]) -> dict[NodeName, int]:
+def raw_score(
+    policy: str,
+    demand: GpuDemand,
+    shape: NodeShape,
+    prices: PriceTable,
+    workload: Mapping[RequestType, float],
+) -> float:
+    """Higher is better; only the order among candidates matters (scores are rescaled)."""
+    if not demand.wants_gpus:
+        return 0.0
+    if policy == "fragmentation":
+        return -fragmentation_growth(demand, shape, workload)
+    if policy == "cost":
+        return -float(node_cost(demand, shape, prices))
+    used = utilization_after(demand, shape)
+    return used if policy == "binpack" else -used
+
+
+def _scale(raw: Mapping[int, float]) -> dict[int, int]:
     if not raw:
         return {}
     low, high = min(raw.values()), max(raw.values())
     if high - low < 1e-9:
-        return {name: MAX_SCORE for name in raw}
+        return dict.fromkeys(raw, MAX_SCORE)
     return {name: round(MAX_SCORE * (value - low) / (high - low)) for name, value in raw.items()}
-
-
-def _hottest(record: NodeRecord) -> int:
-    return max((g.temperature_c or 0 for g in record.gpunode.inventory.gpus), default=0)
 
 
 # -- binpack / spread ------------------------------------------------------------------------------
 
 
-def utilization_after(demand: GpuDemand, capacity: NodeCapacity) -> float:
+def utilization_after(demand: GpuDemand, shape: NodeShape) -> float:
     """Share of the node's capacity of the requested kinds in use once the pod is placed (0..1)."""
     shares = []
     for resource, count in demand.resources.items():
-        total, free = _total_free(capacity, resource)
+        total, free = shape.total(resource), shape.free(resource)
         if total:
             shares.append((total - free + count) / total)
     return sum(shares) / len(shares) if shares else 0.0
 
 
-def _total_free(capacity: NodeCapacity, resource: str) -> tuple[int, int]:
-    if resource == FULL_GPU_RESOURCE:
-        return capacity.full_gpus_total, capacity.full_gpus_free
-    return capacity.mig_total.get(resource, 0), capacity.mig_free.get(resource, 0)
-
-
 # -- cost ------------------------------------------------------------------------------------------
 
 
-def node_cost(demand: GpuDemand, record: NodeRecord, prices: PriceTable) -> Decimal:
+def node_cost(demand: GpuDemand, shape: NodeShape, prices: PriceTable) -> Decimal:
     """Hourly price of what the pod takes on this node (a model without a price counts as dear)."""
     total = Decimal(0)
-    gpus = record.gpunode.inventory.gpus
+    models = {resource: (model, share) for resource, model, share in shape.resources}
     for resource, count in demand.resources.items():
-        unit = None
-        for gpu in gpus:
-            price = prices.hourly.get(gpu.model.name)
-            if price is None:
-                continue
-            if resource == FULL_GPU_RESOURCE and not gpu.mig_enabled:
-                unit = price
-            for instance in gpu.mig_instances:
-                if instance.profile.resource_name == resource:
-                    unit = prices.mig_instance(gpu.model, instance.profile)
-            if unit is not None:
-                break
-        total += (unit if unit is not None else Decimal(10**6)) * count
+        model, share = models.get(resource, ("", 1.0))
+        price = prices.hourly.get(model)
+        unit = price * Decimal(str(share)) if price is not None else Decimal(10**6)
+        total += unit * count
     return total
 
 
@@ -142,16 +144,10 @@ def learned_workload(snapshot: InventorySnapshot) -> dict[RequestType, float]:
     """Request types weighted by what is allocated now across the cluster, plus one of each kind
     offered (so a kind nobody uses yet still counts). Whole-GPU requests are spread over 1, 2, 4
     and 8 GPUs, smaller ones likelier, as in the published GPU traces."""
-    allocated: dict[str, float] = {}
-    for held in snapshot.allocated.values():
-        for resource, count in held.items():
-            allocated[resource] = allocated.get(resource, 0) + count
     offered: set[str] = set()
-    for name in snapshot.nodes:
-        capacity = snapshot.capacity(name)
-        offered.update(capacity.mig_total)
-        if capacity.full_gpus_total:
-            offered.add(FULL_GPU_RESOURCE)
+    for shape in {state.shape for state in snapshot.states.values()}:
+        offered.update(resource for resource, _, _ in shape.resources)
+    allocated = snapshot.allocated_total
     workload: dict[RequestType, float] = {}
     for resource in offered | set(allocated):
         weight = allocated.get(resource, 0) + 1
@@ -164,29 +160,14 @@ def learned_workload(snapshot: InventorySnapshot) -> dict[RequestType, float]:
     return {kind: weight / total for kind, weight in workload.items()}
 
 
-def fragmentation_growth(
-    demand: GpuDemand, capacity: NodeCapacity, record: NodeRecord, workload: Mapping[RequestType, float]
-) -> float:
+def fragmentation_growth(demand: GpuDemand, shape: NodeShape, workload: Mapping[RequestType, float]) -> float:
     """How much the node's expected fragmentation grows if the pod is placed there (in GPUs)."""
-    share = _mig_shares(record)
-    before = _free(capacity)
+    share = {resource: fraction for resource, _, fraction in shape.resources}
+    before = {FULL_GPU_RESOURCE: shape.full_gpus_free, **dict(shape.mig_free)}
     after = dict(before)
     for resource, count in demand.resources.items():
         after[resource] = after.get(resource, 0) - count
     return _fragmentation(after, share, workload) - _fragmentation(before, share, workload)
-
-
-def _free(capacity: NodeCapacity) -> dict[str, int]:
-    return {FULL_GPU_RESOURCE: capacity.full_gpus_free, **capacity.mig_free}
-
-
-def _mig_shares(record: NodeRecord) -> dict[str, float]:
-    shares = {FULL_GPU_RESOURCE: 1.0}
-    for gpu in record.gpunode.inventory.gpus:
-        for instance in gpu.mig_instances:
-            total = gpu.model.compute_slices_total or 1
-            shares[instance.profile.resource_name] = instance.profile.compute_slices / total
-    return shares
 
 
 def _fragmentation(

@@ -5,19 +5,20 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from extender.bind import BindCoordinator, Binder
-from extender.demand import demand_of
-from extender.filter import filter_nodes, judge_capacity
-from extender.prioritize import PrioritySettings, RequestType, learned_workload, prioritize
+from extender.demand import GpuDemand, demand_of
+from extender.filter import Verdict, filter_nodes, judge_shape
+from extender.prioritize import POLICIES, PrioritySettings, RequestType, learned_workload, prioritize
 from extender.service import FilterOutcome, HostScore, Victims
-from inventory.cache import InventoryCache, NodeCapacity
+from inventory.cache import InventoryCache
 from inventory.catalogue import FULL_GPU_RESOURCE
 from inventory.model import NodeName
 from inventory.prices import PriceTable
+from inventory.shape import NodeShape
 
 PodFetcher = Callable[[str, str], Mapping[str, Any] | None]
 
@@ -45,23 +46,31 @@ class GpuExtender:
         self._seen_guard = threading.Lock()
         self._clock = clock
         self._workload_refresh_s = workload_refresh_s
-        self._workload: tuple[float, Mapping[RequestType, float]] | None = None
+        self._workload: tuple[float, int, Mapping[RequestType, float]] | None = None
+        # Verdicts and raw scores by shape id, per kind of pod: shapes are few, pods of a kind many.
+        self._verdicts: OrderedDict[Hashable, dict[int, Verdict]] = OrderedDict()
+        self._scores: OrderedDict[Hashable, dict[int, float]] = OrderedDict()
+        self._memo_guard = threading.Lock()
 
     def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome:
         self._remember(pod)
-        return filter_nodes(demand_of(pod), node_names, self._cache.snapshot())
+        demand = demand_of(pod)
+        snapshot = self._cache.snapshot()
+        memo = self._memo(self._verdicts, (snapshot.shape_epoch, _demand_key(demand)))
+        return filter_nodes(demand, node_names, snapshot, memo)
 
     def prioritize(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> list[HostScore]:
         self._remember(pod)
+        demand = demand_of(pod)
+        snapshot = self._cache.snapshot()
         settings = self._settings
+        version, workload = self._learned_workload(snapshot.shape_epoch)
         if settings.workload is None:
-            settings = PrioritySettings(
-                default_policy=settings.default_policy,
-                hot_celsius=settings.hot_celsius,
-                hot_penalty=settings.hot_penalty,
-                workload=self._learned_workload(),
-            )
-        return prioritize(demand_of(pod), node_names, self._cache.snapshot(), self._prices, settings)
+            settings = replace(settings, workload=workload)
+        policy = demand.policy if demand.policy in POLICIES else settings.default_policy
+        key = (snapshot.shape_epoch, _demand_key(demand), policy, version)
+        memo = self._memo(self._scores, key)
+        return prioritize(demand, node_names, snapshot, self._prices, settings, memo)
 
     def bind(self, *, namespace: str, name: str, uid: str, node: str) -> str | None:
         with self._seen_guard:
@@ -83,9 +92,6 @@ class GpuExtender:
         snapshot = self._cache.snapshot()
         kept: dict[str, Victims] = {}
         for node, candidates in victims.items():
-            record = snapshot.nodes.get(NodeName(node))
-            if record is None:
-                continue
             useful: list[str] = []
             freed: dict[str, int] = {}
             for uid in candidates.pod_uids:
@@ -97,7 +103,9 @@ class GpuExtender:
                     useful.append(uid)
                     for resource, count in relevant.items():
                         freed[resource] = freed.get(resource, 0) + count
-            if judge_capacity(demand, _with_freed(snapshot.capacity(NodeName(node)), freed), record).fits:
+            state = snapshot.states.get(NodeName(node))
+            # kube-scheduler refuses a node offered for preemption with no victim on it.
+            if useful and state is not None and judge_shape(demand, _with_freed(state.shape, freed)).fits:
                 kept[node] = Victims(pod_uids=useful, num_pdb_violations=candidates.num_pdb_violations)
         return kept
 
@@ -111,18 +119,34 @@ class GpuExtender:
             while len(self._seen) > 10_000:
                 self._seen.popitem(last=False)
 
-    def _learned_workload(self) -> Mapping[RequestType, float]:
-        # Learning walks every node: done every few seconds, not for each pod.
+    def _learned_workload(self, epoch: int) -> tuple[int, Mapping[RequestType, float]]:
+        """The workload mix and its version; learning walks every shape, so it is done every few
+        seconds, not for each pod (and the score memos keyed by its version expire with it)."""
         now = self._clock()
         if self._workload is None or now - self._workload[0] >= self._workload_refresh_s:
-            self._workload = (now, learned_workload(self._cache.snapshot()))
-        return self._workload[1]
+            version = self._workload[1] + 1 if self._workload else 0
+            self._workload = (now, version, learned_workload(self._cache.snapshot()))
+        return self._workload[1], self._workload[2]
+
+    def _memo(self, memos: OrderedDict[Hashable, dict[int, Any]], key: Hashable) -> dict[int, Any]:
+        with self._memo_guard:
+            memo = memos.get(key)
+            if memo is None:
+                memo = memos[key] = {}
+                while len(memos) > 256:
+                    memos.popitem(last=False)
+            else:
+                memos.move_to_end(key)
+            return memo
 
 
-def _with_freed(capacity: NodeCapacity, freed: Mapping[str, int]) -> NodeCapacity:
-    mig_free = {r: n + freed.get(r, 0) for r, n in capacity.mig_free.items()}
+def _with_freed(shape: NodeShape, freed: Mapping[str, int]) -> NodeShape:
     return replace(
-        capacity,
-        full_gpus_free=capacity.full_gpus_free + freed.get(FULL_GPU_RESOURCE, 0),
-        mig_free=mig_free,
+        shape,
+        full_gpus_free=shape.full_gpus_free + freed.get(FULL_GPU_RESOURCE, 0),
+        mig_free=tuple((r, n + freed.get(r, 0)) for r, n in shape.mig_free),
     )
+
+
+def _demand_key(demand: GpuDemand) -> Hashable:
+    return (tuple(sorted(demand.resources.items())), demand.memory_gb, demand.products)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -23,10 +23,8 @@ from inventory.model import ClusterInventory, NodeName
 from inventory.offer import Offer, offer_of
 from inventory.pod_request import container_gpus, pod_gpu_total
 from inventory.prices import PriceTable
+from inventory.shape import MIG_CONFIG_STATE_LABEL, NodeCapacity, NodeShape, shape_of
 
-MIG_CONFIG_STATE_LABEL = "nvidia.com/mig.config.state"
-#: States of NVIDIA's MIG manager in which the node's MIG layout cannot be trusted.
-MIG_UNSETTLED_STATES = frozenset({"pending", "rebooting", "failed"})
 _TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
@@ -37,6 +35,9 @@ class CacheSettings:
 
     assume_ttl_s: float = 120.0
     """How long a bind's assumed allocation holds room if the pod never shows up bound."""
+
+    hot_celsius: int = 80
+    """A GPU at or above this makes its node 'hot' (placement prefers other nodes: it throttles soon)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +67,12 @@ class NodeRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeCapacity:
-    """What one node can take now, after bound and assumed allocations."""
+class NodeState:
+    """A node in a snapshot: its interned shape and when its current heartbeat was first seen."""
 
-    name: NodeName
-    age_s: float
-    schedulable: bool
-    reason: str | None
-    mig_schedulable: bool
-    mig_reason: str | None
-    full_gpus_total: int
-    full_gpus_free: int
-    mig_total: Mapping[str, int]
-    mig_free: Mapping[str, int]
-    #: Per healthy whole GPU (index order): its memory in GB, for memory-aware placement.
-    full_gpu_memory_gb: tuple[int, ...] = ()
+    shape: NodeShape
+    shape_id: int
+    seen_at: float
 
 
 @dataclass(frozen=True)
@@ -88,54 +80,33 @@ class InventorySnapshot:
     """An immutable view of the cache at ``taken_at`` (monotonic seconds)."""
 
     nodes: Mapping[NodeName, NodeRecord]
-    allocated: Mapping[NodeName, Mapping[str, int]]
-    mig_states: Mapping[NodeName, str]
+    states: Mapping[NodeName, NodeState]
+    #: GPU resources held (bound or assumed) across the cluster, by resource name.
+    allocated_total: Mapping[str, int]
     taken_at: float
     settings: CacheSettings
     synced: bool
-    _capacity: dict[NodeName, NodeCapacity] = field(default_factory=dict, repr=False, compare=False)
+    #: Changes when shape ids are renumbered: memos keyed by shape id must be dropped then.
+    shape_epoch: int = 0
 
     def age(self, name: NodeName) -> float:
-        return max(0.0, self.taken_at - self.nodes[name].seen_at)
+        return max(0.0, self.taken_at - self.states[name].seen_at)
+
+    def stale_reason(self, state: NodeState) -> str | None:
+        age = self.taken_at - state.seen_at
+        if age > self.settings.stale_after_s:
+            return f"inventory stale for {age:.0f} s (limit {self.settings.stale_after_s:.0f} s)"
+        return None
 
     def capacity(self, name: NodeName) -> NodeCapacity:
         """The node's free capacity and whether it may take pods (KeyError for an unknown node)."""
-        found = self._capacity.get(name)
-        if found is None:
-            found = self._capacity[name] = self._compute(name)
-        return found
-
-    def _compute(self, name: NodeName) -> NodeCapacity:
-        record = self.nodes[name]
-        age = self.age(name)
-        reason = None
-        if age > self.settings.stale_after_s:
-            reason = f"inventory stale for {age:.0f} s (limit {self.settings.stale_after_s:.0f} s)"
-        mig_state = self.mig_states.get(name)
-        mig_reason = reason
-        if mig_reason is None and mig_state in MIG_UNSETTLED_STATES:
-            mig_reason = f"MIG reconfiguration {mig_state} ({MIG_CONFIG_STATE_LABEL}={mig_state})"
-        allocated = self.allocated.get(name, {})
-        whole = [g for g in record.gpunode.inventory.gpus if g.healthy and not g.mig_enabled]
-        mig_total: dict[str, int] = {}
-        for gpu in record.gpunode.inventory.gpus:
-            if gpu.healthy and gpu.mig_enabled and not gpu.mig_pending:
-                for instance in gpu.mig_instances:
-                    key = instance.profile.resource_name
-                    mig_total[key] = mig_total.get(key, 0) + 1
-        mig_free = {key: max(0, total - allocated.get(key, 0)) for key, total in sorted(mig_total.items())}
+        state = self.states[name]
         return NodeCapacity(
             name=name,
-            age_s=age,
-            schedulable=reason is None,
-            reason=reason,
-            mig_schedulable=mig_reason is None,
-            mig_reason=mig_reason,
-            full_gpus_total=len(whole),
-            full_gpus_free=max(0, len(whole) - allocated.get("nvidia.com/gpu", 0)),
-            mig_total=MappingProxyType(dict(sorted(mig_total.items()))),
-            mig_free=MappingProxyType(mig_free),
-            full_gpu_memory_gb=tuple(g.model.memory_gb for g in whole),
+            shape=state.shape,
+            shape_id=state.shape_id,
+            age_s=self.age(name),
+            reason=self.stale_reason(state),
         )
 
 
@@ -160,6 +131,10 @@ class InventoryCache:
         self._allocated: dict[NodeName, dict[str, int]] = {}
         self._assumed: dict[str, AssumedAllocation] = {}
         self._mig_states: dict[NodeName, str] = {}
+        self._states: dict[NodeName, NodeState] = {}
+        self._shape_ids: dict[NodeShape, int] = {}
+        self._shape_epoch = 0
+        self._allocated_total: dict[str, int] = {}
         self._synced: set[str] = set()
         self._snapshot: InventorySnapshot | None = None
 
@@ -171,6 +146,9 @@ class InventoryCache:
         with self._lock:
             old = self._nodes
             self._nodes = {p.inventory.name: self._record(p, old.get(p.inventory.name)) for p in parsed}
+            self._states = {}
+            for name in self._nodes:
+                self._refresh(name)
             self._synced.add("gpunodes")
             self._snapshot = None
 
@@ -182,6 +160,7 @@ class InventoryCache:
                 self._nodes.pop(name, None)
             else:
                 self._nodes[name] = self._record(parsed, self._nodes.get(name))
+            self._refresh(name)
             self._snapshot = None
 
     def _record(self, parsed: ParsedGpuNode, previous: NodeRecord | None) -> NodeRecord:
@@ -204,10 +183,14 @@ class InventoryCache:
         allocations = [a for a in map(pod_allocation, items) if a is not None]
         with self._lock:
             self._pods = {a.uid: a for a in allocations}
-            self._allocated = {}
+            self._allocated, self._allocated_total = {}, {}
             for allocation in allocations:
-                self._add(allocation, +1)
                 self._assumed.pop(allocation.uid, None)
+                self._add(allocation.node, allocation.resources, +1)
+            for assumption in self._assumed.values():
+                self._add(assumption.node, assumption.resources, +1)
+            for name in self._nodes:
+                self._refresh(name)
             self._synced.add("pods")
             self._snapshot = None
 
@@ -217,28 +200,74 @@ class InventoryCache:
         with self._lock:
             previous = self._pods.pop(uid, None)
             if previous is not None:
-                self._add(previous, -1)
+                self._add(previous.node, previous.resources, -1)
             if allocation is not None:
                 self._pods[uid] = allocation
-                self._add(allocation, +1)
-                self._assumed.pop(uid, None)  # the watch confirms the bind: no longer assumed
+                self._add(allocation.node, allocation.resources, +1)
+                assumption = self._assumed.pop(uid, None)  # the watch confirms the bind
+                if assumption is not None:
+                    self._add(assumption.node, assumption.resources, -1)
             self._snapshot = None
 
-    def _add(self, allocation: PodAllocation, sign: int) -> None:
-        held = self._allocated.setdefault(allocation.node, {})
-        for resource, count in allocation.resources.items():
+    def _add(self, node: NodeName, resources: Mapping[str, int], sign: int) -> None:
+        held = self._allocated.setdefault(node, {})
+        for resource, count in resources.items():
             held[resource] = held.get(resource, 0) + sign * count
             if held[resource] <= 0:
                 del held[resource]
+            self._allocated_total[resource] = self._allocated_total.get(resource, 0) + sign * count
+            if self._allocated_total[resource] <= 0:
+                del self._allocated_total[resource]
         if not held:
-            del self._allocated[allocation.node]
+            del self._allocated[node]
+        self._refresh(node)
+
+    def _refresh(self, name: NodeName) -> None:
+        """Recompute one node's shape (after anything about it changed)."""
+        record = self._nodes.get(name)
+        if record is None:
+            self._states.pop(name, None)
+            return
+        shape = shape_of(
+            record.gpunode.inventory.gpus,
+            self._allocated.get(name, {}),
+            self._mig_states.get(name),
+            hot_celsius=self._settings.hot_celsius,
+        )
+        previous = self._states.get(name)
+        if previous is not None and previous.shape == shape and previous.seen_at == record.seen_at:
+            return
+        self._states[name] = NodeState(shape=shape, shape_id=self._intern(shape), seen_at=record.seen_at)
+
+    def _intern(self, shape: NodeShape) -> int:
+        found = self._shape_ids.get(shape)
+        if found is not None:
+            return found
+        if len(self._shape_ids) > 4 * len(self._nodes) + 1024:
+            # Shapes no node has any more pile up as allocations come and go: renumber the live
+            # ones under a new epoch (readers drop memos keyed by old ids when the epoch changes).
+            self._shape_epoch += 1
+            self._shape_ids = {}
+            for node, state in self._states.items():
+                state_id = self._shape_ids.setdefault(state.shape, len(self._shape_ids))
+                self._states[node] = NodeState(shape=state.shape, shape_id=state_id, seen_at=state.seen_at)
+            found = self._shape_ids.get(shape)
+            if found is not None:
+                return found
+        found = self._shape_ids[shape] = len(self._shape_ids)
+        return found
 
     # -- Nodes (MIG manager state) -----------------------------------------------------------------
 
     def replace_nodes(self, items: Iterable[Mapping[str, Any]], resource_version: str = "") -> None:
         states = {NodeName(n["metadata"]["name"]): s for n in items if (s := _mig_state(n)) is not None}
         with self._lock:
+            changed = set(states) ^ set(self._mig_states) | {
+                n for n in states if states[n] != self._mig_states.get(n)
+            }
             self._mig_states = states
+            for name in changed:
+                self._refresh(name)
             self._synced.add("nodes")
             self._snapshot = None
 
@@ -250,6 +279,7 @@ class InventoryCache:
                 self._mig_states.pop(name, None)
             else:
                 self._mig_states[name] = state
+            self._refresh(name)
             self._snapshot = None
 
     # -- Assumed allocations -----------------------------------------------------------------------
@@ -260,15 +290,21 @@ class InventoryCache:
             if uid in self._pods:
                 return  # already confirmed bound: counting it twice would leak capacity
             expires = self._clock() + self._settings.assume_ttl_s
+            previous = self._assumed.pop(uid, None)
+            if previous is not None:
+                self._add(previous.node, previous.resources, -1)
             self._assumed[uid] = AssumedAllocation(
                 uid=uid, node=node, resources=dict(resources), expires_at=expires
             )
+            self._add(node, resources, +1)
             self._snapshot = None
 
     def forget(self, uid: str) -> None:
         """Drop an assumption (a failed bind rolls back)."""
         with self._lock:
-            if self._assumed.pop(uid, None) is not None:
+            assumption = self._assumed.pop(uid, None)
+            if assumption is not None:
+                self._add(assumption.node, assumption.resources, -1)
                 self._snapshot = None
 
     def pod_allocation(self, uid: str) -> PodAllocation | AssumedAllocation | None:
@@ -290,21 +326,17 @@ class InventoryCache:
             cached = self._snapshot
             if cached is not None and now - cached.taken_at < 1.0:
                 return cached
-            expired = [uid for uid, a in self._assumed.items() if a.expires_at <= now]
-            for uid in expired:
-                del self._assumed[uid]
-            allocated = {node: dict(held) for node, held in self._allocated.items()}
-            for assumption in self._assumed.values():
-                held = allocated.setdefault(assumption.node, {})
-                for resource, count in assumption.resources.items():
-                    held[resource] = held.get(resource, 0) + count
+            for uid in [uid for uid, a in self._assumed.items() if a.expires_at <= now]:
+                expired = self._assumed.pop(uid)
+                self._add(expired.node, expired.resources, -1)
             snapshot = InventorySnapshot(
                 nodes=MappingProxyType(dict(self._nodes)),
-                allocated=MappingProxyType(allocated),
-                mig_states=MappingProxyType(dict(self._mig_states)),
+                states=MappingProxyType(dict(self._states)),
+                allocated_total=MappingProxyType(dict(self._allocated_total)),
                 taken_at=now,
                 settings=self._settings,
                 synced={"gpunodes", "pods"} <= self._synced,
+                shape_epoch=self._shape_epoch,
             )
             self._snapshot = snapshot
             return snapshot

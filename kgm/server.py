@@ -20,6 +20,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from extender import app as extender_app
+from extender.bind import InMemoryBinder
+from extender.scheduler import GpuExtender
+from extender.service import ExtenderService
 from inventory.cache import InventoryCache, LiveOffer
 from inventory.catalogue import builtin_catalogue
 from inventory.cluster_file import load_cluster
@@ -27,6 +31,7 @@ from inventory.metrics import InventoryCollector
 from inventory.model import ClusterInventory
 from inventory.offer import Offer, offer_of
 from inventory.prices import PriceTable, parse_price_table
+from inventory.static import cache_of
 from kgm.certs import make_self_signed_files
 from kgm.settings import ServeSettings
 from kgm.tls import ReloadingTLS
@@ -43,6 +48,7 @@ def build_app(
     webhook: WebhookSettings,
     registry: CollectorRegistry,
     ready: Callable[[], bool] = lambda: True,
+    extender: ExtenderService | None = None,
 ) -> Starlette:
     mutate = MutateEndpoint(
         offer=offer,
@@ -59,9 +65,15 @@ def build_app(
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "inventory not loaded"}, status_code=503)
 
+    extender_routes = []
+    if extender is not None:
+        extender_routes = extender_app.routes(
+            extender, registry=registry, logger=logging.getLogger("kgm.extender")
+        )
     return Starlette(
         routes=[
             Route("/mutate", mutate, methods=["POST"]),
+            *extender_routes,
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", _AsgiEndpoint(make_asgi_app(registry=registry))),
@@ -97,23 +109,29 @@ class Inventory:
     offer: Callable[[], Offer]
     ready: Callable[[], bool]
     description: dict[str, object]
+    extender: ExtenderService
     stop: threading.Event = field(default_factory=threading.Event)
 
 
 def static_inventory(settings: ServeSettings) -> Inventory:
+    """A cluster file: the extender binds in memory and remembers what it bound (no Kubernetes)."""
     cluster = load_inventory(settings)
     offer = offer_of(cluster)
+    cache = cache_of(cluster)
+    extender = GpuExtender(cache=cache, binder=InMemoryBinder(cache), prices=cluster.prices)
     nodes, gpus = len(cluster.nodes), sum(len(node.gpus) for node in cluster.nodes)
     return Inventory(
         offer=lambda: offer,
         ready=lambda: True,
         description={"inventory": settings.inventory, "nodes": nodes, "gpus": gpus},
+        extender=extender,
     )
 
 
 def live_inventory(settings: ServeSettings, registry: CollectorRegistry) -> Inventory:
     """The cache fed by watches of GpuNodes, pods and nodes, each on a thread of its own."""
     # The kubernetes client (behind inventory.kube) loads only in live mode.
+    from extender.kube_binder import KubeBinder  # noqa: PLC0415
     from inventory.kube import KubeClient  # noqa: PLC0415
     from inventory.live import start_watches  # noqa: PLC0415
 
@@ -127,13 +145,22 @@ def live_inventory(settings: ServeSettings, registry: CollectorRegistry) -> Inve
     stop = threading.Event()
     start_watches(kube, cache, stop)
     offer = LiveOffer(cache, prices, catalogue)
-    return Inventory(offer=offer, ready=offer.ready, description={"inventory": "live"}, stop=stop)
+    extender = GpuExtender(cache=cache, binder=KubeBinder(kube), prices=prices, fetch_pod=kube.get_pod)
+    return Inventory(
+        offer=offer, ready=offer.ready, description={"inventory": "live"}, extender=extender, stop=stop
+    )
 
 
 def serve(settings: ServeSettings) -> None:
     registry = CollectorRegistry()
     inventory = static_inventory(settings) if settings.inventory else live_inventory(settings, registry)
-    app = build_app(offer=inventory.offer, webhook=settings.webhook, registry=registry, ready=inventory.ready)
+    app = build_app(
+        offer=inventory.offer,
+        webhook=settings.webhook,
+        registry=registry,
+        ready=inventory.ready,
+        extender=inventory.extender,
+    )
     with tempfile.TemporaryDirectory(prefix="kgm-tls-") as scratch:
         tls = _tls(settings, Path(scratch))
         config = uvicorn.Config(
