@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from extender.demand import GpuDemand
-from extender.service import HostScore
 from inventory.cache import InventorySnapshot
 from inventory.catalogue import FULL_GPU_RESOURCE
 from inventory.prices import PriceTable
@@ -50,7 +49,7 @@ def prioritize(
     prices: PriceTable,
     settings: PrioritySettings,
     memo: dict[int, float] | None = None,
-) -> list[HostScore]:
+) -> dict[str, int]:
     """Scores for ``node_names``. ``memo`` maps shape ids to raw scores for this pod kind and policy
     (nodes of one shape score alike; the memo is the caller's to keep while the workload holds)."""
     policy = demand.policy if demand.policy in POLICIES else settings.default_policy
@@ -77,7 +76,7 @@ def prioritize(
     for shape_id, shape in shapes.items():
         if shape.hot:
             scaled[shape_id] = max(0, scaled[shape_id] - settings.hot_penalty)
-    return [HostScore(host=name, score=scaled.get(shape_id, 0)) for name, shape_id in shape_of_node]
+    return {name: scaled.get(shape_id, 0) for name, shape_id in shape_of_node}
 
 
 def raw_score(

@@ -13,7 +13,7 @@ from extender.bind import BindCoordinator, Binder
 from extender.demand import GpuDemand, demand_of
 from extender.filter import Verdict, filter_nodes, judge_shape
 from extender.prioritize import POLICIES, PrioritySettings, RequestType, learned_workload, prioritize
-from extender.service import FilterOutcome, HostScore, Victims
+from extender.service import FilterOutcome, Victims
 from inventory.cache import InventoryCache
 from inventory.catalogue import FULL_GPU_RESOURCE
 from inventory.model import NodeName
@@ -59,7 +59,7 @@ class GpuExtender:
         memo = self._memo(self._verdicts, (snapshot.shape_epoch, _demand_key(demand)))
         return filter_nodes(demand, node_names, snapshot, memo)
 
-    def prioritize(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> list[HostScore]:
+    def prioritize(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> dict[str, int]:
         self._remember(pod)
         demand = demand_of(pod)
         snapshot = self._cache.snapshot()

@@ -12,16 +12,21 @@ Two failure families: :class:`MalformedBodyError` (not JSON, not an object: HTTP
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
 import orjson
 
-from extender.service import FilterOutcome, HostScore, Victims
+from extender.service import FilterOutcome, Victims
 
 MAX_SCORE = 10  # kube-scheduler's MaxExtenderPriority
 INTERNAL_ERROR = "internal error in the GPU extender: see its logs"
+
+
+#: Text that needs no escaping inside a JSON string.
+_JSON_SAFE = re.compile(r'[^"\\\x00-\x1f]*')
 
 
 class WireError(ValueError):
@@ -294,12 +299,20 @@ def filter_error(call: ExtenderCall | None, message: str) -> bytes:
     return orjson.dumps(result)
 
 
-def prioritize_result(scores: list[HostScore]) -> bytes:
-    """A HostPriorityList: a bare array; scores clamped to 0..10 (kube-scheduler does not check)."""
-    result: list[HostPriority] = [
-        {"Host": score.host, "Score": min(max(score.score, 0), MAX_SCORE)} for score in scores
-    ]
-    return orjson.dumps(result)
+def prioritize_result(scores: Mapping[str, int]) -> bytes:
+    """A HostPriorityList: a bare array; scores clamped to 0..10 (kube-scheduler does not check).
+
+    Written by hand rather than through a list of dicts: at 5,000 nodes building the dicts took
+    1.4 ms and this 0.65 ms (benchmarks/extender.py). Node names are DNS subdomains; any name that
+    would need JSON escaping sends the whole reply down the general path.
+    """
+    if not _JSON_SAFE.fullmatch("".join(scores)):
+        general: list[HostPriority] = [
+            {"Host": host, "Score": min(max(score, 0), MAX_SCORE)} for host, score in scores.items()
+        ]
+        return orjson.dumps(general)
+    items = [f'{{"Host":"{host}","Score":{min(max(score, 0), MAX_SCORE)}}}' for host, score in scores.items()]
+    return ("[" + ",".join(items) + "]").encode()
 
 
 def binding_result(error: str | None) -> bytes:

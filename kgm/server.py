@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import tempfile
 import threading
@@ -151,9 +152,29 @@ def live_inventory(settings: ServeSettings, registry: CollectorRegistry) -> Inve
     )
 
 
+def freeze_when_loaded(ready: Callable[[], bool], stop: threading.Event) -> None:
+    """Move the loaded inventory out of the garbage collector's sight once it is in memory.
+
+    A full collection over a 5,000-node inventory takes ~50 ms and lands on whatever request is
+    running; after ``gc.freeze()`` the p99 of a prioritize call at 5,000 nodes went from 49 ms to
+    2.2 ms (benchmarks/extender.py). The inventory is acyclic data freed by reference counting, so
+    frozen objects that die are still freed.
+    """
+    while not ready():
+        if stop.wait(0.5):
+            return
+    gc.freeze()
+    logger.info(
+        "inventory loaded", extra={"event": "serve.inventory_loaded", "frozen_objects": gc.get_freeze_count()}
+    )
+
+
 def serve(settings: ServeSettings) -> None:
     registry = CollectorRegistry()
     inventory = static_inventory(settings) if settings.inventory else live_inventory(settings, registry)
+    threading.Thread(
+        target=freeze_when_loaded, args=(inventory.ready, inventory.stop), name="gc-freeze", daemon=True
+    ).start()
     app = build_app(
         offer=inventory.offer,
         webhook=settings.webhook,

@@ -17,7 +17,7 @@ from starlette.types import Message
 
 from extender import wire
 from extender.app import build_extender_app
-from extender.service import FilterOutcome, HostScore, Victims
+from extender.service import FilterOutcome, Victims
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s"
 REASON = "gpu-manager: 2 whole GPUs requested, 1 free after reservations"
@@ -59,9 +59,9 @@ class FakeService:
             passed=[n for n in node_names if "nvl" not in n], failed={"gpu-h100nvl-01": REASON}
         )
 
-    def prioritize(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> list[HostScore]:
+    def prioritize(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> dict[str, int]:
         self._record("prioritize", list(node_names))
-        return [HostScore("gpu-a100-01", 3), HostScore("gpu-h100-01", 8)]
+        return {"gpu-a100-01": 3, "gpu-h100-01": 8}
 
     def bind(self, *, namespace: str, name: str, uid: str, node: str) -> str | None:
         self._record("bind", (namespace, name, uid, node))

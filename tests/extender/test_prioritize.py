@@ -20,7 +20,7 @@ def scores(
         cache.apply_pod("ADDED", gpu_pod(f"held{i}", resources_held, node_name=name))
     pod = gpu_pod("p", resources, annotations={POLICY: policy} if policy else {})
     names = [str(n["name"]) for n in nodes]
-    return {s.host: s.score for s in ext.prioritize(pod, names)}
+    return ext.prioritize(pod, names)
 
 
 EIGHT = {"nvidia.com/gpu": "8"}
@@ -66,7 +66,7 @@ def test_a_hot_node_loses_points() -> None:
         "MODIFIED", gpunode("hot", [gpu(i, node="hot", temperature=85) for i in range(8)], generation=2)
     )
     pod = gpu_pod("p", {"nvidia.com/gpu": "1"}, annotations={POLICY: "spread"})
-    assert {s.host: s.score for s in ext.prioritize(pod, ["cool", "hot"])} == {"cool": 10, "hot": 7}
+    assert ext.prioritize(pod, ["cool", "hot"]) == {"cool": 10, "hot": 7}
 
 
 def test_scores_are_deterministic_and_independent_of_candidate_order() -> None:
@@ -76,8 +76,8 @@ def test_scores_are_deterministic_and_independent_of_candidate_order() -> None:
             cache.apply_pod("ADDED", gpu_pod(f"h{i}-{j}", {"nvidia.com/gpu": "1"}, node_name=f"n{i}"))
     pod = gpu_pod("p", {"nvidia.com/gpu": "2"})
     names = [f"n{i}" for i in range(6)]
-    forward = {s.host: s.score for s in ext.prioritize(pod, names)}
-    backward = {s.host: s.score for s in ext.prioritize(pod, list(reversed(names)))}
+    forward = ext.prioritize(pod, names)
+    backward = ext.prioritize(pod, list(reversed(names)))
     assert forward == backward
     assert all(0 <= s <= 10 for s in forward.values())
     assert cache.snapshot().capacity(NodeName("n5")).full_gpus_free == 3

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from extender import wire
-from extender.service import FilterOutcome, HostScore, Victims
+from extender.service import FilterOutcome, Victims
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s"
 ARGS = sorted(FIXTURES.glob("extender-*args*.json"))
@@ -167,11 +167,13 @@ def test_filter_error_has_every_field_of_the_result_and_only_error_set() -> None
 
 
 def test_prioritize_reply_is_the_fixture_and_clamps_scores_to_0_10() -> None:
-    scores = [HostScore("gpu-a100-01", 3), HostScore("gpu-h100-01", 8)]
+    scores = {"gpu-a100-01": 3, "gpu-h100-01": 8}
     assert orjson.loads(wire.prioritize_result(scores)) == load("extender-prioritize-result.json")
-    clamped = orjson.loads(wire.prioritize_result([HostScore("a", -4), HostScore("b", 99)]))
+    clamped = orjson.loads(wire.prioritize_result({"a": -4, "b": 99}))
     assert clamped == [{"Host": "a", "Score": 0}, {"Host": "b", "Score": 10}]
-    assert orjson.loads(wire.prioritize_result([])) == []
+    assert orjson.loads(wire.prioritize_result({})) == []
+    # A name that needs escaping takes the general path and still makes valid JSON.
+    assert orjson.loads(wire.prioritize_result({'a"b\\c': 5})) == [{"Host": 'a"b\\c', "Score": 5}]
 
 
 def test_bind_reply_is_the_fixture_on_success_and_carries_the_error_otherwise() -> None:
