@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -23,8 +22,8 @@ from starlette.types import Receive, Scope, Send
 
 from extender import wire
 from extender.service import ExtenderService
+from inventory.asgi import BodyTooLargeError, error_body, read_body, send_json
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 # kube-scheduler waits on the extender inside every scheduling cycle: sub-millisecond to its timeout.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -141,7 +140,7 @@ class ExtenderEndpoint(Generic[Call]):
             return
         try:
             async with asyncio.timeout(self._read_timeout):
-                body = await _read_body(scope, receive, self._max_body_bytes)
+                body = await read_body(scope, receive, self._max_body_bytes)
         except BodyTooLargeError:
             await self._fail(send, 413, f"{verb.name} call larger than {self._max_body_bytes} bytes")
             return
@@ -157,7 +156,7 @@ class ExtenderEndpoint(Generic[Call]):
             return
         except wire.WireError as error:
             self._logger.warning(str(error), extra={"event": "extender.invalid", "verb": verb.name})
-            await self._answer(send, "invalid", started, self._error(str(error), 400))
+            await self._answer(send, "invalid", started, self._error_reply(str(error), 400))
             return
         pod = call.pod_ref
         try:
@@ -169,7 +168,7 @@ class ExtenderEndpoint(Generic[Call]):
             self._logger.exception(
                 "%s failed", verb.name, extra={"event": "extender.error", "verb": verb.name, "pod": pod}
             )
-            await self._answer(send, "error", started, self._error(wire.INTERNAL_ERROR, 500))
+            await self._answer(send, "error", started, self._error_reply(wire.INTERNAL_ERROR, 500))
             return
         level = logging.INFO if verb.name == "bind" else logging.DEBUG
         if reply.outcome != "ok":
@@ -179,16 +178,16 @@ class ExtenderEndpoint(Generic[Call]):
             self._logger.log(level, "%s %s: %s", verb.name, pod, reply.outcome, extra=extra)
         await self._answer(send, reply.outcome, started, (200, reply.body))
 
-    def _error(self, message: str, status_without_error_field: int) -> tuple[int, bytes]:
+    def _error_reply(self, message: str, status_without_error_field: int) -> tuple[int, bytes]:
         if self._verb.error is None:
-            return status_without_error_field, _error(status_without_error_field, message)
+            return status_without_error_field, error_body(status_without_error_field, message)
         return 200, self._verb.error(message)
 
     async def _answer(self, send: Send, outcome: str, started: float, answer: tuple[int, bytes]) -> None:
         if self._metrics is not None:
             self._metrics.latency.labels(self._verb.name).observe(time.perf_counter() - started)
             self._metrics.requests.labels(self._verb.name, outcome).inc()
-        await _send(send, *answer)
+        await send_json(send, *answer)
 
     async def _fail(
         self, send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
@@ -198,7 +197,7 @@ class ExtenderEndpoint(Generic[Call]):
         self._logger.warning(
             message, extra={"event": "extender.bad_request", "verb": self._verb.name, "status": status}
         )
-        await _send(send, status, _error(status, message), headers)
+        await send_json(send, status, error_body(status, message), headers)
 
 
 def routes(
@@ -249,39 +248,3 @@ def build_extender_app(
             registry=registry,
         )
     )
-
-
-class BodyTooLargeError(Exception):
-    pass
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _error(status: int, message: str) -> bytes:
-    return orjson.dumps({"error": {"code": status, "message": message}})
-
-
-async def _send(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    all_headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(headers or [])]
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": body})

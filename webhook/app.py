@@ -12,20 +12,14 @@ import logging
 import time
 from collections.abc import Callable
 
-import orjson
 from starlette.types import Receive, Scope, Send
 
+from inventory.asgi import BodyTooLargeError, error_body, read_body, send_json
 from inventory.offer import Offer
 from webhook.admission import Outcome, answer
 from webhook.metrics import AdmissionMetrics
 from webhook.review import BadReviewError, denied, parse_review
 from webhook.settings import WebhookSettings
-
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-class BodyTooLargeError(Exception):
-    pass
 
 
 class MutateEndpoint:
@@ -46,13 +40,13 @@ class MutateEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            await _send(
-                send, 405, _error(405, "use POST with an AdmissionReview body"), [(b"allow", b"POST")]
+            await send_json(
+                send, 405, error_body(405, "use POST with an AdmissionReview body"), [(b"allow", b"POST")]
             )
             return
         try:
             async with asyncio.timeout(self._read_timeout):
-                body = await _read_body(scope, receive, self._settings.max_body_bytes)
+                body = await read_body(scope, receive, self._settings.max_body_bytes)
         except BodyTooLargeError:
             limit = self._settings.max_body_bytes
             await self._reject(send, 413, f"AdmissionReview larger than {limit} bytes")
@@ -76,7 +70,7 @@ class MutateEndpoint:
             )
             self._metrics.requests.labels(request.operation, "error").inc()
             message = "the GPU admission webhook failed on this pod; see its logs"
-            await _send(send, 200, denied(request.uid, message, code=500, reason="InternalError"))
+            await send_json(send, 200, denied(request.uid, message, code=500, reason="InternalError"))
             return
         self._metrics.latency.observe(time.perf_counter() - started)
         self._metrics.requests.labels(request.operation, result.outcome.value).inc()
@@ -95,41 +89,9 @@ class MutateEndpoint:
                     **({"reason": result.message} if result.message else {}),
                 },
             )
-        await _send(send, 200, result.body)
+        await send_json(send, 200, result.body)
 
     async def _reject(self, send: Send, status: int, message: str) -> None:
         self._metrics.requests.labels("", "bad_request").inc()
         self._logger.warning(message, extra={"event": "admission.bad_request", "status": status})
-        await _send(send, status, _error(status, message))
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _error(status: int, message: str) -> bytes:
-    return orjson.dumps({"error": {"code": status, "message": message}})
-
-
-async def _send(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    all_headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(headers or [])]
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, error_body(status, message))
