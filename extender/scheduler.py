@@ -76,7 +76,10 @@ class GpuExtender:
         with self._seen_guard:
             pod = self._seen.get(uid)
         if pod is None and self._fetch_pod is not None:
-            pod = self._fetch_pod(namespace, name)
+            try:
+                pod = self._fetch_pod(namespace, name)
+            except Exception as error:  # the API server's trouble: kube-scheduler retries the pod
+                return f"cannot read pod {namespace}/{name}: {error}"
             if pod is not None and str((pod.get("metadata") or {}).get("uid")) != uid:
                 return f"pod {namespace}/{name} was replaced (UID {uid} is gone)"
         if pod is None:
