@@ -1,9 +1,10 @@
 """Bind: check the node still has room, hold it, then write the Binding.
 
-The check and the hold happen under one per-node lock, so concurrent binds onto a node's last slice
-serialize and exactly one wins; the Binding itself is written outside the lock (the hold already
-reserves the room). A failed write rolls the hold back. A retried bind for a pod already bound to
-the same node succeeds without a second write.
+The check and the hold happen in one step under the cache's lock (``InventoryCache.try_assume``), so
+concurrent binds onto a node's last slice, and reservations racing them, serialize and exactly one
+wins; the Binding itself is written outside the lock (the hold already reserves the room). A failed
+write rolls the hold back. A retried bind for a pod already bound to the same node succeeds without
+a second write.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from extender.demand import demand_of
-from extender.filter import judge
 from inventory.cache import InventoryCache
+from inventory.demand import GpuDemand, demand_of
+from inventory.fit import judge_shape
 from inventory.model import NodeName
+from inventory.shape import NodeShape
 
 
 class BindError(Exception):
@@ -47,8 +49,6 @@ class BindCoordinator:
     def __init__(self, *, cache: InventoryCache, binder: Binder, remembered: int = 10_000) -> None:
         self._cache = cache
         self._binder = binder
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
         self._done: OrderedDict[str, str] = OrderedDict()
         self._done_guard = threading.Lock()
         self._remembered = remembered
@@ -60,15 +60,15 @@ class BindCoordinator:
         if previous is not None:
             return None if previous == node else f"pod already bound to {previous}"
         demand = demand_of(pod)
-        with self._lock(node):
-            assumed = self._cache.assumed(uid)
-            if assumed is not None and assumed.node != node:
-                return f"pod is being bound to {assumed.node}"
-            if assumed is None:
-                verdict = judge(demand, NodeName(node), self._cache.snapshot())
-                if not verdict.fits:
-                    return f"node {node} no longer fits the pod: {verdict.reason}"
-                self._cache.assume(uid, NodeName(node), demand.resources)
+        assumed = self._cache.assumed(uid)
+        if assumed is not None and assumed.node != node:
+            return f"pod is being bound to {assumed.node}"
+        if assumed is None:
+            refusal = self._cache.try_assume(
+                uid, NodeName(node), demand.resources, lambda shape: _refusal(demand, shape)
+            )
+            if refusal is not None:
+                return f"node {node} no longer fits the pod: {refusal}"
         try:
             self._binder.bind(pod, node)
         except BindError as error:
@@ -76,13 +76,6 @@ class BindCoordinator:
             return str(error)
         self._remember(uid, node)
         return None
-
-    def _lock(self, node: str) -> threading.Lock:
-        with self._locks_guard:
-            lock = self._locks.get(node)
-            if lock is None:
-                lock = self._locks[node] = threading.Lock()
-            return lock
 
     def _previous(self, uid: str) -> str | None:
         with self._done_guard:
@@ -93,3 +86,8 @@ class BindCoordinator:
             self._done[uid] = node
             while len(self._done) > self._remembered:
                 self._done.popitem(last=False)
+
+
+def _refusal(demand: GpuDemand, shape: NodeShape) -> str | None:
+    verdict = judge_shape(demand, shape)
+    return None if verdict.fits else verdict.reason or "no room"

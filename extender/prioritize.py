@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from extender.demand import GpuDemand
 from inventory.cache import InventorySnapshot
 from inventory.catalogue import FULL_GPU_RESOURCE
+from inventory.demand import GpuDemand
 from inventory.prices import PriceTable
 from inventory.shape import NodeShape
 

@@ -10,12 +10,13 @@ from dataclasses import replace
 from typing import Any
 
 from extender.bind import BindCoordinator, Binder
-from extender.demand import GpuDemand, demand_of
-from extender.filter import Verdict, filter_nodes, judge_shape
+from extender.filter import filter_nodes
 from extender.prioritize import POLICIES, PrioritySettings, RequestType, learned_workload, prioritize
 from extender.service import FilterOutcome, Victims
 from inventory.cache import InventoryCache
 from inventory.catalogue import FULL_GPU_RESOURCE
+from inventory.demand import GpuDemand, demand_of
+from inventory.fit import Verdict, judge_shape
 from inventory.model import NodeName
 from inventory.prices import PriceTable
 from inventory.shape import NodeShape

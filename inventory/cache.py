@@ -284,20 +284,54 @@ class InventoryCache:
 
     # -- Assumed allocations -----------------------------------------------------------------------
 
-    def assume(self, uid: str, node: NodeName, resources: Mapping[str, int]) -> None:
-        """Hold ``resources`` on ``node`` for pod ``uid`` until the watch shows it bound (or TTL)."""
+    def assume(
+        self, uid: str, node: NodeName, resources: Mapping[str, int], *, ttl_s: float | None = None
+    ) -> None:
+        """Hold ``resources`` on ``node`` for ``uid`` until the watch shows the pod bound, or for
+        ``ttl_s`` (default ``assume_ttl_s``; a reservation holds for its whole duration)."""
         with self._lock:
             if uid in self._pods:
                 return  # already confirmed bound: counting it twice would leak capacity
-            expires = self._clock() + self._settings.assume_ttl_s
-            previous = self._assumed.pop(uid, None)
-            if previous is not None:
-                self._add(previous.node, previous.resources, -1)
-            self._assumed[uid] = AssumedAllocation(
-                uid=uid, node=node, resources=dict(resources), expires_at=expires
-            )
-            self._add(node, resources, +1)
-            self._snapshot = None
+            self._hold(uid, node, resources, ttl_s)
+
+    def _hold(self, uid: str, node: NodeName, resources: Mapping[str, int], ttl_s: float | None) -> None:
+        expires = self._clock() + (self._settings.assume_ttl_s if ttl_s is None else ttl_s)
+        previous = self._assumed.pop(uid, None)
+        if previous is not None:
+            self._add(previous.node, previous.resources, -1)
+        self._assumed[uid] = AssumedAllocation(
+            uid=uid, node=node, resources=dict(resources), expires_at=expires
+        )
+        self._add(node, resources, +1)
+        self._snapshot = None
+
+    def try_assume(
+        self,
+        uid: str,
+        node: NodeName,
+        resources: Mapping[str, int],
+        refusal: Callable[[NodeShape], str | None],
+        *,
+        ttl_s: float | None = None,
+    ) -> str | None:
+        """Check the node and hold ``resources`` on it in one step; None if held, else why not.
+
+        ``refusal(shape)`` says why a node of that shape cannot take the resources (None: it can).
+        Check and hold happen under the cache's lock, so of several callers racing for the last
+        slice (binds, reservations) exactly one gets it.
+        """
+        with self._lock:
+            state = self._states.get(node)
+            if state is None:
+                return f"no GPU inventory for node {node}"
+            age = self._clock() - state.seen_at
+            if age > self._settings.stale_after_s:
+                return f"inventory stale for {age:.0f} s (limit {self._settings.stale_after_s:.0f} s)"
+            reason = refusal(state.shape)
+            if reason is not None:
+                return reason
+            self._hold(uid, node, resources, ttl_s)
+            return None
 
     def forget(self, uid: str) -> None:
         """Drop an assumption (a failed bind rolls back)."""

@@ -20,6 +20,7 @@ from inventory.mig_layout import MigInstance
 from inventory.model import GpuDevice, NodeInventory, NodeName
 from inventory.podresources import DeviceAssignment
 from inventory.readings import GpuReading, GpuUuid, HostReading
+from inventory.times import format_time, parse_time
 
 GROUP = "gpu.kgm.io"
 VERSION = "v1alpha1"
@@ -59,7 +60,7 @@ def build_status(
         "driverVersion": host.driver_version,
         "cudaVersion": host.cuda_version,
         "agentVersion": agent_version,
-        "heartbeatTime": heartbeat_time.isoformat().replace("+00:00", "Z"),
+        "heartbeatTime": format_time(heartbeat_time, micro=True),
         "heartbeatGeneration": generation,
         "podResourcesAvailable": assignments is not None,
         "gpus": [_gpu_status(gpu, health.get(gpu.uuid), catalogue) for gpu in host.gpus],
@@ -169,7 +170,7 @@ def parse_gpunode(obj: Mapping[str, Any], catalogue: Catalogue) -> ParsedGpuNode
     return ParsedGpuNode(
         inventory=NodeInventory(name=NodeName(name), gpus=tuple(gpus)),
         generation=_int(status.get("heartbeatGeneration")) or 0,
-        heartbeat_time=_time(status.get("heartbeatTime")),
+        heartbeat_time=parse_time(status.get("heartbeatTime")),
         assignments=assignments,
         problems=tuple(problems),
     )
@@ -224,12 +225,3 @@ def _model(entry: Mapping[str, Any], product: str, memory_mib: int | None, catal
 
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -182,6 +182,7 @@ class KubeClient:
         self._api = api_client
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+        self._coordination = client.CoordinationV1Api(api_client)
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._page_size = page_size
@@ -308,6 +309,33 @@ class KubeClient:
         }
         self._call(
             f"bind pod {namespace}/{name} to {node}", self._core.create_namespaced_binding, namespace, body
+        )
+
+    # Leases (coordination.k8s.io/v1): one writer among replicas
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call(
+                f"get lease {namespace}/{name}", self._coordination.read_namespaced_lease, name, namespace
+            )
+        except KubeNotFoundError:
+            return None
+
+    def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """:class:`KubeConflictError` when another replica created it first."""
+        return self._call(
+            f"create lease in {namespace}", self._coordination.create_namespaced_lease, namespace, body
+        )
+
+    def replace_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A PUT carrying ``metadata.resourceVersion``: :class:`KubeConflictError` if someone else
+        wrote the lease since we read it (optimistic concurrency: exactly one replica wins)."""
+        return self._call(
+            f"replace lease {namespace}/{name}",
+            self._coordination.replace_namespaced_lease,
+            name,
+            namespace,
+            body,
         )
 
     # The three shapes of call
