@@ -15,10 +15,9 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from inventory.cache import InventoryCache
-from inventory.demand import GpuDemand, demand_of
-from inventory.fit import judge_shape
+from inventory.demand import demand_of
+from inventory.fit import refusal
 from inventory.model import NodeName
-from inventory.shape import NodeShape
 
 
 class BindError(Exception):
@@ -64,11 +63,11 @@ class BindCoordinator:
         if assumed is not None and assumed.node != node:
             return f"pod is being bound to {assumed.node}"
         if assumed is None:
-            refusal = self._cache.try_assume(
-                uid, NodeName(node), demand.resources, lambda shape: _refusal(demand, shape)
+            refused = self._cache.try_assume(
+                uid, NodeName(node), demand.resources, lambda shape: refusal(demand, shape)
             )
-            if refusal is not None:
-                return f"node {node} no longer fits the pod: {refusal}"
+            if refused is not None:
+                return f"node {node} no longer fits the pod: {refused}"
         try:
             self._binder.bind(pod, node)
         except BindError as error:
@@ -86,8 +85,3 @@ class BindCoordinator:
             self._done[uid] = node
             while len(self._done) > self._remembered:
                 self._done.popitem(last=False)
-
-
-def _refusal(demand: GpuDemand, shape: NodeShape) -> str | None:
-    verdict = judge_shape(demand, shape)
-    return None if verdict.fits else verdict.reason or "no room"

@@ -71,3 +71,9 @@ def _unhealthy_note(shape: NodeShape) -> str:
     shown = "; ".join(f"{gpu[:12]}… unhealthy: {reason}" for gpu, reason in shape.unhealthy[:2])
     more = f" (+{len(shape.unhealthy) - 2} more)" if len(shape.unhealthy) > 2 else ""
     return f"; {shown}{more}"
+
+
+def refusal(demand: GpuDemand, shape: NodeShape) -> str | None:
+    """Why a node of this shape cannot take the demand, or None: the form ``try_assume`` takes."""
+    verdict = judge_shape(demand, shape)
+    return None if verdict.fits else verdict.reason or "no room"
