@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from inventory.cache import InventoryCache
@@ -34,14 +34,19 @@ class InMemoryBinder:
     """Standalone mode (no Kubernetes): a bind is final at once, and the cache counts the pod as
     bound (there is no watch to confirm it)."""
 
-    def __init__(self, cache: InventoryCache) -> None:
+    def __init__(
+        self, cache: InventoryCache, on_bound: Callable[[Mapping[str, Any]], None] = lambda pod: None
+    ) -> None:
+        """``on_bound(pod)`` gets the pod as bound (the reconciler records it: there is no watch)."""
         self._cache = cache
+        self._on_bound = on_bound
         self.bound: dict[str, str] = {}
 
     def bind(self, pod: Mapping[str, Any], node: str) -> None:
         bound = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}}
         self._cache.apply_pod("ADDED", bound)
         self.bound[str(pod["metadata"]["uid"])] = node
+        self._on_bound(bound)
 
 
 class BindCoordinator:

@@ -53,6 +53,12 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument(
         "--scheduler-name", default=environ.get("KGM_SCHEDULER_NAME", WebhookSettings().scheduler_name)
     )
+    serve.add_argument(
+        "--ledger", default=environ.get("KGM_LEDGER"), help="sqlite:///FILE or postgresql://..."
+    )
+    serve.add_argument(
+        "--api-tokens", type=Path, default=environ.get("KGM_API_TOKENS"), help="REST API tokens file"
+    )
     serve.add_argument("--log-level", default=environ.get("KGM_LOG_LEVEL", "info"))
 
     agent = commands.add_parser("agent", help="read this node's GPUs through NVML and publish a GpuNode")
@@ -113,6 +119,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         port=args.port,
         inventory=inventory,
         prices=args.prices,
+        ledger=args.ledger,
+        api_tokens=args.api_tokens,
         log_level=args.log_level,
         tls=TlsSettings(cert_file=args.tls_cert, key_file=args.tls_key),
         webhook=WebhookSettings(scheduler_name=args.scheduler_name),

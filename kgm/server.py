@@ -8,31 +8,21 @@ import gc
 import logging
 import tempfile
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import uvicorn
-import yaml
 from prometheus_client import CollectorRegistry, make_asgi_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from extender import app as extender_app
-from extender.bind import InMemoryBinder
-from extender.scheduler import GpuExtender
 from extender.service import ExtenderService
-from inventory.cache import InventoryCache, LiveOffer
-from inventory.catalogue import builtin_catalogue
-from inventory.cluster_file import load_cluster
-from inventory.metrics import InventoryCollector
-from inventory.model import ClusterInventory
-from inventory.offer import Offer, offer_of
-from inventory.prices import PriceTable, parse_price_table
-from inventory.static import cache_of
+from inventory.offer import Offer
+from kgm.assembly import assemble
 from kgm.certs import make_self_signed_files
 from kgm.settings import ServeSettings
 from kgm.tls import ReloadingTLS
@@ -50,6 +40,7 @@ def build_app(
     registry: CollectorRegistry,
     ready: Callable[[], bool] = lambda: True,
     extender: ExtenderService | None = None,
+    api_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     mutate = MutateEndpoint(
         offer=offer,
@@ -78,6 +69,7 @@ def build_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", _AsgiEndpoint(make_asgi_app(registry=registry))),
+            *api_routes,
         ]
     )
 
@@ -90,66 +82,6 @@ class _AsgiEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
-
-
-def load_inventory(settings: ServeSettings) -> ClusterInventory:
-    if settings.inventory is None:
-        raise ValueError("no cluster file: the live inventory has no file to load")
-    cluster = load_cluster(settings.inventory)
-    if settings.prices is not None:
-        document = yaml.safe_load(settings.prices.read_text(encoding="utf-8")) or {}
-        prices = parse_price_table(document, base=cluster.prices)
-        cluster = ClusterInventory(nodes=cluster.nodes, catalogue=cluster.catalogue, prices=prices)
-    return cluster
-
-
-@dataclass
-class Inventory:
-    """Where the webhook's offer comes from: a static cluster file, or the live cache."""
-
-    offer: Callable[[], Offer]
-    ready: Callable[[], bool]
-    description: dict[str, object]
-    extender: ExtenderService
-    stop: threading.Event = field(default_factory=threading.Event)
-
-
-def static_inventory(settings: ServeSettings) -> Inventory:
-    """A cluster file: the extender binds in memory and remembers what it bound (no Kubernetes)."""
-    cluster = load_inventory(settings)
-    offer = offer_of(cluster)
-    cache = cache_of(cluster)
-    extender = GpuExtender(cache=cache, binder=InMemoryBinder(cache), prices=cluster.prices)
-    nodes, gpus = len(cluster.nodes), sum(len(node.gpus) for node in cluster.nodes)
-    return Inventory(
-        offer=lambda: offer,
-        ready=lambda: True,
-        description={"inventory": settings.inventory, "nodes": nodes, "gpus": gpus},
-        extender=extender,
-    )
-
-
-def live_inventory(settings: ServeSettings, registry: CollectorRegistry) -> Inventory:
-    """The cache fed by watches of GpuNodes, pods and nodes, each on a thread of its own."""
-    # The kubernetes client (behind inventory.kube) loads only in live mode.
-    from extender.kube_binder import KubeBinder  # noqa: PLC0415
-    from inventory.kube import KubeClient  # noqa: PLC0415
-    from inventory.live import start_watches  # noqa: PLC0415
-
-    kube = KubeClient.from_environment()
-    catalogue = builtin_catalogue()
-    prices = PriceTable()
-    if settings.prices is not None:
-        prices = parse_price_table(yaml.safe_load(settings.prices.read_text(encoding="utf-8")) or {})
-    cache = InventoryCache(catalogue=catalogue, settings=settings.cache)
-    registry.register(InventoryCollector(cache))
-    stop = threading.Event()
-    start_watches(kube, cache, stop)
-    offer = LiveOffer(cache, prices, catalogue)
-    extender = GpuExtender(cache=cache, binder=KubeBinder(kube), prices=prices, fetch_pod=kube.get_pod)
-    return Inventory(
-        offer=offer, ready=offer.ready, description={"inventory": "live"}, extender=extender, stop=stop
-    )
 
 
 def freeze_when_loaded(ready: Callable[[], bool], stop: threading.Event) -> None:
@@ -171,16 +103,17 @@ def freeze_when_loaded(ready: Callable[[], bool], stop: threading.Event) -> None
 
 def serve(settings: ServeSettings) -> None:
     registry = CollectorRegistry()
-    inventory = static_inventory(settings) if settings.inventory else live_inventory(settings, registry)
+    parts = assemble(settings, registry)
     threading.Thread(
-        target=freeze_when_loaded, args=(inventory.ready, inventory.stop), name="gc-freeze", daemon=True
+        target=freeze_when_loaded, args=(parts.ready, parts.stop), name="gc-freeze", daemon=True
     ).start()
     app = build_app(
-        offer=inventory.offer,
+        offer=parts.offer,
         webhook=settings.webhook,
         registry=registry,
-        ready=inventory.ready,
-        extender=inventory.extender,
+        ready=parts.ready,
+        extender=parts.extender,
+        api_routes=parts.api_routes,
     )
     with tempfile.TemporaryDirectory(prefix="kgm-tls-") as scratch:
         tls = _tls(settings, Path(scratch))
@@ -199,13 +132,14 @@ def serve(settings: ServeSettings) -> None:
                 "event": "serve.start",
                 "host": settings.host,
                 "port": settings.port,
-                **inventory.description,
+                **parts.description,
             },
         )
         try:
             asyncio.run(_serve(uvicorn.Server(config), tls, settings.tls.reload_interval))
         finally:
-            inventory.stop.set()
+            parts.stop.set()
+            parts.close()
 
 
 def _tls(settings: ServeSettings, scratch: Path) -> ReloadingTLS:

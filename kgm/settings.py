@@ -35,6 +35,16 @@ class ServeSettings:
     prices: Path | None = None
     """YAML price table over the defaults ({currency, hourly: {MODEL: price}})."""
 
+    ledger: str | None = None
+    """Ledger URL (``sqlite:///file.db``, ``postgresql://...``); default: memory standalone,
+    ``sqlite:///kgm-ledger.db`` in a cluster (put it on a volume, or use PostgreSQL)."""
+
+    api_tokens: Path | None = None
+    """YAML/JSON list of {token, name, role} for the REST API (a mounted Secret); none: API refuses all."""
+
+    resync_interval_s: float = 600.0
+    """Seconds between full resyncs of the ledger with a complete listing of pods."""
+
     log_level: str = "info"
     tls: TlsSettings = field(default_factory=TlsSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from kgm.server import build_app, static_inventory
+from kgm.assembly import static_parts
+from kgm.server import build_app
 from kgm.settings import ServeSettings
 from tests.extender.clusters import gpu_pod
 
@@ -25,8 +26,8 @@ def fixture(name: str) -> Any:
 
 class Server:
     def __init__(self) -> None:
-        self.inventory = static_inventory(ServeSettings(inventory="demo"))
         self.registry = CollectorRegistry()
+        self.inventory = static_parts(ServeSettings(inventory="demo"), self.registry)
         self.app = build_app(
             offer=self.inventory.offer,
             webhook=ServeSettings().webhook,

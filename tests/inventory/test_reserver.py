@@ -88,7 +88,7 @@ def test_the_node_is_the_best_fit_and_the_hold_shows_in_the_cache(ledger: SqlLed
 
 
 def test_concurrent_reservations_never_overbook(ledger: SqlLedger) -> None:
-    reserver, cache = reserver_for(ledger)
+    reserver, _ = reserver_for(ledger)
     results: list[str] = []
     lock = threading.Lock()
     barrier = threading.Barrier(10)

@@ -15,7 +15,8 @@ from inventory.agent import Agent
 from inventory.catalogue import builtin_catalogue
 from inventory.fake_gpu import FakeGpuSource
 from inventory.health import HealthTracker
-from kgm.server import build_app, live_inventory
+from kgm.assembly import live_parts
+from kgm.server import build_app
 from kgm.settings import ServeSettings
 from tests.support.kube_emulator import KubeEmulator, eventually
 from tests.webhook.pods import gpus, pod
@@ -52,7 +53,9 @@ def test_the_webhook_offers_what_the_agents_published(
     )
     agent.tick()
     registry = CollectorRegistry()
-    inventory = live_inventory(ServeSettings(inventory=None), registry)
+    inventory = live_parts(
+        ServeSettings(inventory=None, ledger=f"sqlite:///{tmp_path / 'ledger.db'}"), registry
+    )
     try:
         eventually(inventory.ready)
         app = build_app(
@@ -92,3 +95,4 @@ def test_the_webhook_offers_what_the_agents_published(
         )
     finally:
         inventory.stop.set()
+        inventory.close()

@@ -1,0 +1,230 @@
+"""Put `kgm serve`'s parts together: inventory, extender, ledger, reconciler, reservations, API.
+
+Two ways: from a cluster file (standalone: binds are kept in memory and reported to the reconciler
+directly, since there is no pod watch) or from a live cluster (watches, Bindings, a Lease so that
+one replica writes the ledger).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from prometheus_client import CollectorRegistry
+from starlette.routing import BaseRoute
+
+from extender.bind import InMemoryBinder
+from extender.scheduler import GpuExtender
+from extender.service import ExtenderService
+from inventory.api.app import build_api_routes
+from inventory.api.auth import TokenStore
+from inventory.cache import InventoryCache, LiveOffer
+from inventory.catalogue import builtin_catalogue
+from inventory.cluster_file import load_cluster
+from inventory.ledger_metrics import LedgerCollector, ReconcileMetrics
+from inventory.ledger_sql import SqlLedger, redact
+from inventory.metrics import InventoryCollector
+from inventory.model import ClusterInventory, NodeName
+from inventory.offer import Offer, offer_of
+from inventory.prices import PriceTable, parse_price_table
+from inventory.reconciler import Reconciler
+from inventory.reserver import Reserver
+from inventory.shape import NodeShape
+from inventory.static import cache_of
+from kgm.settings import ServeSettings
+
+logger = logging.getLogger("kgm.serve")
+
+
+@dataclass
+class Parts:
+    offer: Callable[[], Offer]
+    ready: Callable[[], bool]
+    description: dict[str, object]
+    extender: ExtenderService
+    api_routes: Sequence[BaseRoute]
+    stop: threading.Event = field(default_factory=threading.Event)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+
+
+def assemble(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
+    return static_parts(settings, registry) if settings.inventory else live_parts(settings, registry)
+
+
+def load_inventory(settings: ServeSettings) -> ClusterInventory:
+    if settings.inventory is None:
+        raise ValueError("no cluster file: the live inventory has no file to load")
+    cluster = load_cluster(settings.inventory)
+    if settings.prices is not None:
+        prices = parse_price_table(_yaml(settings), base=cluster.prices)
+        cluster = ClusterInventory(nodes=cluster.nodes, catalogue=cluster.catalogue, prices=prices)
+    return cluster
+
+
+def static_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
+    cluster = load_inventory(settings)
+    offer = offer_of(cluster)
+    cache = cache_of(cluster)
+    ledger_url = settings.ledger or "sqlite:///:memory:"
+    ledger = SqlLedger.open(ledger_url)
+    metrics = ReconcileMetrics.register(registry)
+    reconciler = _reconciler(ledger, cache, cluster.prices, metrics)
+    binder = InMemoryBinder(cache, on_bound=lambda pod: reconciler.on_pod("ADDED", pod))
+    extender = GpuExtender(cache=cache, binder=binder, prices=cluster.prices)
+    reserver = Reserver(cache=cache, ledger=ledger, prices=cluster.prices, offer=lambda: offer)
+    reserver.restore()
+    registry.register(InventoryCollector(cache))
+    registry.register(LedgerCollector(ledger))
+    nodes, gpus = len(cluster.nodes), sum(len(node.gpus) for node in cluster.nodes)
+    return Parts(
+        offer=lambda: offer,
+        ready=lambda: True,
+        description={
+            "inventory": settings.inventory,
+            "nodes": nodes,
+            "gpus": gpus,
+            "ledger": redact(ledger_url),
+        },
+        extender=extender,
+        api_routes=_api(settings, ledger, cache, reserver, cluster.prices, registry),
+        closers=[ledger.close],
+    )
+
+
+def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
+    """The cache fed by watches; the reconciler writes the ledger while this replica holds the Lease."""
+    # The kubernetes client (behind inventory.kube) loads only in live mode.
+    from extender.kube_binder import KubeBinder  # noqa: PLC0415
+    from inventory.kube import KubeClient  # noqa: PLC0415
+    from inventory.leader import LeaderElector  # noqa: PLC0415
+    from inventory.live import start_watches  # noqa: PLC0415
+
+    kube = KubeClient.from_environment()
+    catalogue = builtin_catalogue()
+    prices = parse_price_table(_yaml(settings)) if settings.prices is not None else PriceTable()
+    cache = InventoryCache(catalogue=catalogue, settings=settings.cache)
+    ledger_url = settings.ledger or "sqlite:///kgm-ledger.db"
+    ledger = SqlLedger.open(ledger_url)
+    stop = threading.Event()
+    leader = LeaderElector(
+        store=kube,
+        namespace=os.environ.get("POD_NAMESPACE", "kgm-system"),
+        name="kgm-reconciler",
+        identity=f"{socket.gethostname()}-{os.getpid()}",
+    )
+    metrics = ReconcileMetrics.register(registry)
+    reconciler = _reconciler(ledger, cache, prices, metrics, is_leader=leader.is_leader)
+
+    def resync_from_listing() -> None:
+        listing = kube.list_pods()  # complete or an exception: never a resync on part of the pods
+        reconciler.resync(listing.items)
+
+    threading.Thread(
+        target=leader.run, args=(stop, _logged(resync_from_listing)), name="leader", daemon=True
+    ).start()
+    threading.Thread(
+        target=_every,
+        args=(settings.resync_interval_s, stop, _logged(resync_from_listing)),
+        name="resync",
+        daemon=True,
+    ).start()
+    start_watches(kube, cache, stop, pod_listeners=[(reconciler.resync, reconciler.on_pod)])
+    offer = LiveOffer(cache, prices, catalogue)
+    reserver = Reserver(cache=cache, ledger=ledger, prices=prices, offer=offer)
+    threading.Thread(target=_restore_when_synced, args=(offer.ready, reserver, stop), daemon=True).start()
+    registry.register(InventoryCollector(cache))
+    registry.register(LedgerCollector(ledger))
+    extender = GpuExtender(cache=cache, binder=KubeBinder(kube), prices=prices, fetch_pod=kube.get_pod)
+    return Parts(
+        offer=offer,
+        ready=offer.ready,
+        description={"inventory": "live", "ledger": redact(ledger_url), "identity": leader.identity},
+        extender=extender,
+        api_routes=_api(settings, ledger, cache, reserver, prices, registry),
+        stop=stop,
+        closers=[ledger.close, kube.close],
+    )
+
+
+def _reconciler(
+    ledger: SqlLedger,
+    cache: InventoryCache,
+    prices: PriceTable,
+    metrics: ReconcileMetrics,
+    *,
+    is_leader: Callable[[], bool] = lambda: True,
+) -> Reconciler:
+    def shape_of(node: str) -> NodeShape | None:
+        state = cache.snapshot().states.get(NodeName(node))
+        return state.shape if state else None
+
+    return Reconciler(
+        ledger=ledger,
+        shape_of=shape_of,
+        prices=prices,
+        is_leader=is_leader,
+        on_error=metrics.errors.inc,
+        observe_write=metrics.write_seconds.observe,
+    )
+
+
+def _api(
+    settings: ServeSettings,
+    ledger: SqlLedger,
+    cache: InventoryCache,
+    reserver: Reserver,
+    prices: PriceTable,
+    registry: CollectorRegistry,
+) -> list[BaseRoute]:
+    tokens = TokenStore.load(settings.api_tokens) if settings.api_tokens is not None else TokenStore()
+    return build_api_routes(
+        ledger=ledger,
+        snapshot=cache.snapshot,
+        reservations=reserver,
+        prices=prices,
+        tokens=tokens,
+        clock=lambda: datetime.now(UTC),
+        registry=registry,
+        logger=logging.getLogger("kgm.api"),
+    )
+
+
+def _restore_when_synced(ready: Callable[[], bool], reserver: Reserver, stop: threading.Event) -> None:
+    while not ready():
+        if stop.wait(0.5):
+            return
+    logger.info(
+        "reservations held again", extra={"event": "serve.reservations_restored", "count": reserver.restore()}
+    )
+
+
+def _every(interval_s: float, stop: threading.Event, action: Callable[[], None]) -> None:
+    while not stop.wait(interval_s):
+        action()
+
+
+def _logged(action: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            action()
+        except Exception as error:  # a failed resync is retried at the next interval
+            logger.error("resync failed", extra={"event": "reconciler.resync_failed", "error": str(error)})
+
+    return run
+
+
+def _yaml(settings: ServeSettings) -> Mapping[str, Any]:
+    assert settings.prices is not None
+    document = yaml.safe_load(settings.prices.read_text(encoding="utf-8")) or {}
+    return document if isinstance(document, Mapping) else {}
