@@ -30,7 +30,7 @@ def test_inventory_never_imports_webhook_or_extender() -> None:
     assert not {(f, m) for f, m in imported_modules("inventory") if m in ("webhook", "extender")}
 
 
-@pytest.mark.parametrize("client", ["kubernetes", "pynvml"])
+@pytest.mark.parametrize("client", ["kubernetes", "pynvml", "sqlite3", "psycopg", "grpc"])
 def test_at_most_one_module_imports_each_outside_client(client: str) -> None:
     importers = {
         f

@@ -1,0 +1,94 @@
+"""The API over the real pieces: SqlLedger, the inventory cache and ``Reserver``, end to end."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+
+from inventory.api import TokenStore, build_api_routes
+from inventory.catalogue import builtin_catalogue
+from inventory.cluster_file import parse_cluster
+from inventory.ledger_sql import SqlLedger
+from inventory.offer import offer_of
+from inventory.prices import PriceTable
+from inventory.reserver import Reserver
+from inventory.static import cache_of
+from tests.inventory.api import CLUSTER, NOW, FakeReservations, Harness, write_tokens
+
+LIST = "/api/v1/gpu/allocations"
+MIG_40GB = {
+    "namespace": "serving",
+    "podName": "llm-1",
+    "requiredMemoryGb": 40,
+    "useMig": True,
+    "teamId": "ml",
+}
+
+
+@pytest.fixture()
+def h(tmp_path: Path) -> Iterator[Harness]:
+    cluster = parse_cluster(CLUSTER, builtin_catalogue())
+    cache = cache_of(cluster)
+    offer = offer_of(cluster)
+    with SqlLedger.open("sqlite:///:memory:") as ledger:
+        reserver = Reserver(
+            cache=cache, ledger=ledger, prices=PriceTable(), offer=lambda: offer, clock=lambda: NOW
+        )
+        registry = CollectorRegistry()
+        routes = build_api_routes(
+            ledger=ledger,
+            snapshot=cache.snapshot,
+            reservations=reserver,
+            prices=PriceTable(),
+            tokens=TokenStore.load(write_tokens(tmp_path / "tokens.yaml")),
+            clock=lambda: NOW,
+            registry=registry,
+            logger=logging.getLogger("tests.api.e2e"),
+        )
+        # The harness's FakeReservations is unused here: the routes call the real Reserver.
+        yield Harness(ledger, FakeReservations(ledger), registry, Starlette(routes=routes))
+
+
+def mig_40gb(h: Harness) -> Any:
+    return h.get("/api/v1/gpu/overview").json()["data"]["migInstances"]["byProfile"]["mig-3g.40gb"]
+
+
+def test_a_reservation_holds_capacity_until_it_is_released(h: Harness) -> None:
+    reply = h.request("POST", LIST, json=MIG_40GB)
+    assert reply.status_code == 201, reply.text
+    made = reply.json()["data"]
+    assert {k: made[k] for k in ("allocatedResource", "nodeName", "status")} == {
+        "allocatedResource": "nvidia.com/mig-3g.40gb",
+        "nodeName": "node-a",
+        "status": "Allocated",
+    }
+    assert made["costPerHour"] == 1.6714  # 3.90 x 3/7
+    assert mig_40gb(h) == {"total": 1, "allocated": 1, "available": 0}
+    assert h.get("/api/v1/gpu/overview").json()["data"]["reservedAllocations"] == 1
+
+    full = h.request("POST", LIST, json={**MIG_40GB, "podName": "llm-2"})
+    assert (full.status_code, full.json()["error"]["code"]) == (409, 409)
+
+    shown = h.get(f"{LIST}/{made['allocationId']}").json()["data"]
+    assert (shown["status"], shown["teamId"], shown["expiresAt"]) == (
+        "reserved",
+        "ml",
+        "2025-06-03T12:00:00Z",
+    )
+
+    released = h.request("DELETE", f"{LIST}/{made['allocationId']}")
+    assert released.json() == {"data": {"allocationId": made["allocationId"], "status": "Released"}}
+    assert mig_40gb(h) == {"total": 1, "allocated": 0, "available": 1}
+    assert h.get(f"{LIST}?status=released").json()["pagination"]["total"] == 1
+
+
+def test_the_reservers_own_refusals_keep_their_status(h: Harness) -> None:
+    reply = h.request("POST", LIST, json={"namespace": "a", "podName": "p", "requiredMemoryGb": 500})
+    assert reply.status_code == 400
+    assert "requiredMemoryGb 500 is more than any GPU here" in reply.json()["error"]["message"]
