@@ -64,6 +64,16 @@ class BindCoordinator:
         if previous is not None:
             return None if previous == node else f"pod already bound to {previous}"
         demand = demand_of(pod)
+        claimed = None
+        if demand.allocation_id is not None:
+            reserved = self._cache.assumed(demand.allocation_id)
+            if (
+                reserved is not None
+                and reserved.node == node
+                and dict(reserved.resources) == dict(demand.resources)
+            ):
+                # The reservation's hold becomes the pod's: the room is never free in between.
+                claimed = self._cache.transfer(demand.allocation_id, uid)
         assumed = self._cache.assumed(uid)
         if assumed is not None and assumed.node != node:
             return f"pod is being bound to {assumed.node}"
@@ -76,7 +86,10 @@ class BindCoordinator:
         try:
             self._binder.bind(pod, node)
         except BindError as error:
-            self._cache.forget(uid)
+            if claimed is not None:  # back to the reservation, which holds until it lapses
+                self._cache.transfer(uid, claimed.uid)
+            else:
+                self._cache.forget(uid)
             return str(error)
         self._remember(uid, node)
         return None

@@ -56,6 +56,12 @@ class GpuExtender:
     def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome:
         self._remember(pod)
         demand = demand_of(pod)
+        if demand.allocation_id is not None:
+            reserved = self._cache.assumed(demand.allocation_id)
+            if reserved is not None:
+                return _pinned(
+                    demand.allocation_id, reserved.node, dict(reserved.resources), demand, node_names
+                )
         snapshot = self._cache.snapshot()
         memo = self._memo(self._verdicts, (snapshot.shape_epoch, _demand_key(demand)))
         return filter_nodes(demand, node_names, snapshot, memo)
@@ -142,6 +148,23 @@ class GpuExtender:
             else:
                 memos.move_to_end(key)
             return memo
+
+
+def _pinned(
+    allocation_id: str, node: str, held: Mapping[str, int], demand: GpuDemand, node_names: Sequence[str]
+) -> FilterOutcome:
+    """A pod claiming a reservation fits its reserved node (the room is held for it) and no other."""
+    outcome = FilterOutcome(passed=[])
+    for name in node_names:
+        if name != node:
+            outcome.unresolvable[name] = f"pinned to node {node} by reservation {allocation_id}"
+        elif dict(held) != dict(demand.resources):
+            outcome.unresolvable[name] = (
+                f"reservation {allocation_id} holds {dict(held)}, the pod asks for {dict(demand.resources)}"
+            )
+        else:
+            outcome.passed.append(name)
+    return outcome
 
 
 def _with_freed(shape: NodeShape, freed: Mapping[str, int]) -> NodeShape:

@@ -333,6 +333,20 @@ class InventoryCache:
             self._hold(uid, node, resources, ttl_s)
             return None
 
+    def transfer(self, from_uid: str, to_uid: str, *, ttl_s: float | None = None) -> AssumedAllocation | None:
+        """Hand a hold over (a reservation's to the pod that claims it) without ever releasing the room."""
+        with self._lock:
+            held = self._assumed.pop(from_uid, None)
+            if held is None:
+                return None
+            expires = self._clock() + (self._settings.assume_ttl_s if ttl_s is None else ttl_s)
+            moved = AssumedAllocation(
+                uid=to_uid, node=held.node, resources=held.resources, expires_at=expires
+            )
+            self._assumed[to_uid] = moved
+            self._snapshot = None
+            return held
+
     def forget(self, uid: str) -> None:
         """Drop an assumption (a failed bind rolls back)."""
         with self._lock:

@@ -28,6 +28,7 @@ from inventory.api.auth import TokenStore
 from inventory.cache import InventoryCache, LiveOffer
 from inventory.catalogue import builtin_catalogue
 from inventory.cluster_file import load_cluster
+from inventory.ledger import Allocation
 from inventory.ledger_metrics import LedgerCollector, ReconcileMetrics
 from inventory.ledger_sql import SqlLedger, redact
 from inventory.metrics import InventoryCollector
@@ -50,6 +51,8 @@ class Parts:
     description: dict[str, object]
     extender: ExtenderService
     api_routes: Sequence[BaseRoute]
+    #: Reads a reservation by id (admission pins pods that claim one).
+    reservation: Callable[[str], Allocation | None]
     stop: threading.Event = field(default_factory=threading.Event)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -98,6 +101,7 @@ def static_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         },
         extender=extender,
         api_routes=_api(settings, ledger, cache, reserver, cluster.prices, registry),
+        reservation=ledger.get,
         closers=[ledger.close],
     )
 
@@ -152,6 +156,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         description={"inventory": "live", "ledger": redact(ledger_url), "identity": leader.identity},
         extender=extender,
         api_routes=_api(settings, ledger, cache, reserver, prices, registry),
+        reservation=ledger.get,
         stop=stop,
         closers=[ledger.close, kube.close],
     )

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from extender import app as extender_app
 from extender.service import ExtenderService
+from inventory.ledger import Allocation
 from inventory.offer import Offer
 from kgm.assembly import assemble
 from kgm.certs import make_self_signed_files
@@ -41,9 +42,11 @@ def build_app(
     ready: Callable[[], bool] = lambda: True,
     extender: ExtenderService | None = None,
     api_routes: Sequence[BaseRoute] = (),
+    reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
 ) -> Starlette:
     mutate = MutateEndpoint(
         offer=offer,
+        reservation=reservation,
         settings=webhook,
         metrics=AdmissionMetrics.register(registry),
         logger=logging.getLogger("kgm.webhook"),
@@ -114,6 +117,7 @@ def serve(settings: ServeSettings) -> None:
         ready=parts.ready,
         extender=parts.extender,
         api_routes=parts.api_routes,
+        reservation=parts.reservation,
     )
     with tempfile.TemporaryDirectory(prefix="kgm-tls-") as scratch:
         tls = _tls(settings, Path(scratch))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from inventory.ledger import Allocation
 from inventory.offer import Offer
 from webhook.mutation import Admit, mutate_pod
 from webhook.review import AdmissionRequest, allowed, denied
@@ -24,14 +26,21 @@ class Answer:
     message: str = ""
 
 
-def answer(request: AdmissionRequest, offer: Offer, settings: WebhookSettings) -> Answer:
+def answer(
+    request: AdmissionRequest,
+    offer: Offer,
+    settings: WebhookSettings,
+    reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
+) -> Answer:
     """Pod CREATEs are judged; every other request is allowed as it is."""
     if not request.is_pod_create:
         return Answer(Outcome.UNCHANGED, allowed(request.uid))
     if request.object is None:
         message = "the review of a Pod CREATE carries no pod object"
         return Answer(Outcome.DENIED, denied(request.uid, message, code=400, reason="BadRequest"), message)
-    decision = mutate_pod(request.object, namespace=request.namespace, offer=offer, settings=settings)
+    decision = mutate_pod(
+        request.object, namespace=request.namespace, offer=offer, settings=settings, reservation=reservation
+    )
     if isinstance(decision, Admit):
         outcome = Outcome.MUTATED if decision.patch else Outcome.UNCHANGED
         return Answer(outcome, allowed(request.uid, decision.patch, decision.warnings))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from starlette.types import Receive, Scope, Send
 
 from inventory.asgi import BodyTooLargeError, error_body, read_body, send_json
+from inventory.ledger import Allocation
 from inventory.offer import Offer
 from webhook.admission import Outcome, answer
 from webhook.metrics import AdmissionMetrics
@@ -31,8 +32,10 @@ class MutateEndpoint:
         metrics: AdmissionMetrics,
         logger: logging.Logger,
         read_timeout: float = 10.0,
+        reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
     ) -> None:
         self._offer = offer
+        self._reservation = reservation
         self._settings = settings
         self._metrics = metrics
         self._logger = logger
@@ -62,7 +65,7 @@ class MutateEndpoint:
             await self._reject(send, 400, str(error))
             return
         try:
-            result = answer(request, self._offer(), self._settings)
+            result = answer(request, self._offer(), self._settings, self._reservation)
         except Exception as error:  # a bug must still get the API server a well-formed answer
             self._logger.exception(
                 "admission failed",

@@ -10,7 +10,7 @@ carries a fingerprint, and a pod whose fingerprint still matches is left alone.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from inventory.catalogue import FULL_GPU_RESOURCE, MIG_RESOURCE_PREFIX
+from inventory.ledger import Allocation, Status
 from inventory.offer import Offer, OfferedResource, hourly_price, no_mig_fit_reason, smallest_mig_fit
 from inventory.pod_request import (
     MEMORY_GB,
@@ -35,6 +36,7 @@ from inventory.pod_request import (
     pod_gpu_total,
 )
 from webhook.patch import PatchOp, replace_key, set_entries
+from webhook.pinning import pin_to_node
 from webhook.settings import WebhookSettings
 
 GPU_PROFILE = PREFIX + "gpu-profile"
@@ -44,7 +46,8 @@ MIG_FALLBACK = PREFIX + "mig-fallback-reason"
 MUTATED = PREFIX + "mutated"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 _DEFAULT_SCHEDULERS = ("", "default-scheduler")
-_INTENT_KEYS = (MEMORY_GB, WORKLOAD_TYPE, USE_MIG, TEAM, USER)
+ALLOCATION_ID = PREFIX + "allocation-id"
+_INTENT_KEYS = (MEMORY_GB, WORKLOAD_TYPE, USE_MIG, TEAM, USER, ALLOCATION_ID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +64,18 @@ class Deny:
 
 
 def mutate_pod(
-    pod: Mapping[str, Any], *, namespace: str, offer: Offer, settings: WebhookSettings
+    pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    offer: Offer,
+    settings: WebhookSettings,
+    reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
 ) -> Admit | Deny:
-    """What admission does to ``pod`` (the ``object`` of a Pod CREATE review)."""
+    """What admission does to ``pod`` (the ``object`` of a Pod CREATE review).
+
+    ``reservation(id)`` reads a reservation the pod names in ``gpu.kgm.io/allocation-id`` (a read:
+    admission never writes anywhere); such a pod gets the reserved resource and is pinned to its node.
+    """
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
     assert isinstance(metadata, Mapping)
     annotations = _string_map(metadata.get("annotations"))
@@ -86,13 +98,29 @@ def mutate_pod(
     if refusal:
         return refusal
 
+    held = _reservation(annotations.get(ALLOCATION_ID), namespace, reservation)
+    if isinstance(held, Deny):
+        return held
     target, fallback = _mig_choice(containers, intent, offer, product)
+    if held is not None:
+        target, fallback = _reserved_target(held, offer), None
     moved = tuple(c for c in containers if target and _single_gpu(c))
     final = tuple(
         replace(c, resources={target.resource_name: 1}) if c in moved and target else c for c in containers
     )
     total = pod_gpu_total(final)
-    cost = _hourly_cost(total, offer, product, intent.memory_gb)
+    if held is not None and dict(total) != {held.resource: held.count}:
+        asked = ", ".join(f"{n} x {r}" for r, n in sorted(total.items()))
+        return Deny(
+            message=f"the pod asks for {asked}; reservation {held.id} holds {held.count} x {held.resource}",
+            code=403,
+            reason="Forbidden",
+        )
+    cost = (
+        held.hourly_price * held.count
+        if held is not None
+        else _hourly_cost(total, offer, product, intent.memory_gb)
+    )
     warnings = [
         f"kgm: container {c.name} moved from {FULL_GPU_RESOURCE} to {t.resource_name}"
         for c in moved
@@ -116,6 +144,8 @@ def mutate_pod(
     patch = [op for c in moved if target for op in _move_to_mig(pod, c, target)]
     patch += set_entries("/metadata/labels", metadata.get("labels"), wanted_labels)
     patch += set_entries("/metadata/annotations", metadata.get("annotations"), wanted_annotations)
+    if held is not None and held.node:
+        patch += pin_to_node(spec, held.node)
     if spec.get("schedulerName") in (None, *_DEFAULT_SCHEDULERS):
         patch.append({"op": "add", "path": "/spec/schedulerName", "value": settings.scheduler_name})
     if not isinstance(pod.get("metadata"), Mapping):
@@ -189,6 +219,31 @@ def _mig_choice(
         if target is None:
             reasons.insert(0, no_mig_fit_reason(offer, intent.memory_gb, product))
     return target, "; ".join(reasons) or None
+
+
+def _reservation(
+    allocation_id: str | None, namespace: str, lookup: Callable[[str], Allocation | None]
+) -> Allocation | Deny | None:
+    """The open reservation the pod claims, a denial if it claims one that is not open, or None."""
+    if allocation_id is None:
+        return None
+    held = lookup(allocation_id)
+    if held is None or held.status is not Status.RESERVED or held.namespace != namespace or not held.node:
+        return Deny(
+            message=f"{ALLOCATION_ID}={allocation_id} is not an open reservation in namespace {namespace}; "
+            "reserve through POST /api/v1/gpu/allocations or a GpuAllocation first",
+            code=403,
+            reason="Forbidden",
+        )
+    return held
+
+
+def _reserved_target(held: Allocation, offer: Offer) -> OfferedResource | None:
+    """What single-GPU containers move to for a reservation: its resource (None: whole GPUs stay)."""
+    if held.resource == FULL_GPU_RESOURCE:
+        return None
+    found = offer.named(held.resource)
+    return found[0] if found else None
 
 
 def _single_gpu(container: ContainerGpus) -> bool:
