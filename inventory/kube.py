@@ -35,6 +35,7 @@ GROUP: Final = "gpu.kgm.io"
 VERSION: Final = "v1alpha1"
 PLURAL: Final = "gpunodes"
 _GVP: Final = (GROUP, VERSION, PLURAL)
+GPUALLOCATIONS: Final = "gpuallocations"
 
 EVENT_TYPES: Final = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
 
@@ -261,6 +262,46 @@ class KubeClient:
             *_GVP,
             resource_version=resource_version,
             timeout_seconds=timeout_seconds,
+        )
+
+    # GpuAllocations (namespaced custom objects: reservations made through Kubernetes)
+
+    def list_gpuallocations(self) -> Listing:
+        """Every GpuAllocation of every namespace (the cluster-wide list of a namespaced resource)."""
+        return self._list(
+            "list gpuallocations", self._custom.list_cluster_custom_object, GROUP, VERSION, GPUALLOCATIONS
+        )
+
+    def watch_gpuallocations(self, resource_version: str, timeout_seconds: int) -> Iterator[WatchEvent]:
+        return self._watch(
+            "watch gpuallocations",
+            self._custom.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            GPUALLOCATIONS,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+        )
+
+    def update_gpuallocation_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge ``status``'s keys into a GpuAllocation's status through its ``/status`` subresource.
+
+        A JSON merge patch, unlike the GpuNode's whole-status replacement: the controller writes one
+        decision at a time (``Allocated`` with its fields, or ``Failed`` with a message) and keys it
+        does not send keep their values. :class:`KubeNotFoundError` when the object is gone.
+        """
+        return self._call(
+            f"update gpuallocation {namespace}/{name} status",
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            GPUALLOCATIONS,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
         )
 
     # Pods (all namespaces) and nodes

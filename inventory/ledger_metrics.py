@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inventory.ledger import Ledger, LedgerError, Status
+from inventory.reconciler import over_limit
 
 _DAY = timedelta(days=1)
 
@@ -88,6 +89,11 @@ class LedgerCollector(Collector):
             value=sum(
                 1 for a in open_rows if a.status is Status.RESERVED and a.expires_at and a.expires_at <= now
             ),
+        )
+        yield GaugeMetricFamily(
+            "kgm_allocations_over_limit",
+            "Running allocations past their reservation's duration or cost limit.",
+            value=sum(1 for a in active if over_limit(a, now) is not None),
         )
         yield GaugeMetricFamily(
             "gpu_cost_per_hour",

@@ -138,6 +138,8 @@ class ResyncPlan:
     #: (allocation id, end, inferred)
     ends: list[tuple[str, datetime, bool]] = field(default_factory=list)
     expired: list[tuple[str, datetime]] = field(default_factory=list)
+    #: Running allocations past their reservation's duration or cost limit: (id, why).
+    over_limit: list[tuple[str, str]] = field(default_factory=list)
 
 
 def plan_resync(
@@ -151,38 +153,57 @@ def plan_resync(
     """What makes the ledger agree with a COMPLETE listing of pods (never call it with part of one)."""
     views = {v.uid: v for v in map(pod_view, pods)}
     plan = ResyncPlan()
-    holding: dict[str, Allocation] = {}
+    # Matched by (pod UID, resource), not by row id: a pod that claimed a reservation holds the
+    # reservation's row, whose id is the reservation's.
+    holding: dict[tuple[str, str], Allocation] = {}
     finished: list[tuple[Allocation, datetime | None]] = []
     for view in views.values():
         if not view.node or not view.resources:
             continue
         rows = allocations_for(view, shape=shape_of(view.node), prices=prices, now=now)
         if view.holds_gpus:
-            holding.update((row.id, row) for row in rows)
+            holding.update(((view.uid, row.resource), row) for row in rows)
         else:
             finished.extend((row, view.ended_at) for row in rows)
-    known = set()
+    recorded: set[tuple[str, str]] = set()
     for allocation in open_allocations:
-        known.add(allocation.id)
         if allocation.status is Status.RESERVED:
             if allocation.expires_at is not None and allocation.expires_at <= now:
                 plan.expired.append((allocation.id, allocation.expires_at))
             continue
-        if allocation.id in holding:
+        key = (allocation.pod_uid or "", allocation.resource)
+        recorded.add(key)
+        if key in holding:
+            why = over_limit(allocation, now)
+            if why is not None:
+                plan.over_limit.append((allocation.id, why))
             continue
         listed = views.get(allocation.pod_uid or "")
         ended = listed.ended_at if listed is not None else None
         # A pod still listed but finished ended when it finished; one gone without a trace ended at
         # some moment we did not see: now, flagged as inferred.
         plan.ends.append((allocation.id, ended or now, ended is None))
-    plan.starts.extend(row for row_id, row in holding.items() if row_id not in known)
+    plan.starts.extend(row for key, row in holding.items() if key not in recorded)
     # A pod that ran and finished while nobody watched: record its whole life. Inserts skip rows the
     # ledger has (closed or not) and ends skip closed rows, so a known history is left as it is.
     for row, ended in finished:
-        if row.id not in known:
+        if (row.pod_uid or "", row.resource) not in recorded:
             plan.starts.append(row)
             plan.ends.append((row.id, ended or now, ended is None))
     return plan
+
+
+def over_limit(allocation: Allocation, now: datetime) -> str | None:
+    """Why a running allocation has gone past what its reservation allowed, or None."""
+    if allocation.max_duration_hours is not None:
+        hours = (now - allocation.start).total_seconds() / 3600
+        if hours > allocation.max_duration_hours:
+            return f"running {hours:.1f} h, past maxDurationHours {allocation.max_duration_hours}"
+    if allocation.cost_limit is not None:
+        cost = allocation.cost(now)
+        if cost > allocation.cost_limit:
+            return f"cost {cost:.2f} past costLimit {allocation.cost_limit}"
+    return None
 
 
 class Reconciler:
@@ -210,6 +231,7 @@ class Reconciler:
         self._on_error = on_error
         self._observe_write = observe_write
         self._lock = threading.Lock()
+        self._warned: set[str] = set()
 
     def on_pod(self, event_type: str, pod: Mapping[str, Any]) -> None:
         if not self._is_leader():
@@ -277,6 +299,13 @@ class Reconciler:
             self._on_error()
             self._log.error("resync failed", extra={"event": "reconciler.resync_failed", "error": str(error)})
             return None
+        for allocation, why in plan.over_limit:
+            if allocation not in self._warned:  # an event once, not at every resync
+                self._warned.add(allocation)
+                self._log.warning(
+                    "allocation over its limit",
+                    extra={"event": "allocation.over_limit", "allocation": allocation, "reason": why},
+                )
         self._log.info(
             "resync done",
             extra={

@@ -39,7 +39,10 @@ class Reserver:
         prices: PriceTable,
         offer: Callable[[], Offer],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_refused: Callable[[], None] = lambda: None,
     ) -> None:
+        """``on_refused`` counts reservations that could not be placed (``gpu_allocation_failures``)."""
+        self._on_refused = on_refused
         self._cache = cache
         self._ledger = ledger
         self._prices = prices
@@ -47,6 +50,13 @@ class Reserver:
         self._clock = clock
 
     def reserve(self, request: ReservationRequest) -> Allocation:
+        try:
+            return self._reserve(request)
+        except ReservationRefusedError:
+            self._on_refused()
+            raise
+
+    def _reserve(self, request: ReservationRequest) -> Allocation:
         hours = DEFAULT_HOURS if request.max_duration_hours is None else request.max_duration_hours
         if not 1 <= hours <= MAX_HOURS:
             raise ReservationRefusedError(f"maxDurationHours must be 1..{MAX_HOURS}, not {hours}", status=400)

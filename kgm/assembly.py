@@ -85,7 +85,13 @@ def static_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     reconciler = _reconciler(ledger, cache, cluster.prices, metrics)
     binder = InMemoryBinder(cache, on_bound=lambda pod: reconciler.on_pod("ADDED", pod))
     extender = GpuExtender(cache=cache, binder=binder, prices=cluster.prices)
-    reserver = Reserver(cache=cache, ledger=ledger, prices=cluster.prices, offer=lambda: offer)
+    reserver = Reserver(
+        cache=cache,
+        ledger=ledger,
+        prices=cluster.prices,
+        offer=lambda: offer,
+        on_refused=metrics.allocation_failures.inc,
+    )
     reserver.restore()
     registry.register(InventoryCollector(cache))
     registry.register(LedgerCollector(ledger))
@@ -110,6 +116,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     """The cache fed by watches; the reconciler writes the ledger while this replica holds the Lease."""
     # The kubernetes client (behind inventory.kube) loads only in live mode.
     from extender.kube_binder import KubeBinder  # noqa: PLC0415
+    from inventory.gpuallocation import GpuAllocationController, start_gpuallocation_watch  # noqa: PLC0415
     from inventory.kube import KubeClient  # noqa: PLC0415
     from inventory.leader import LeaderElector  # noqa: PLC0415
     from inventory.live import start_watches  # noqa: PLC0415
@@ -145,8 +152,13 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     ).start()
     start_watches(kube, cache, stop, pod_listeners=[(reconciler.resync, reconciler.on_pod)])
     offer = LiveOffer(cache, prices, catalogue)
-    reserver = Reserver(cache=cache, ledger=ledger, prices=prices, offer=offer)
+    reserver = Reserver(
+        cache=cache, ledger=ledger, prices=prices, offer=offer, on_refused=metrics.allocation_failures.inc
+    )
     threading.Thread(target=_restore_when_synced, args=(offer.ready, reserver, stop), daemon=True).start()
+    # Reservations made as GpuAllocation objects; decided by the leader only, like the ledger.
+    controller = GpuAllocationController(reservations=reserver, store=kube, is_leader=leader.is_leader)
+    start_gpuallocation_watch(kube, controller, stop)
     registry.register(InventoryCollector(cache))
     registry.register(LedgerCollector(ledger))
     extender = GpuExtender(cache=cache, binder=KubeBinder(kube), prices=prices, fetch_pod=kube.get_pod)

@@ -13,7 +13,7 @@ from inventory.cluster_file import parse_cluster
 from inventory.ledger import Allocation, AllocationFilter, Status, allocation_id
 from inventory.ledger_sql import SqlLedger
 from inventory.prices import PriceTable
-from inventory.reconciler import Reconciler, plan_resync, pod_view
+from inventory.reconciler import Reconciler, over_limit, plan_resync, pod_view
 from inventory.shape import NodeShape
 from inventory.static import cache_of
 
@@ -244,3 +244,71 @@ def test_the_plan_is_a_pure_function_of_its_inputs() -> None:
     second = plan_resync([], listing, shape_of=shape_of, prices=PriceTable(), now=T0)
     assert first == second
     assert pod_view(listing[0]).holds_gpus
+
+
+@pytest.mark.parametrize(
+    ("limits", "hours", "why"),
+    [
+        ({"max_duration_hours": 2}, 1.5, None),
+        ({"max_duration_hours": 2}, 3, "running 3.0 h, past maxDurationHours 2"),
+        ({"cost_limit": Decimal("5")}, 1, None),  # 3.90 after an hour
+        ({"cost_limit": Decimal("5")}, 2, "cost 7.80 past costLimit 5"),
+        ({}, 1000, None),
+    ],
+)
+def test_a_running_allocation_past_its_reservations_limits_is_reported(
+    limits: dict[str, Any], hours: float, why: str | None
+) -> None:
+    running = Allocation(
+        id="a",
+        namespace="ml",
+        pod="p",
+        pod_uid="u",
+        node="h100",
+        resource="nvidia.com/gpu",
+        count=1,
+        gpu_model="H100-80GB",
+        hourly_price=Decimal("3.90"),
+        status=Status.ACTIVE,
+        start=T0,
+        **limits,
+    )
+    assert over_limit(running, T0 + timedelta(hours=hours)) == why
+    plan = plan_resync(
+        [running],
+        [pod("u", {"nvidia.com/gpu": "1"})],
+        shape_of=shape_of,
+        prices=PriceTable(),
+        now=T0 + timedelta(hours=hours),
+    )
+    assert plan.over_limit == ([] if why is None else [("a", why)])
+
+
+def test_a_claimed_reservation_is_matched_by_its_pod_at_resync_not_opened_twice(
+    reconciler: Reconciler, ledger: SqlLedger
+) -> None:
+    ledger.record_start(
+        Allocation(
+            id="r1",
+            namespace="ml",
+            pod="pod-a",
+            pod_uid=None,
+            node="h100",
+            resource=MIG,
+            count=1,
+            gpu_model="H100-80GB",
+            hourly_price=Decimal("1.67"),
+            status=Status.RESERVED,
+            start=T0,
+        )
+    )
+    claiming = pod("a", {MIG: "1"})
+    claiming["metadata"]["annotations"] = {"gpu.kgm.io/allocation-id": "r1"}
+    reconciler.on_pod("ADDED", claiming)
+    reconciler.resync([claiming])
+    assert [(a.id, a.status) for a in ledger.open_allocations()] == [("r1", Status.ACTIVE)]
+    finished = pod("a", {MIG: "1"}, phase="Succeeded", finished="2026-11-27T08:50:00Z")
+    reconciler.resync([finished])
+    row = ledger.get("r1")
+    assert row is not None and row.end == datetime(2026, 11, 27, 8, 50, tzinfo=UTC)
+    assert ledger.get(allocation_id("a", MIG)) is None  # its history is the reservation's row, once

@@ -24,9 +24,10 @@ agent that owns a status, so that tests see what a real API server does:
   (DELETED included), a watch without one (or with ``0`` or a non-numeric one) starts with the
   current objects, ``timeoutSeconds`` ends the stream, and with ``allowWatchBookmarks=true`` a
   BOOKMARK carrying the current revision comes just before that end (as kube-apiserver does).
-* **The status subresource**, for every resource that declares one (pods, nodes, GpuNodes): kmock
-  merges any patch into the object whichever URL it came to. Here, as in kube-apiserver, a create or
-  a patch of the object ignores ``status``, and a patch of ``/status`` changes ``status`` only.
+* **The status subresource**, for every resource that declares one (pods, nodes, GpuNodes,
+  GpuAllocations): kmock merges any patch into the object whichever URL it came to. Here, as in
+  kube-apiserver, a create or a patch of the object ignores ``status``, and a patch of ``/status``
+  changes ``status`` only.
 * **Faults**: :meth:`KubeEmulator.inject_watch_gone` (a one-shot kmock DSL reaction that ends the next
   watch with an ERROR event of code 410, as a server does for an expired resourceVersion) and
   :meth:`KubeEmulator.unavailable` (503 before any state changes: a kmock reaction would answer 503
@@ -61,6 +62,7 @@ from inventory.kube import KubeClient
 T = TypeVar("T")
 
 GPUNODES = "gpu.kgm.io/v1alpha1/gpunodes"
+GPUALLOCATIONS = "gpu.kgm.io/v1alpha1/gpuallocations"
 PODS = "v1/pods"
 NODES = "v1/nodes"
 
@@ -72,6 +74,15 @@ GPUNODE_RESOURCE = kmock.ResourceInfo(
     singular="gpunode",
     namespaced=False,
     shortnames={"gn"},
+    verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
+    subresources={"status"},
+)
+
+GPUALLOCATION_RESOURCE = kmock.ResourceInfo(
+    kind="GpuAllocation",
+    singular="gpuallocation",
+    namespaced=True,
+    shortnames={"ga"},
     verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
     subresources={"status"},
 )
@@ -363,6 +374,7 @@ class KubeEmulator:
         emulator = ApiServerEmulator()
         emulator.resources.load_data(_bundled_resources())  # the built-ins of a recent K3s: pods, nodes...
         emulator.resources[GPUNODES] = GPUNODE_RESOURCE
+        emulator.resources[GPUALLOCATIONS] = GPUALLOCATION_RESOURCE
         async with emulator, kmock.Server(emulator) as server:
             self._emulator = emulator
             self.url = str(server.url).rstrip("/")
