@@ -12,6 +12,7 @@ Run from the repository root: ``.venv/bin/python -m benchmarks.reconciler [--eve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import platform
@@ -30,6 +31,7 @@ from inventory.prices import PriceTable
 from inventory.reconciler import Reconciler
 from inventory.shape import NodeShape
 from inventory.static import cache_of
+from tests.support.postgres import fresh_schema
 
 NODES = 500
 CACHE = cache_of(
@@ -126,13 +128,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=15_000)
     parser.add_argument("--pods", type=int, default=100_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="kgm-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="kgm-bench-") as scratch, contextlib.ExitStack() as schemas:
         backends: dict[str, Callable[[str], str]] = {
             "sqlite": lambda name: f"sqlite:///{Path(scratch) / name}.db"
         }
         postgres = os.environ.get("KGM_TEST_POSTGRES_URL")
         if postgres:
-            backends["postgresql"] = lambda name: _fresh_postgres(postgres, name)
+            # Each ledger in a schema of its own, dropped at the end: the server's other users are untouched.
+            backends["postgresql"] = lambda name: schemas.enter_context(
+                fresh_schema(postgres, prefix="kgm_bench", fast_commits=False)
+            )
         print(
             f"reconciler -> ledger: {args.events} pod events (ADDED, replayed MODIFIED, DELETED); "
             f"a resync over {args.pods} pods (an empty ledger: every pod opened)"
@@ -147,15 +152,6 @@ def main() -> None:
         if not postgres:
             print("postgresql: skipped (set KGM_TEST_POSTGRES_URL; scripts/ci-postgres.sh starts one)")
     print(f"machine: {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs")
-
-
-def _fresh_postgres(url: str, name: str) -> str:
-    """The server's database with the ledger's tables dropped first, so each run starts empty."""
-    import psycopg  # noqa: PLC0415  (only for the benchmark's clean slate)
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS allocations, schema_version")
-    return url
 
 
 if __name__ == "__main__":

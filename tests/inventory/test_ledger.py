@@ -147,7 +147,8 @@ def test_columns_keep_times_and_money_exact(ledger: SqlLedger, store: Store) -> 
     else:
         rows = store.query(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = 'allocations' AND column_name IN ('hourly_price', 'start', 'end_inferred')"
+            "WHERE table_schema = current_schema() AND table_name = 'allocations' "
+            "AND column_name IN ('hourly_price', 'start', 'end_inferred')"
         )
         assert sorted(rows) == [
             ("end_inferred", "boolean"),
