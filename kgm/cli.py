@@ -12,6 +12,7 @@ from inventory.catalogue import CatalogueError
 from inventory.cluster_file import DEMO, ClusterFileError
 from inventory.prices import PriceError
 from kgm.certs import make_webhook_certificates, write_webhook_certificates
+from kgm.client_cli import COMMANDS, add_commands, run_client_command
 from kgm.logs import configure_logging
 from kgm.settings import ServeSettings, TlsSettings
 from kgm.tls import TLSConfigError
@@ -77,6 +78,36 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     agent.add_argument("--log-level", default=environ.get("KGM_LOG_LEVEL", "info"))
 
+    simulate = commands.add_parser(
+        "simulate", help="replay a workload through the scheduler on an in-memory cluster (no Kubernetes)"
+    )
+    simulate.add_argument(
+        "--cluster", help="cluster description (with --sharing mig); default: the built-in sample"
+    )
+    simulate.add_argument("--nodes", help="node list in the format of Alibaba's cluster-trace-gpu-v2023")
+    simulate.add_argument("--pods", help="pod list in that format; default: the built-in sample")
+    simulate.add_argument(
+        "--sharing",
+        choices=["mig", "fraction"],
+        default=None,
+        help="mig: requests become MIG instances (the production path); fraction: GPU shares, "
+        "as in the FGD paper's simulator (default: fraction with --nodes, else mig)",
+    )
+    simulate.add_argument(
+        "--protocol",
+        choices=["fgd"],
+        default="fgd",
+        help="fgd: shuffled arrivals inflated to 130%% of capacity, no departures, no retries",
+    )
+    simulate.add_argument("--policy", default="all", help="a policy name, or 'all'")
+    simulate.add_argument(
+        "--seeds", default="1", help="e.g. 42 or 42-51 (medians over the seeds are reported)"
+    )
+    simulate.add_argument("--report", type=Path, help="write the JSON report here")
+    simulate.add_argument("--plot", type=Path, help="write an SVG plot of unallocated GPU %% here")
+
+    add_commands(commands, environ)
+
     certs = commands.add_parser("certs", help="make a CA and a serving certificate for the webhook Service")
     certs.add_argument("--service", required=True, help="name of the webhook's Service")
     certs.add_argument("--namespace", required=True, help="namespace of that Service")
@@ -90,6 +121,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         if args.command == "certs":
             return _certs(args)
+        if args.command in COMMANDS:
+            return run_client_command(args)
+        if args.command == "simulate":
+            from kgm.simulate_cli import run_simulate  # noqa: PLC0415
+
+            return run_simulate(args)
         if args.command == "agent":
             from kgm.agent import run_agent  # noqa: PLC0415  (NVML and the kube client load only here)
 

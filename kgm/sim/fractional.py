@@ -1,0 +1,568 @@
+"""Cluster model for fractional-GPU placement, the fragmentation measure and the placement policies.
+
+Semantics follow hkust-adsl/kubernetes-scheduler-simulator (the simulator behind the FGD paper,
+Weng et al., USENIX ATC'23):
+
+* A node has ``cpu_milli``, ``memory_mib`` and N GPUs of ``MILLI`` (1000) milli-GPU each. A sharing pod
+  (``num_gpu == 1``, ``gpu_milli < 1000``) takes ``gpu_milli`` from ONE GPU; a whole-GPU pod takes
+  ``num_gpu`` fully free GPUs of one node; CPU-only pods take CPU and memory only. ``gpu_spec``
+  restricts the node's GPU model (``utils.IsNodeAccessibleToPodByType``).
+* Fragmentation (``utils.NodeGpuShareFragAmountScore``): for a typical task m, if the node can host m
+  (model, CPU and enough GPUs with ``gpu_milli`` left) the fragment is the idle milli on GPUs with less
+  than m's per-GPU demand left, otherwise ALL idle GPU milli. The node's fragmentation is the
+  popularity-weighted sum over the typical tasks. As in the source, memory does not enter it.
+* Scores are computed exactly as the source's score plugins compute them, INCLUDING their integer
+  truncation to 0..100 (``int64(...)``); the best score wins and ties go to a uniformly random node
+  (kube-scheduler's ``selectHost``), drawn from the run's seeded RNG.
+
+A node's GPUs are kept as a sorted tuple of idle milli (GPU indices do not change any score), and nodes in
+identical states are grouped so that a policy scores each distinct state once per arrival.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from bisect import bisect_left, insort
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from kgm.sim.trace import MILLI, TraceNode, TracePod
+
+__all__ = [
+    "MAX_SPEC_CPU",
+    "MAX_SPEC_GPU",
+    "POLICY_NAMES",
+    "Cluster",
+    "PodDemand",
+    "TypicalPod",
+    "TypicalWorkload",
+    "node_fragmentation",
+    "typical_workload",
+]
+
+MAX_SPEC_CPU = 128_000  # open-gpu-share utils.MaxSpecCpu, used to normalise CPU
+MAX_SPEC_GPU = 8_000  # open-gpu-share utils.MaxSpecGpu
+MAX_NODE_SCORE = 100
+POPULARITY_THRESHOLD_PCT = 95  # typicalPodsConfig.podPopularityThreshold in the paper's experiments
+POPULARITY_STEP = 1  # podIncreaseStep in the paper's experiment scripts
+
+Gpus = tuple[int, ...]  # idle milli per GPU, sorted ascending
+Score = tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PodDemand:
+    """What placement needs from a pod (the trace pod without its name and times)."""
+
+    cpu: int
+    mem: int
+    num_gpu: int
+    gpu_milli: int
+    spec: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, pod: TracePod) -> PodDemand:
+        return cls(pod.cpu_milli, pod.memory_mib, pod.num_gpu, pod.gpu_milli, pod.gpu_spec)
+
+    @property
+    def total_gpu(self) -> int:
+        return self.num_gpu * self.gpu_milli
+
+    @property
+    def is_share(self) -> bool:
+        return self.num_gpu == 1 and 0 < self.gpu_milli < MILLI
+
+    @property
+    def affinity(self) -> str:
+        """The GPU-clustering tag (``GetGpuAffinityFromPodAnnotation``)."""
+        if self.num_gpu == 0 or self.gpu_milli == 0:
+            return "no-gpu"
+        return "share-gpu" if self.is_share else f"{self.num_gpu}-gpu"
+
+    def accessible(self, model: str) -> bool:
+        return not self.spec or model in self.spec
+
+    def gpu_fits(self, gpus: Gpus) -> bool:
+        """Enough GPU on a node with these idle GPUs (ignoring model, CPU and memory)."""
+        if self.num_gpu == 0 or self.gpu_milli == 0:
+            return True
+        n = len(gpus)
+        if self.num_gpu > n:
+            return False
+        return gpus[n - self.num_gpu] >= self.gpu_milli
+
+
+@dataclass(frozen=True, slots=True)
+class TypicalPod:
+    cpu: int
+    num_gpu: int
+    gpu_milli: int
+    spec: frozenset[str]
+    weight: float  # popularity, the weights of a workload sum to 1
+
+
+@dataclass(frozen=True, slots=True)
+class TypicalWorkload:
+    pods: tuple[TypicalPod, ...]
+
+    def for_model(self, model: str) -> tuple[float, tuple[tuple[float, int, int, int], ...]]:
+        """(weight of tasks that cannot use this model, [(weight, cpu, num_gpu, gpu_milli)] of the others)."""
+        no_access = 0.0
+        usable: list[tuple[float, int, int, int]] = []
+        for t in self.pods:
+            # a CPU-only task leaves all idle GPU unused (XL/XR in the source: counted as fragment)
+            if t.num_gpu == 0 or (t.spec and (not model or model not in t.spec)):
+                no_access += t.weight
+            else:
+                usable.append((t.weight, t.cpu, t.num_gpu, t.gpu_milli))
+        return no_access, tuple(usable)
+
+
+def typical_workload(
+    pods: Iterable[TracePod],
+    *,
+    threshold_pct: float = POPULARITY_THRESHOLD_PCT,
+    step: int = POPULARITY_STEP,
+    include_cpu_pods: bool = True,
+) -> TypicalWorkload:
+    """The target workload as ``utils.GetTypicalPods`` builds it.
+
+    Pods are grouped by (cpu, gpu_milli, num_gpu, gpu_spec) and sorted by count (ties: the larger
+    resource first); task types are taken ``step`` at a time until they cover ``threshold_pct`` % of
+    the pods, and their popularities are renormalised to sum to 1. The paper's runs
+    (``scripts/generate_config_and_run.py``) use threshold 95, step 1 and ``isInvolvedCpuPods: true``.
+    """
+    counts: Counter[tuple[int, int, int, str]] = Counter()
+    for p in pods:
+        if (p.num_gpu == 0 or p.gpu_milli == 0) and not include_cpu_pods:
+            continue
+        counts[
+            (
+                p.cpu_milli,
+                p.gpu_milli if p.num_gpu else 0,
+                p.num_gpu if p.gpu_milli else 0,
+                "|".join(sorted(p.gpu_spec)),
+            )
+        ] += 1
+    total = sum(counts.values())
+    if total == 0:
+        return TypicalWorkload(())
+    ranked = sorted(counts.items(), key=lambda kv: (kv[1], *kv[0]), reverse=True)
+    expected = threshold_pct * total / 100.0
+    taken = 0
+    cum = 0
+    while cum < expected and taken < len(ranked):
+        upto = min(taken + step, len(ranked))
+        cum += sum(c for _, c in ranked[taken:upto])
+        taken = upto
+    chosen = ranked[:taken]
+    norm = sum(c for _, c in chosen)
+    return TypicalWorkload(
+        tuple(
+            TypicalPod(cpu, num, milli, frozenset(s for s in spec.split("|") if s), c / norm)
+            for (cpu, milli, num, spec), c in chosen
+        )
+    )
+
+
+def _frag(
+    cpu_left: int, gpus: Gpus, no_access: float, usable: tuple[tuple[float, int, int, int], ...]
+) -> float:
+    total = sum(gpus)
+    if total == 0:
+        return 0.0
+    prefix = [0]
+    for g in gpus:
+        prefix.append(prefix[-1] + g)
+    n = len(gpus)
+    acc = total * no_access
+    for weight, cpu, num, milli in usable:
+        if cpu_left >= cpu:
+            idx = bisect_left(gpus, milli)
+            if n - idx >= num:
+                acc += weight * prefix[idx]
+                continue
+        acc += weight * total
+    return acc
+
+
+def node_fragmentation(
+    node_model: str, cpu_left: int, gpus: Sequence[int], workload: TypicalWorkload
+) -> float:
+    """Expected idle GPU milli of a node that a task drawn from ``workload`` could not use."""
+    no_access, usable = workload.for_model(node_model)
+    return _frag(cpu_left, tuple(sorted(gpus)), no_access, usable)
+
+
+def _sigmoid_score(delta: float) -> int:
+    """``int64(sigmoid(delta/1000) * MaxNodeScore)`` (fgd_score.go)."""
+    x = delta / 1000.0
+    if x < -700:
+        return 0
+    return int(MAX_NODE_SCORE / (1.0 + math.exp(-x)))
+
+
+def _take_share(gpus: Gpus, value: int, milli: int) -> Gpus:
+    lst = list(gpus)
+    lst.pop(bisect_left(lst, value))
+    insort(lst, value - milli)
+    return tuple(lst)
+
+
+def _take_whole(gpus: Gpus, num: int) -> Gpus:
+    # the num fully free GPUs are the last ones of the sorted tuple
+    return (0,) * num + gpus[: len(gpus) - num]
+
+
+def place_best_fit(gpus: Gpus, pod: PodDemand) -> Gpus:
+    """GPUs after placing ``pod`` on the best-fit GPU (least idle that fits) or on fully free GPUs."""
+    if pod.num_gpu == 0 or pod.gpu_milli == 0:
+        return gpus
+    if pod.is_share:
+        idx = bisect_left(gpus, pod.gpu_milli)
+        return _take_share(gpus, gpus[idx], pod.gpu_milli)
+    return _take_whole(gpus, pod.num_gpu)
+
+
+# --------------------------------------------------------------------------------------------- policies
+
+
+class Policy:
+    """Scores a node state for a pod (higher is better) and places the pod on the chosen node's GPUs.
+
+    ``score`` must be a pure function of (model, cpu_left, gpus, affinity tags, pod) so that the cluster
+    can cache it per distinct node state.
+    """
+
+    name = ""
+    uses_affinity = False
+    own_workload_threshold_pct: float | None = None  # score with the top types covering this % of pods
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+        raise NotImplementedError
+
+    def place(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand, rng: random.Random) -> Gpus:
+        return place_best_fit(gpus, pod)
+
+
+class RandomPolicy(Policy):
+    """``RandomScore``: a uniformly random feasible node; a random fitting GPU for sharing pods."""
+
+    name = "random"
+
+    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+        return (0.0,)
+
+    def place(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand, rng: random.Random) -> Gpus:
+        if not pod.is_share:
+            return place_best_fit(gpus, pod)
+        fitting = [g for g in gpus if g >= pod.gpu_milli]
+        return _take_share(gpus, rng.choice(fitting), pod.gpu_milli)
+
+
+class BestFitPolicy(Policy):
+    """``BestFitScore``: least (CPU, GPU) left after placement, each normalised by the max spec, 0.5/0.5."""
+
+    name = "best-fit"
+
+    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+        left = (cpu_left - pod.cpu) / MAX_SPEC_CPU * 0.5 + (sum(gpus) - pod.total_gpu) / MAX_SPEC_GPU * 0.5
+        return (float(int((1.0 - left) * MAX_NODE_SCORE)),)
+
+
+class DotProductPolicy(Policy):
+    """``DotProductScore`` as the paper runs it (dimExtMethod merge, normMethod max, gpusel best):
+    1 - <(CPU left, GPU left), (CPU, GPU demand)> / 2 with both normalised by the max spec, truncated."""
+
+    name = "dot-product"
+
+    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+        dot = cpu_left * pod.cpu / (MAX_SPEC_CPU * MAX_SPEC_CPU) + sum(gpus) * pod.total_gpu / (
+            MAX_SPEC_GPU * MAX_SPEC_GPU
+        )
+        return (float(int(MAX_NODE_SCORE * (1.0 - dot / 2))),)
+
+
+class GpuPackingPolicy(Policy):
+    """``GpuPackingScore``: shared GPUs first (100 - idle%/10 of the GPUs used, >= 50), then fully free
+    GPUs of a used node (50 - GPUs used, >= 33), then an idle node (33 - its GPUs). CPU pods: 0 everywhere.
+    """
+
+    name = "gpu-packing"
+
+    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+        if pod.gpu_milli <= 0:
+            return (0.0,)
+        n = len(gpus)
+        free = sum(1 for g in gpus if g == MILLI)
+        if free == n:
+            return (float(max(MAX_NODE_SCORE // 3 - free, free)),)
+        need = pod.num_gpu
+        free_used = 0
+        used_idle_pct = 0
+        for g in gpus:  # ascending: least idle first
+            if need == 0:
+                break
+            if pod.gpu_milli <= g:
+                need -= 1
+                used_idle_pct += g * 100 // MILLI
+                if g == MILLI:
+                    free_used += 1
+        if need:
+            return (0.0,)
+        if free_used > 0:
+            return (float(max(MAX_NODE_SCORE // 2 - free_used, MAX_NODE_SCORE // 3)),)
+        return (float(max(MAX_NODE_SCORE - used_idle_pct // 10, MAX_NODE_SCORE // 2)),)
+
+
+class GpuClusteringPolicy(Policy):
+    """``GpuClusteringScore``: prefer nodes whose pods all share the pod's GPU-demand tag (75..100),
+    then nodes with that tag among others (50..75), then empty nodes (25..50), then others (0..25);
+    within a band, the less idle GPU the better. CPU pods: 0 everywhere."""
+
+    name = "gpu-clustering"
+    uses_affinity = True
+
+    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+        tag = pod.affinity
+        if tag == "no-gpu":
+            return (0.0,)
+        base = MAX_NODE_SCORE // 4 * (MAX_SPEC_GPU - sum(gpus)) // MAX_SPEC_GPU
+        band = (3 if len(tags) == 1 else 2) if tag in tags else (0 if tags else 1)
+        return (float(base + MAX_NODE_SCORE * band // 4),)
+
+
+class FgdPolicy(Policy):
+    """``FGDScore``: sigmoid of the node's fragmentation decrease, truncated to 0..100; for a sharing pod,
+    the GPU whose use gives the best score (ties: the least idle GPU)."""
+
+    name = "fgd"
+
+    def _options(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand) -> list[tuple[float, Gpus]]:
+        """(fragmentation increase, GPUs after) for each distinct way to place the pod on this node."""
+        frag = self.cluster.policy_frag
+        before = frag(model, cpu_left, gpus)
+        after_cpu = cpu_left - pod.cpu
+        if pod.is_share:
+            out: list[tuple[float, Gpus]] = []
+            last = -1
+            for g in gpus:
+                if g >= pod.gpu_milli and g != last:
+                    last = g
+                    new = _take_share(gpus, g, pod.gpu_milli)
+                    out.append((frag(model, after_cpu, new) - before, new))
+            return out
+        new = place_best_fit(gpus, pod)
+        return [(frag(model, after_cpu, new) - before, new)]
+
+    def _pick(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand) -> tuple[Score, Gpus]:
+        best: tuple[Score, Gpus] | None = None
+        for inc, new in self._options(model, cpu_left, gpus, pod):
+            s = (float(_sigmoid_score(-inc)),)
+            if best is None or s > best[0]:
+                best = (s, new)
+        assert best is not None
+        return best
+
+    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+        return self._pick(model, cpu_left, gpus, pod)[0]
+
+    def place(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand, rng: random.Random) -> Gpus:
+        return self._pick(model, cpu_left, gpus, pod)[1]
+
+
+class KgmPolicy(FgdPolicy):
+    """Ours: FGD without the score truncation, with principled tie-breaking.
+
+    Primary key: the exact increase of the node's fragmentation (not squashed into 100 integer levels,
+    which makes FGD pick at random among nodes whose increases differ by up to ~40 milli-GPU).
+    Among (near-)equal increases: break as few fully free GPUs as possible, then best fit (least idle
+    GPU left on the node after placement), then least CPU left.
+    """
+
+    name = "kgm"
+    own_workload_threshold_pct = 100.0
+    resolution = 25.0  # milli-GPU: increases closer than this count as equal
+
+    def _key(self, inc: float, cpu_left: int, gpus: Gpus, new: Gpus, pod: PodDemand) -> Score:
+        free_before = sum(1 for g in gpus if g == MILLI)
+        free_after = sum(1 for g in new if g == MILLI)
+        return (
+            -round(inc / self.resolution),
+            -float(free_before - free_after),
+            -float(sum(new)),
+            -float(cpu_left - pod.cpu),
+        )
+
+    def _pick(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand) -> tuple[Score, Gpus]:
+        best: tuple[Score, Gpus] | None = None
+        for inc, new in self._options(model, cpu_left, gpus, pod):
+            s = self._key(inc, cpu_left, gpus, new, pod)
+            if best is None or s > best[0]:
+                best = (s, new)
+        assert best is not None
+        return best
+
+
+POLICY_CLASSES: dict[str, type[Policy]] = {
+    cls.name: cls
+    for cls in (
+        RandomPolicy,
+        DotProductPolicy,
+        GpuClusteringPolicy,
+        GpuPackingPolicy,
+        BestFitPolicy,
+        FgdPolicy,
+        KgmPolicy,
+    )
+}
+POLICY_NAMES: tuple[str, ...] = tuple(POLICY_CLASSES)
+
+
+# ---------------------------------------------------------------------------------------------- cluster
+
+GroupKey = tuple[str, int, int, Gpus, frozenset[str]]
+
+
+class Cluster:
+    """Mutable cluster state: per node CPU/memory left and sorted idle GPU milli, grouped by state."""
+
+    def __init__(
+        self,
+        nodes: Sequence[TraceNode],
+        workload: TypicalWorkload,
+        policy: str,
+        policy_workload: TypicalWorkload | None = None,
+    ) -> None:
+        if policy not in POLICY_CLASSES:
+            raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICY_NAMES)}")
+        self.nodes = list(nodes)
+        self.workload = workload
+        self.policy = POLICY_CLASSES[policy](self)
+        self._track_tags = self.policy.uses_affinity
+        self._by_model = {m: workload.for_model(m) for m in {n.model for n in self.nodes}}
+        self._frag_cache: dict[tuple[str, int, Gpus], float] = {}
+        self.policy_frag: Callable[[str, int, Gpus], float] = self.frag
+        if policy_workload is not None and policy_workload != workload:
+            by_model = {m: policy_workload.for_model(m) for m in self._by_model}
+            cache: dict[tuple[str, int, Gpus], float] = {}
+
+            def policy_frag(model: str, cpu_left: int, gpus: Gpus) -> float:
+                key = (model, cpu_left, gpus)
+                v = cache.get(key)
+                if v is None:
+                    no_access, usable = by_model[model]
+                    v = cache[key] = _frag(cpu_left, gpus, no_access, usable)
+                return v
+
+            self.policy_frag = policy_frag
+        self._score_cache: dict[tuple[GroupKey, tuple[int, int, int, str]], Score] = {}
+        self.cpu_left = [n.cpu_milli for n in self.nodes]
+        self.mem_left = [n.memory_mib for n in self.nodes]
+        self.gpus: list[Gpus] = [(MILLI,) * n.gpu for n in self.nodes]
+        self.tags: list[Counter[str]] = [Counter() for _ in self.nodes]
+        self.total_gpu_milli = sum(n.gpu for n in self.nodes) * MILLI
+        self.idle_gpu_milli = self.total_gpu_milli
+        self.node_frag = [
+            self.frag(n.model, n.cpu_milli, g) for n, g in zip(self.nodes, self.gpus, strict=True)
+        ]
+        self.frag_total = sum(self.node_frag)
+        self.groups: dict[GroupKey, list[int]] = {}
+        for i in range(len(self.nodes)):
+            self.groups.setdefault(self._key(i), []).append(i)
+
+    def frag(self, model: str, cpu_left: int, gpus: Gpus) -> float:
+        key = (model, cpu_left, gpus)
+        v = self._frag_cache.get(key)
+        if v is None:
+            no_access, usable = self._by_model[model]
+            v = _frag(cpu_left, gpus, no_access, usable)
+            self._frag_cache[key] = v
+        return v
+
+    def _key(self, i: int) -> GroupKey:
+        tags = frozenset(self.tags[i]) if self._track_tags else frozenset()
+        return (self.nodes[i].model, self.cpu_left[i], self.mem_left[i], self.gpus[i], tags)
+
+    def feasible_groups(self, pod: PodDemand) -> Iterable[tuple[GroupKey, list[int]]]:
+        cpu, mem, num, milli, spec = pod.cpu, pod.mem, pod.num_gpu, pod.gpu_milli, pod.spec
+        gpu = num > 0 and milli > 0
+        for key, members in self.groups.items():
+            model, cpu_left, mem_left, gpus, _ = key
+            if cpu_left < cpu or mem_left < mem:
+                continue
+            if gpu:
+                n = len(gpus)
+                if num > n or gpus[n - num] < milli or (spec and model not in spec):
+                    continue
+            yield key, members
+
+    def choose(self, pod: PodDemand, rng: random.Random) -> int | None:
+        """The node the policy puts ``pod`` on (None: no node fits); ties broken uniformly at random."""
+        policy = self.policy
+        cache = self._score_cache
+        skey = (pod.cpu, pod.num_gpu, pod.gpu_milli, "|".join(sorted(pod.spec)))
+        best: Score | None = None
+        best_groups: list[list[int]] = []
+        for key, members in self.feasible_groups(pod):
+            ck = (key, skey)
+            s = cache.get(ck)
+            if s is None:
+                s = policy.score(key[0], key[1], key[3], key[4], pod)
+                cache[ck] = s
+            if best is None or s > best:
+                best = s
+                best_groups = [members]
+            elif s == best:
+                best_groups.append(members)
+        if best is None:
+            return None
+        total = sum(len(m) for m in best_groups)
+        pick = rng.randrange(total)
+        for members in best_groups:
+            if pick < len(members):
+                return members[pick]
+            pick -= len(members)
+        raise AssertionError("unreachable")
+
+    def place(self, i: int, pod: PodDemand, rng: random.Random) -> None:
+        old_key = self._key(i)
+        node = self.nodes[i]
+        new_gpus = self.policy.place(node.model, self.cpu_left[i], self.gpus[i], pod, rng)
+        members = self.groups[old_key]
+        members.remove(i)
+        if not members:
+            del self.groups[old_key]
+        self.cpu_left[i] -= pod.cpu
+        self.mem_left[i] -= pod.mem
+        self.idle_gpu_milli += sum(new_gpus) - sum(self.gpus[i])
+        self.gpus[i] = new_gpus
+        if pod.affinity != "no-gpu":
+            self.tags[i][pod.affinity] += 1
+        f = self.frag(node.model, self.cpu_left[i], new_gpus)
+        self.frag_total += f - self.node_frag[i]
+        self.node_frag[i] = f
+        self.groups.setdefault(self._key(i), []).append(i)
+
+    def try_place(self, pod: PodDemand, rng: random.Random) -> int | None:
+        i = self.choose(pod, rng)
+        if i is not None:
+            self.place(i, pod, rng)
+        return i
+
+
+def make_cluster(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: str) -> Cluster:
+    """A fresh cluster for ``policy``, with the paper's target workload built from ``pods``."""
+    if policy not in POLICY_CLASSES:
+        raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICY_NAMES)}")
+    threshold = POLICY_CLASSES[policy].own_workload_threshold_pct
+    own = None if threshold is None else typical_workload(pods, threshold_pct=threshold)
+    return Cluster(nodes, typical_workload(pods), policy, own)
+
+
+PolicyFactory = Callable[[Cluster], Policy]
