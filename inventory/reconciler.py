@@ -220,8 +220,11 @@ class Reconciler:
         logger: logging.Logger | None = None,
         on_error: Callable[[], None] = lambda: None,
         observe_write: Callable[[float], None] = lambda seconds: None,
+        on_change: Callable[[Allocation, bool], None] = lambda allocation, opened: None,
     ) -> None:
-        """``on_error`` and ``observe_write`` (seconds per ledger write) feed the metrics."""
+        """``on_error`` and ``observe_write`` (seconds per ledger write) feed the metrics;
+        ``on_change(allocation, opened)`` hears of every allocation opened or closed by an event."""
+        self._on_change = on_change
         self._ledger = ledger
         self._shape_of = shape_of
         self._prices = prices
@@ -248,9 +251,12 @@ class Reconciler:
                     ended = view.ended_at if event_type != "DELETED" else (view.deleted or view.finished)
                     for resource in view.resources:
                         with self._write():
-                            self._ledger.record_end(
+                            closed = self._ledger.record_end(
                                 allocation_id(view.uid, resource), ended or now, inferred=ended is None
                             )
+                        row = self._ledger.get(allocation_id(view.uid, resource)) if closed else None
+                        if row is not None:
+                            self._on_change(row, False)
         except LedgerError as error:
             self._on_error()
             self._log.error(
@@ -269,7 +275,9 @@ class Reconciler:
             ):
                 continue  # the reservation's row is now this pod's allocation
             with self._write():
-                self._ledger.record_start(row)
+                opened = self._ledger.record_start(row)
+            if opened:
+                self._on_change(row, True)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:

@@ -39,9 +39,9 @@ class Reserver:
         prices: PriceTable,
         offer: Callable[[], Offer],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        on_refused: Callable[[], None] = lambda: None,
+        on_refused: Callable[[str], None] = lambda reason: None,
     ) -> None:
-        """``on_refused`` counts reservations that could not be placed (``gpu_allocation_failures``)."""
+        """``on_refused(reason)`` hears of reservations that could not be placed (metrics, notifications)."""
         self._on_refused = on_refused
         self._cache = cache
         self._ledger = ledger
@@ -52,8 +52,8 @@ class Reserver:
     def reserve(self, request: ReservationRequest) -> Allocation:
         try:
             return self._reserve(request)
-        except ReservationRefusedError:
-            self._on_refused()
+        except ReservationRefusedError as error:
+            self._on_refused(str(error))
             raise
 
     def _reserve(self, request: ReservationRequest) -> Allocation:

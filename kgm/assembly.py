@@ -13,7 +13,8 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -28,17 +29,21 @@ from inventory.api.auth import TokenStore
 from inventory.cache import InventoryCache, LiveOffer
 from inventory.catalogue import builtin_catalogue
 from inventory.cluster_file import load_cluster
+from inventory.cost import allocation_cost
 from inventory.ledger import Allocation
 from inventory.ledger_metrics import LedgerCollector, ReconcileMetrics
 from inventory.ledger_sql import SqlLedger, redact
 from inventory.metrics import InventoryCollector
 from inventory.model import ClusterInventory, NodeName
+from inventory.notify import Notifier
+from inventory.notify_formats import load_settings
 from inventory.offer import Offer, offer_of
 from inventory.prices import PriceTable, parse_price_table
 from inventory.reconciler import Reconciler
 from inventory.reserver import Reserver
 from inventory.shape import NodeShape
 from inventory.static import cache_of
+from inventory.watchdog import Watchdog, WatchdogSettings, allocation_notification, failure_notification
 from kgm.settings import ServeSettings
 
 logger = logging.getLogger("kgm.serve")
@@ -82,7 +87,8 @@ def static_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     ledger_url = settings.ledger or "sqlite:///:memory:"
     ledger = SqlLedger.open(ledger_url)
     metrics = ReconcileMetrics.register(registry)
-    reconciler = _reconciler(ledger, cache, cluster.prices, metrics)
+    notifier = _notifier(settings, registry)
+    reconciler = _reconciler(ledger, cache, cluster.prices, metrics, notifier)
     binder = InMemoryBinder(cache, on_bound=lambda pod: reconciler.on_pod("ADDED", pod))
     extender = GpuExtender(cache=cache, binder=binder, prices=cluster.prices)
     reserver = Reserver(
@@ -90,13 +96,13 @@ def static_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         ledger=ledger,
         prices=cluster.prices,
         offer=lambda: offer,
-        on_refused=metrics.allocation_failures.inc,
+        on_refused=_refused(metrics, notifier),
     )
     reserver.restore()
     registry.register(InventoryCollector(cache))
     registry.register(LedgerCollector(ledger))
     nodes, gpus = len(cluster.nodes), sum(len(node.gpus) for node in cluster.nodes)
-    return Parts(
+    parts = Parts(
         offer=lambda: offer,
         ready=lambda: True,
         description={
@@ -110,6 +116,8 @@ def static_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         reservation=ledger.get,
         closers=[ledger.close],
     )
+    _watch(parts, settings, cache, ledger, notifier)
+    return parts
 
 
 def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
@@ -135,7 +143,8 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         identity=f"{socket.gethostname()}-{os.getpid()}",
     )
     metrics = ReconcileMetrics.register(registry)
-    reconciler = _reconciler(ledger, cache, prices, metrics, is_leader=leader.is_leader)
+    notifier = _notifier(settings, registry)
+    reconciler = _reconciler(ledger, cache, prices, metrics, notifier, is_leader=leader.is_leader)
 
     def resync_from_listing() -> None:
         listing = kube.list_pods()  # complete or an exception: never a resync on part of the pods
@@ -153,7 +162,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     start_watches(kube, cache, stop, pod_listeners=[(reconciler.resync, reconciler.on_pod)])
     offer = LiveOffer(cache, prices, catalogue)
     reserver = Reserver(
-        cache=cache, ledger=ledger, prices=prices, offer=offer, on_refused=metrics.allocation_failures.inc
+        cache=cache, ledger=ledger, prices=prices, offer=offer, on_refused=_refused(metrics, notifier)
     )
     threading.Thread(target=_restore_when_synced, args=(offer.ready, reserver, stop), daemon=True).start()
     # Reservations made as GpuAllocation objects; decided by the leader only, like the ledger.
@@ -162,7 +171,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     registry.register(InventoryCollector(cache))
     registry.register(LedgerCollector(ledger))
     extender = GpuExtender(cache=cache, binder=KubeBinder(kube), prices=prices, fetch_pod=kube.get_pod)
-    return Parts(
+    parts = Parts(
         offer=offer,
         ready=offer.ready,
         description={"inventory": "live", "ledger": redact(ledger_url), "identity": leader.identity},
@@ -172,6 +181,52 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         stop=stop,
         closers=[ledger.close, kube.close],
     )
+    _watch(parts, settings, cache, ledger, notifier, is_leader=leader.is_leader)
+    return parts
+
+
+def _notifier(settings: ServeSettings, registry: CollectorRegistry) -> Notifier | None:
+    if settings.notifications is None:
+        return None
+    return Notifier(load_settings(settings.notifications), registry=registry).start()
+
+
+def _refused(metrics: ReconcileMetrics, notifier: Notifier | None) -> Callable[[str], None]:
+    def refused(reason: str) -> None:
+        metrics.allocation_failures.inc()
+        if notifier is not None:
+            notifier.notify(failure_notification("reservation", reason, now=datetime.now(UTC)))
+
+    return refused
+
+
+def _watch(
+    parts: Parts,
+    settings: ServeSettings,
+    cache: InventoryCache,
+    ledger: SqlLedger,
+    notifier: Notifier | None,
+    *,
+    is_leader: Callable[[], bool] = lambda: True,
+) -> None:
+    """Inventory and cost conditions to notifications, from the leader only (one message, not one per
+    replica)."""
+    if notifier is None:
+        return
+    watchdog = Watchdog(
+        snapshot=cache.snapshot,
+        daily_cost=lambda: _daily_cost(ledger),
+        notify=lambda n: notifier.notify(n) if is_leader() else False,
+        settings=WatchdogSettings(daily_cost_threshold=settings.daily_cost_threshold),
+    )
+    threading.Thread(target=watchdog.run, args=(parts.stop,), name="watchdog", daemon=True).start()
+    parts.closers.append(notifier.close)
+
+
+def _daily_cost(ledger: SqlLedger) -> Decimal:
+    now = datetime.now(UTC)
+    start = now - timedelta(days=1)
+    return sum((allocation_cost(a, start, now) for a in ledger.overlapping(start, now)), Decimal(0))
 
 
 def _reconciler(
@@ -179,6 +234,7 @@ def _reconciler(
     cache: InventoryCache,
     prices: PriceTable,
     metrics: ReconcileMetrics,
+    notifier: Notifier | None,
     *,
     is_leader: Callable[[], bool] = lambda: True,
 ) -> Reconciler:
@@ -193,7 +249,16 @@ def _reconciler(
         is_leader=is_leader,
         on_error=metrics.errors.inc,
         observe_write=metrics.write_seconds.observe,
+        on_change=_announce(notifier),
     )
+
+
+def _announce(notifier: Notifier | None) -> Callable[[Allocation, bool], None]:
+    def announce(allocation: Allocation, opened: bool) -> None:
+        if notifier is not None:
+            notifier.notify(allocation_notification(allocation, opened=opened, now=datetime.now(UTC)))
+
+    return announce
 
 
 def _api(

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 
 from inventory.catalogue import CatalogueError
@@ -59,6 +60,15 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--api-tokens", type=Path, default=environ.get("KGM_API_TOKENS"), help="REST API tokens file"
+    )
+    serve.add_argument(
+        "--notifications",
+        type=Path,
+        default=environ.get("KGM_NOTIFICATIONS"),
+        help="notification endpoints file",
+    )
+    serve.add_argument(
+        "--daily-cost-threshold", type=Decimal, default=environ.get("KGM_DAILY_COST_THRESHOLD")
     )
     serve.add_argument("--log-level", default=environ.get("KGM_LOG_LEVEL", "info"))
 
@@ -158,6 +168,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         prices=args.prices,
         ledger=args.ledger,
         api_tokens=args.api_tokens,
+        notifications=args.notifications,
+        daily_cost_threshold=args.daily_cost_threshold,
         log_level=args.log_level,
         tls=TlsSettings(cert_file=args.tls_cert, key_file=args.tls_key),
         webhook=WebhookSettings(scheduler_name=args.scheduler_name),

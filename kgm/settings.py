@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from inventory.cache import CacheSettings
@@ -41,6 +42,12 @@ class ServeSettings:
 
     api_tokens: Path | None = None
     """YAML/JSON list of {token, name, role} for the REST API (a mounted Secret); none: API refuses all."""
+
+    notifications: Path | None = None
+    """YAML/JSON of notification endpoints (Slack, Teams, PagerDuty, generic); none: no notifications."""
+
+    daily_cost_threshold: Decimal | None = None
+    """Notify (``cost.threshold``) when the last 24 hours' GPU cost passes this."""
 
     resync_interval_s: float = 600.0
     """Seconds between full resyncs of the ledger with a complete listing of pods."""
