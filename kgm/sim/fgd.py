@@ -85,6 +85,9 @@ def run_protocol(
     if capacity <= 0:
         raise ValueError("the cluster has no GPU")
     workload = build_workload(nodes, pods, rng, inflation)
+    # the simulator draws the node order that breaks ties (rand.Perm in syncClusterResourceList) after
+    # TunePodsByNodeTotalResource has built the workload, from the same seeded generator
+    cluster.set_tie_order(rng)
     last_pct = round(inflation * 100)
     steps = list(range(0, last_pct + 1, step_pct))
     unalloc: list[float] = []

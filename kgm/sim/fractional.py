@@ -12,8 +12,13 @@ Weng et al., USENIX ATC'23):
   than m's per-GPU demand left, otherwise ALL idle GPU milli. The node's fragmentation is the
   popularity-weighted sum over the typical tasks. As in the source, memory does not enter it.
 * Scores are computed exactly as the source's score plugins compute them, INCLUDING their integer
-  truncation to 0..100 (``int64(...)``); the best score wins and ties go to a uniformly random node
-  (kube-scheduler's ``selectHost``), drawn from the run's seeded RNG.
+  truncation to 0..100 (``int64(...)``); the best score wins. Ties do NOT go to a random node: the
+  simulator vendors a patched kube-scheduler whose ``selectHost``
+  (vendor/k8s.io/kubernetes/pkg/scheduler/core/generic_scheduler.go) keeps "the smallest lexicographical
+  order if the score remains the same", and ``Simulator.syncClusterResourceList``
+  (pkg/simulator/simulator.go) renames node i to ``fmt.Sprintf("%04d-", rand.Perm(n)[i]) + name`` after the
+  workload has been tuned. So a tie goes to the node of smallest rank in a random permutation drawn once
+  per run (``Cluster.set_tie_order``): a consistent order, which packs.
 
 A node's GPUs are kept as a sorted tuple of idle milli (GPU indices do not change any score), and nodes in
 identical states are grouped so that a policy scores each distinct state once per arrival.
@@ -101,22 +106,24 @@ class TypicalPod:
     gpu_milli: int
     spec: frozenset[str]
     weight: float  # popularity, the weights of a workload sum to 1
+    mem: int = 0  # MiB; always 0 in the source's PodResource (pkg/type/resource.go has no memory field)
 
 
 @dataclass(frozen=True, slots=True)
 class TypicalWorkload:
     pods: tuple[TypicalPod, ...]
 
-    def for_model(self, model: str) -> tuple[float, tuple[tuple[float, int, int, int], ...]]:
-        """(weight of tasks that cannot use this model, [(weight, cpu, num_gpu, gpu_milli)] of the others)."""
+    def for_model(self, model: str) -> tuple[float, tuple[tuple[float, int, int, int, int], ...]]:
+        """(weight of the tasks that cannot use this model, [(weight, cpu, mem, num_gpu, gpu_milli)] of
+        the others)."""
         no_access = 0.0
-        usable: list[tuple[float, int, int, int]] = []
+        usable: list[tuple[float, int, int, int, int]] = []
         for t in self.pods:
             # a CPU-only task leaves all idle GPU unused (XL/XR in the source: counted as fragment)
             if t.num_gpu == 0 or (t.spec and (not model or model not in t.spec)):
                 no_access += t.weight
             else:
-                usable.append((t.weight, t.cpu, t.num_gpu, t.gpu_milli))
+                usable.append((t.weight, t.cpu, t.mem, t.num_gpu, t.gpu_milli))
         return no_access, tuple(usable)
 
 
@@ -126,6 +133,7 @@ def typical_workload(
     threshold_pct: float = POPULARITY_THRESHOLD_PCT,
     step: int = POPULARITY_STEP,
     include_cpu_pods: bool = True,
+    with_memory: bool = False,
 ) -> TypicalWorkload:
     """The target workload as ``utils.GetTypicalPods`` builds it.
 
@@ -133,8 +141,10 @@ def typical_workload(
     resource first); task types are taken ``step`` at a time until they cover ``threshold_pct`` % of
     the pods, and their popularities are renormalised to sum to 1. The paper's runs
     (``scripts/generate_config_and_run.py``) use threshold 95, step 1 and ``isInvolvedCpuPods: true``.
+    ``with_memory`` (not in the source, whose ``PodResource`` has no memory): memory is part of a type
+    and a type needs its memory on the node (used by ``kgm``).
     """
-    counts: Counter[tuple[int, int, int, str]] = Counter()
+    counts: Counter[tuple[int, int, int, str, int]] = Counter()
     for p in pods:
         if (p.num_gpu == 0 or p.gpu_milli == 0) and not include_cpu_pods:
             continue
@@ -144,6 +154,7 @@ def typical_workload(
                 p.gpu_milli if p.num_gpu else 0,
                 p.num_gpu if p.gpu_milli else 0,
                 "|".join(sorted(p.gpu_spec)),
+                p.memory_mib if with_memory else 0,
             )
         ] += 1
     total = sum(counts.values())
@@ -161,14 +172,18 @@ def typical_workload(
     norm = sum(c for _, c in chosen)
     return TypicalWorkload(
         tuple(
-            TypicalPod(cpu, num, milli, frozenset(s for s in spec.split("|") if s), c / norm)
-            for (cpu, milli, num, spec), c in chosen
+            TypicalPod(cpu, num, milli, frozenset(s for s in spec.split("|") if s), c / norm, mem)
+            for (cpu, milli, num, spec, mem), c in chosen
         )
     )
 
 
 def _frag(
-    cpu_left: int, gpus: Gpus, no_access: float, usable: tuple[tuple[float, int, int, int], ...]
+    cpu_left: int,
+    mem_left: int,
+    gpus: Gpus,
+    no_access: float,
+    usable: tuple[tuple[float, int, int, int, int], ...],
 ) -> float:
     total = sum(gpus)
     if total == 0:
@@ -178,8 +193,8 @@ def _frag(
         prefix.append(prefix[-1] + g)
     n = len(gpus)
     acc = total * no_access
-    for weight, cpu, num, milli in usable:
-        if cpu_left >= cpu:
+    for weight, cpu, mem, num, milli in usable:
+        if cpu_left >= cpu and mem_left >= mem:
             idx = bisect_left(gpus, milli)
             if n - idx >= num:
                 acc += weight * prefix[idx]
@@ -193,7 +208,7 @@ def node_fragmentation(
 ) -> float:
     """Expected idle GPU milli of a node that a task drawn from ``workload`` could not use."""
     no_access, usable = workload.for_model(node_model)
-    return _frag(cpu_left, tuple(sorted(gpus)), no_access, usable)
+    return _frag(cpu_left, 0, tuple(sorted(gpus)), no_access, usable)
 
 
 def _sigmoid_score(delta: float) -> int:
@@ -238,15 +253,22 @@ class Policy:
 
     name = ""
     uses_affinity = False
+    # True: ties go to a uniformly random node instead of the node of smallest rank (see Cluster.choose)
+    random_ties = False
     own_workload_threshold_pct: float | None = None  # score with the top types covering this % of pods
+    memory_aware = False  # score with a typical workload whose types carry their memory
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
 
-    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+    def score(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand
+    ) -> Score:
         raise NotImplementedError
 
-    def place(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand, rng: random.Random) -> Gpus:
+    def place(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, pod: PodDemand, rng: random.Random
+    ) -> Gpus:
         return place_best_fit(gpus, pod)
 
 
@@ -254,11 +276,18 @@ class RandomPolicy(Policy):
     """``RandomScore``: a uniformly random feasible node; a random fitting GPU for sharing pods."""
 
     name = "random"
+    # RandomScore.PreScore (random_score.go) draws one node with rand.Intn over the feasible nodes and
+    # Score gives it MaxNodeScore, everyone else 0: a uniformly random node, no tie to break.
+    random_ties = True
 
-    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+    def score(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand
+    ) -> Score:
         return (0.0,)
 
-    def place(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand, rng: random.Random) -> Gpus:
+    def place(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, pod: PodDemand, rng: random.Random
+    ) -> Gpus:
         if not pod.is_share:
             return place_best_fit(gpus, pod)
         fitting = [g for g in gpus if g >= pod.gpu_milli]
@@ -270,7 +299,9 @@ class BestFitPolicy(Policy):
 
     name = "best-fit"
 
-    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+    def score(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand
+    ) -> Score:
         left = (cpu_left - pod.cpu) / MAX_SPEC_CPU * 0.5 + (sum(gpus) - pod.total_gpu) / MAX_SPEC_GPU * 0.5
         return (float(int((1.0 - left) * MAX_NODE_SCORE)),)
 
@@ -281,7 +312,9 @@ class DotProductPolicy(Policy):
 
     name = "dot-product"
 
-    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+    def score(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand
+    ) -> Score:
         dot = cpu_left * pod.cpu / (MAX_SPEC_CPU * MAX_SPEC_CPU) + sum(gpus) * pod.total_gpu / (
             MAX_SPEC_GPU * MAX_SPEC_GPU
         )
@@ -295,7 +328,9 @@ class GpuPackingPolicy(Policy):
 
     name = "gpu-packing"
 
-    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+    def score(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand
+    ) -> Score:
         if pod.gpu_milli <= 0:
             return (0.0,)
         n = len(gpus)
@@ -328,7 +363,9 @@ class GpuClusteringPolicy(Policy):
     name = "gpu-clustering"
     uses_affinity = True
 
-    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
+    def score(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand
+    ) -> Score:
         tag = pod.affinity
         if tag == "no-gpu":
             return (0.0,)
@@ -339,15 +376,26 @@ class GpuClusteringPolicy(Policy):
 
 class FgdPolicy(Policy):
     """``FGDScore``: sigmoid of the node's fragmentation decrease, truncated to 0..100; for a sharing pod,
-    the GPU whose use gives the best score (ties: the least idle GPU)."""
+    the GPU whose use gives the best score.
+
+    Source: ``calculateGpuShareFragExtendScore`` (pkg/simulator/plugin/fgd_score.go) scores
+    ``int64(sigmoid((before - after) / 1000) * MaxNodeScore)`` with ``utils.NodeGpuShareFragAmountScore``
+    (pkg/utils/frag.go); ``allocateGpuIdBasedOnFGDScore`` re-runs it in Open-Gpu-Share's Reserve to pick
+    the GPU. Known difference: among GPUs of equal truncated score the source keeps the first GPU index
+    (``gpuId == "" || fragScore > score``); GPUs here are a sorted tuple without indices, so the tie goes
+    to the least idle GPU instead.
+    """
 
     name = "fgd"
 
-    def _options(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand) -> list[tuple[float, Gpus]]:
+    def _options(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, pod: PodDemand
+    ) -> list[tuple[float, Gpus]]:
         """(fragmentation increase, GPUs after) for each distinct way to place the pod on this node."""
         frag = self.cluster.policy_frag
-        before = frag(model, cpu_left, gpus)
+        before = frag(model, cpu_left, mem_left, gpus)
         after_cpu = cpu_left - pod.cpu
+        after_mem = mem_left - pod.mem
         if pod.is_share:
             out: list[tuple[float, Gpus]] = []
             last = -1
@@ -355,29 +403,36 @@ class FgdPolicy(Policy):
                 if g >= pod.gpu_milli and g != last:
                     last = g
                     new = _take_share(gpus, g, pod.gpu_milli)
-                    out.append((frag(model, after_cpu, new) - before, new))
+                    out.append((frag(model, after_cpu, after_mem, new) - before, new))
             return out
         new = place_best_fit(gpus, pod)
-        return [(frag(model, after_cpu, new) - before, new)]
+        return [(frag(model, after_cpu, after_mem, new) - before, new)]
 
-    def _pick(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand) -> tuple[Score, Gpus]:
+    def _pick(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, pod: PodDemand
+    ) -> tuple[Score, Gpus]:
         best: tuple[Score, Gpus] | None = None
-        for inc, new in self._options(model, cpu_left, gpus, pod):
+        for inc, new in self._options(model, cpu_left, mem_left, gpus, pod):
             s = (float(_sigmoid_score(-inc)),)
             if best is None or s > best[0]:
                 best = (s, new)
         assert best is not None
         return best
 
-    def score(self, model: str, cpu_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand) -> Score:
-        return self._pick(model, cpu_left, gpus, pod)[0]
+    def score(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, tags: frozenset[str], pod: PodDemand
+    ) -> Score:
+        return self._pick(model, cpu_left, mem_left, gpus, pod)[0]
 
-    def place(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand, rng: random.Random) -> Gpus:
-        return self._pick(model, cpu_left, gpus, pod)[1]
+    def place(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, pod: PodDemand, rng: random.Random
+    ) -> Gpus:
+        return self._pick(model, cpu_left, mem_left, gpus, pod)[1]
 
 
 class KgmPolicy(FgdPolicy):
-    """Ours: FGD without the score truncation, with principled tie-breaking.
+    """Ours: FGD without the score truncation, with principled tie-breaking (remaining node ties: the
+    run's node order, as for every policy but random).
 
     Primary key: the exact increase of the node's fragmentation (not squashed into 100 integer levels,
     which makes FGD pick at random among nodes whose increases differ by up to ~40 milli-GPU).
@@ -399,9 +454,11 @@ class KgmPolicy(FgdPolicy):
             -float(cpu_left - pod.cpu),
         )
 
-    def _pick(self, model: str, cpu_left: int, gpus: Gpus, pod: PodDemand) -> tuple[Score, Gpus]:
+    def _pick(
+        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, pod: PodDemand
+    ) -> tuple[Score, Gpus]:
         best: tuple[Score, Gpus] | None = None
-        for inc, new in self._options(model, cpu_left, gpus, pod):
+        for inc, new in self._options(model, cpu_left, mem_left, gpus, pod):
             s = self._key(inc, cpu_left, gpus, new, pod)
             if best is None or s > best[0]:
                 best = (s, new)
@@ -447,17 +504,18 @@ class Cluster:
         self._track_tags = self.policy.uses_affinity
         self._by_model = {m: workload.for_model(m) for m in {n.model for n in self.nodes}}
         self._frag_cache: dict[tuple[str, int, Gpus], float] = {}
-        self.policy_frag: Callable[[str, int, Gpus], float] = self.frag
+        self.policy_frag: Callable[[str, int, int, Gpus], float] = self._frag_no_mem
         if policy_workload is not None and policy_workload != workload:
             by_model = {m: policy_workload.for_model(m) for m in self._by_model}
-            cache: dict[tuple[str, int, Gpus], float] = {}
+            uses_mem = any(t.mem for t in policy_workload.pods)
+            cache: dict[tuple[str, int, int, Gpus], float] = {}
 
-            def policy_frag(model: str, cpu_left: int, gpus: Gpus) -> float:
-                key = (model, cpu_left, gpus)
+            def policy_frag(model: str, cpu_left: int, mem_left: int, gpus: Gpus) -> float:
+                key = (model, cpu_left, mem_left if uses_mem else 0, gpus)
                 v = cache.get(key)
                 if v is None:
                     no_access, usable = by_model[model]
-                    v = cache[key] = _frag(cpu_left, gpus, no_access, usable)
+                    v = cache[key] = _frag(cpu_left, mem_left, gpus, no_access, usable)
                 return v
 
             self.policy_frag = policy_frag
@@ -472,18 +530,35 @@ class Cluster:
             self.frag(n.model, n.cpu_milli, g) for n, g in zip(self.nodes, self.gpus, strict=True)
         ]
         self.frag_total = sum(self.node_frag)
+        # tie order: rank[i] is node i's place in the order ties are broken in (smallest first); members of a
+        # group are kept sorted by rank. Identity until set_tie_order draws the run's permutation.
+        self.rank = list(range(len(self.nodes)))
         self.groups: dict[GroupKey, list[int]] = {}
         for i in range(len(self.nodes)):
             self.groups.setdefault(self._key(i), []).append(i)
 
+    def set_tie_order(self, rng: random.Random) -> None:
+        """Draw the order ties are broken in: a random permutation of the nodes, as the simulator's
+        ``syncClusterResourceList`` (pkg/simulator/simulator.go) prefixes node names with ``rand.Perm``
+        and its patched ``selectHost`` keeps the smallest name among equal scores."""
+        perm = list(range(len(self.nodes)))
+        rng.shuffle(perm)
+        self.rank = perm
+        for members in self.groups.values():
+            members.sort(key=perm.__getitem__)
+
     def frag(self, model: str, cpu_left: int, gpus: Gpus) -> float:
+        """The node's fragmentation for the (source's, memory-free) typical workload."""
         key = (model, cpu_left, gpus)
         v = self._frag_cache.get(key)
         if v is None:
             no_access, usable = self._by_model[model]
-            v = _frag(cpu_left, gpus, no_access, usable)
+            v = _frag(cpu_left, 0, gpus, no_access, usable)
             self._frag_cache[key] = v
         return v
+
+    def _frag_no_mem(self, model: str, cpu_left: int, mem_left: int, gpus: Gpus) -> float:
+        return self.frag(model, cpu_left, gpus)
 
     def _key(self, i: int) -> GroupKey:
         tags = frozenset(self.tags[i]) if self._track_tags else frozenset()
@@ -513,7 +588,7 @@ class Cluster:
             ck = (key, skey)
             s = cache.get(ck)
             if s is None:
-                s = policy.score(key[0], key[1], key[3], key[4], pod)
+                s = policy.score(key[0], key[1], key[2], key[3], key[4], pod)
                 cache[ck] = s
             if best is None or s > best:
                 best = s
@@ -522,6 +597,11 @@ class Cluster:
                 best_groups.append(members)
         if best is None:
             return None
+        if not policy.random_ties:
+            # patched selectHost (vendor/.../scheduler/core/generic_scheduler.go): among equal scores the
+            # smallest node name, i.e. the smallest rank; each group's members are sorted by rank
+            rank = self.rank
+            return min((m[0] for m in best_groups), key=rank.__getitem__)
         total = sum(len(m) for m in best_groups)
         pick = rng.randrange(total)
         for members in best_groups:
@@ -533,7 +613,7 @@ class Cluster:
     def place(self, i: int, pod: PodDemand, rng: random.Random) -> None:
         old_key = self._key(i)
         node = self.nodes[i]
-        new_gpus = self.policy.place(node.model, self.cpu_left[i], self.gpus[i], pod, rng)
+        new_gpus = self.policy.place(node.model, self.cpu_left[i], self.mem_left[i], self.gpus[i], pod, rng)
         members = self.groups[old_key]
         members.remove(i)
         if not members:
@@ -547,7 +627,7 @@ class Cluster:
         f = self.frag(node.model, self.cpu_left[i], new_gpus)
         self.frag_total += f - self.node_frag[i]
         self.node_frag[i] = f
-        self.groups.setdefault(self._key(i), []).append(i)
+        insort(self.groups.setdefault(self._key(i), []), i, key=self.rank.__getitem__)
 
     def try_place(self, pod: PodDemand, rng: random.Random) -> int | None:
         i = self.choose(pod, rng)
@@ -560,8 +640,17 @@ def make_cluster(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: s
     """A fresh cluster for ``policy``, with the paper's target workload built from ``pods``."""
     if policy not in POLICY_CLASSES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICY_NAMES)}")
-    threshold = POLICY_CLASSES[policy].own_workload_threshold_pct
-    own = None if threshold is None else typical_workload(pods, threshold_pct=threshold)
+    cls = POLICY_CLASSES[policy]
+    threshold = cls.own_workload_threshold_pct
+    own = (
+        None
+        if threshold is None and not cls.memory_aware
+        else typical_workload(
+            pods,
+            threshold_pct=POPULARITY_THRESHOLD_PCT if threshold is None else threshold,
+            with_memory=cls.memory_aware,
+        )
+    )
     return Cluster(nodes, typical_workload(pods), policy, own)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from inventory.cache import CacheSettings, InventoryCache
+from inventory.cache import CacheSettings, InventoryCache, InventorySnapshot
 from inventory.catalogue import builtin_catalogue
 from inventory.notify_formats import Event, Notification
 from inventory.watchdog import Watchdog, WatchdogSettings, conditions
@@ -57,8 +57,12 @@ def test_a_condition_is_told_when_it_starts_and_resolved_when_it_ends_never_repe
     hot = cache_with(clock, temperature=90)
     sent: list[Notification] = []
     current = {"cache": hot}
+
+    def snapshot() -> InventorySnapshot:
+        return current["cache"].snapshot()  # the cache of the moment: the condition comes and goes
+
     watchdog = Watchdog(
-        snapshot=lambda: current["cache"].snapshot(),
+        snapshot=snapshot,
         daily_cost=lambda: None,
         notify=sent.append,
         clock=lambda: T0 + timedelta(minutes=1),
