@@ -48,17 +48,22 @@ class NotifyMetrics:
     def register(cls, registry: CollectorRegistry) -> NotifyMetrics:
         return cls(
             sent=Counter(
-                "kgm_notifications_sent", "Notifications delivered (2xx).", ["endpoint", "event"],
+                "kgm_notifications_sent",
+                "Notifications delivered (2xx).",
+                ["endpoint", "event"],
                 registry=registry,
             ),
             failed=Counter(
-                "kgm_notifications_failed", "Notifications given up on, by the last attempt's reason.",
-                ["endpoint", "event", "reason"], registry=registry,
+                "kgm_notifications_failed",
+                "Notifications given up on, by the last attempt's reason.",
+                ["endpoint", "event", "reason"],
+                registry=registry,
             ),
             dropped=Counter(
                 "kgm_notifications_dropped",
                 "Notifications not sent: queue_full, duplicate (suppressed), closed, shutdown, error.",
-                ["reason"], registry=registry,
+                ["reason"],
+                registry=registry,
             ),
         )
 
@@ -218,7 +223,9 @@ class Notifier:
             if left:
                 self._metrics.dropped.labels("shutdown").inc(left)
                 self._log.warning(
-                    "%d notification(s) for endpoint %s not sent before shutdown", left, lane.endpoint.name,
+                    "%d notification(s) for endpoint %s not sent before shutdown",
+                    left,
+                    lane.endpoint.name,
                     extra={"event": "notify.dropped", "endpoint": lane.endpoint.name, "reason": "shutdown"},
                 )
 
@@ -289,7 +296,9 @@ class Notifier:
             if reason is None:
                 self._metrics.sent.labels(ep.name, n.event).inc()
                 self._log.debug(
-                    "notification %s sent to endpoint %s", n.event, ep.name,
+                    "notification %s sent to endpoint %s",
+                    n.event,
+                    ep.name,
                     extra={"event": "notify.sent", "endpoint": ep.name, "attempts": attempt},
                 )
                 return None
@@ -300,7 +309,11 @@ class Notifier:
             delay = max(delay, min(retry_after or 0.0, cap))
             self._log.info(
                 "notification %s to endpoint %s: attempt %d failed (%s), retrying in %.2f s",
-                n.event, ep.name, attempt, reason, delay,
+                n.event,
+                ep.name,
+                attempt,
+                reason,
+                delay,
                 extra={"event": "notify.retry", "endpoint": ep.name, "reason": reason, "attempts": attempt},
             )
             await asyncio.sleep(delay)
@@ -334,10 +347,18 @@ class Notifier:
             lane.seen.pop((n.dedup_key, n.resolve), None)
         self._metrics.failed.labels(name, n.event, reason).inc()
         self._log.warning(
-            "notification %s to endpoint %s failed after %d attempt(s): %s", n.event, name, attempts, reason,
+            "notification %s to endpoint %s failed after %d attempt(s): %s",
+            n.event,
+            name,
+            attempts,
+            reason,
             extra={
-                "event": "notify.failed", "endpoint": name, "notification": str(n.event),
-                "dedup_key": n.dedup_key, "reason": reason, "attempts": attempts,
+                "event": "notify.failed",
+                "endpoint": name,
+                "notification": str(n.event),
+                "dedup_key": n.dedup_key,
+                "reason": reason,
+                "attempts": attempts,
             },
         )
 
@@ -347,4 +368,3 @@ class Notifier:
         extra = {"event": "notify.dropped", "endpoint": name, "reason": reason, "dedup_key": n.dedup_key}
         level = logging.DEBUG if reason == "duplicate" else logging.WARNING
         self._log.log(level, "notification %s dropped for %s: %s", n.event, name, reason, extra=extra)
-
