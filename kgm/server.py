@@ -23,7 +23,7 @@ from extender import app as extender_app
 from extender.service import ExtenderService
 from inventory.ledger import Allocation
 from inventory.offer import Offer
-from kgm.assembly import assemble
+from kgm.assembly import Parts, assemble
 from kgm.certs import make_self_signed_files
 from kgm.settings import ServeSettings
 from kgm.tls import ReloadingTLS
@@ -104,12 +104,9 @@ def freeze_when_loaded(ready: Callable[[], bool], stop: threading.Event) -> None
     )
 
 
-def serve(settings: ServeSettings) -> None:
-    registry = CollectorRegistry()
+def assembled_app(settings: ServeSettings, registry: CollectorRegistry) -> tuple[Starlette, Parts]:
+    """`kgm serve`'s whole app and the parts behind it (tests serve exactly this)."""
     parts = assemble(settings, registry)
-    threading.Thread(
-        target=freeze_when_loaded, args=(parts.ready, parts.stop), name="gc-freeze", daemon=True
-    ).start()
     app = build_app(
         offer=parts.offer,
         webhook=settings.webhook,
@@ -119,6 +116,15 @@ def serve(settings: ServeSettings) -> None:
         api_routes=parts.api_routes,
         reservation=parts.reservation,
     )
+    return app, parts
+
+
+def serve(settings: ServeSettings) -> None:
+    registry = CollectorRegistry()
+    app, parts = assembled_app(settings, registry)
+    threading.Thread(
+        target=freeze_when_loaded, args=(parts.ready, parts.stop), name="gc-freeze", daemon=True
+    ).start()
     with tempfile.TemporaryDirectory(prefix="kgm-tls-") as scratch:
         tls = _tls(settings, Path(scratch))
         config = uvicorn.Config(

@@ -205,9 +205,8 @@ def test_an_unclaimed_reservation_expires_at_resync(
     assert expired is not None and (expired.status, expired.end) == (Status.EXPIRED, T0 + timedelta(hours=1))
 
 
-def test_a_pod_that_claims_a_reservation_takes_over_its_row(
-    reconciler: Reconciler, ledger: SqlLedger
-) -> None:
+def reserved_then_claimed(ledger: SqlLedger) -> dict[str, Any]:
+    """Reservation r1 (a 3g.40gb on h100) in the ledger, and the pod that claims it."""
     ledger.record_start(
         Allocation(
             id="r1",
@@ -225,6 +224,13 @@ def test_a_pod_that_claims_a_reservation_takes_over_its_row(
     )
     claiming = pod("a", {MIG: "1"})
     claiming["metadata"]["annotations"] = {"gpu.kgm.io/allocation-id": "r1"}
+    return claiming
+
+
+def test_a_pod_that_claims_a_reservation_takes_over_its_row(
+    reconciler: Reconciler, ledger: SqlLedger
+) -> None:
+    claiming = reserved_then_claimed(ledger)
     reconciler.on_pod("ADDED", claiming)
     row = ledger.get("r1")
     assert row is not None and (row.status, row.pod_uid) == (Status.ACTIVE, "a")
@@ -287,23 +293,7 @@ def test_a_running_allocation_past_its_reservations_limits_is_reported(
 def test_a_claimed_reservation_is_matched_by_its_pod_at_resync_not_opened_twice(
     reconciler: Reconciler, ledger: SqlLedger
 ) -> None:
-    ledger.record_start(
-        Allocation(
-            id="r1",
-            namespace="ml",
-            pod="pod-a",
-            pod_uid=None,
-            node="h100",
-            resource=MIG,
-            count=1,
-            gpu_model="H100-80GB",
-            hourly_price=Decimal("1.67"),
-            status=Status.RESERVED,
-            start=T0,
-        )
-    )
-    claiming = pod("a", {MIG: "1"})
-    claiming["metadata"]["annotations"] = {"gpu.kgm.io/allocation-id": "r1"}
+    claiming = reserved_then_claimed(ledger)
     reconciler.on_pod("ADDED", claiming)
     reconciler.resync([claiming])
     assert [(a.id, a.status) for a in ledger.open_allocations()] == [("r1", Status.ACTIVE)]

@@ -13,11 +13,10 @@ import uvicorn
 import yaml
 from prometheus_client import CollectorRegistry
 
-from kgm.assembly import static_parts
 from kgm.certs import make_self_signed_files
 from kgm.cli import main
 from kgm.client import AllocationRequest, ApiError, GpuClient
-from kgm.server import build_app
+from kgm.server import assembled_app
 from kgm.settings import ServeSettings
 from kgm.tls import ReloadingTLS
 
@@ -38,15 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     )
     settings = ServeSettings(inventory="demo", api_tokens=tokens)
     registry = CollectorRegistry()
-    parts = static_parts(settings, registry)
-    app = build_app(
-        offer=parts.offer,
-        webhook=settings.webhook,
-        registry=registry,
-        extender=parts.extender,
-        api_routes=parts.api_routes,
-        reservation=parts.reservation,
-    )
+    app, parts = assembled_app(settings, registry)
     cert, key = make_self_signed_files(scratch)
     tls = ReloadingTLS(cert_file=cert, key_file=key)
     sock = socket.socket()

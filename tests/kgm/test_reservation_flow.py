@@ -17,7 +17,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from kgm.assembly import static_parts
-from kgm.server import build_app
+from kgm.server import assembled_app, build_app
 from kgm.settings import ServeSettings
 from tests.webhook.pods import gpus, pod
 
@@ -27,15 +27,7 @@ def test_a_reserved_slice_goes_to_the_pod_that_claims_it(tmp_path: Path) -> None
     tokens.write_text(yaml.safe_dump([{"token": "s3cret-user-token", "name": "alice", "role": "USER"}]))
     settings = ServeSettings(inventory="demo", api_tokens=tokens)
     registry = CollectorRegistry()
-    parts = static_parts(settings, registry)
-    app = build_app(
-        offer=parts.offer,
-        webhook=settings.webhook,
-        registry=registry,
-        extender=parts.extender,
-        api_routes=parts.api_routes,
-        reservation=parts.reservation,
-    )
+    app, _ = assembled_app(settings, registry)
 
     async def call(method: str, path: str, body: Any) -> httpx.Response:
         async with httpx.AsyncClient(
