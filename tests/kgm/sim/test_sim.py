@@ -16,7 +16,9 @@ from kgm.sim.fractional import (
     PodDemand,
     TypicalPod,
     TypicalWorkload,
+    gpu_feed_ratios,
     node_fragmentation,
+    stranded_gpu,
     typical_workload,
 )
 from kgm.sim.trace import TraceError, TraceNode, TracePod, load_nodes, load_pods
@@ -153,6 +155,38 @@ def test_policy_choice_for_whole_gpu_pod() -> None:
     # an 8-GPU pod: only the 8-GPU node
     for policy in POLICIES:
         assert _prepare(policy).choose(PodDemand.of(pod(num=8, cpu=2000)), random.Random(1)) == 0
+
+
+def test_stranded_gpu_by_hand() -> None:
+    # 12 cores per GPU: 24 cores feed 2 of 4 idle GPUs; memory (64 MiB per milli-GPU) feeds 1.5
+    assert stranded_gpu(24000, 10**6, 4000, 12.0, 0.0) == pytest.approx(2000)
+    assert stranded_gpu(24000, 96000, 4000, 12.0, 64.0) == pytest.approx(2500)
+    assert stranded_gpu(96000, 10**6, 4000, 12.0, 0.0) == 0
+    assert stranded_gpu(0, 0, 4000, 0.0, 0.0) == 0  # no GPU task: nothing to feed, nothing stranded
+    w = TypicalWorkload(
+        (
+            TypicalPod(8000, 1, 500, frozenset(), 0.5, mem=4096),
+            TypicalPod(16000, 2, 1000, frozenset(), 0.25, mem=8192),
+            TypicalPod(4000, 0, 0, frozenset(), 0.25),  # CPU-only: no GPU to feed
+        )
+    )
+    gpu = 0.5 * 500 + 0.25 * 2000
+    assert gpu_feed_ratios(w) == pytest.approx(
+        ((0.5 * 8000 + 0.25 * 16000) / gpu, (0.5 * 4096 + 0.25 * 8192) / gpu)
+    )
+    assert gpu_feed_ratios(wl((4000, 0, 0, 1.0))) == (0.0, 0.0)
+
+
+def test_kgm_keeps_cpu_tight_nodes_for_gpu_tasks() -> None:
+    # 11-core 1-GPU typical tasks; a 32-core 1-GPU pod. On the 8-GPU 96-core node it leaves 64 cores for 7
+    # GPUs (~1.2 GPUs unfed); on the 2-GPU 104-core node nothing is stranded. FGD's fragmentation is 0 on
+    # both (one typical task still fits), so FGD follows the node order; kgm takes the CPU-rich node.
+    nodes = [node("g2", gpu=8, cpu=96000, mem=10**6), node("t4", gpu=2, cpu=104000, mem=10**6)]
+    big = PodDemand.of(pod(cpu=32000, num=1))
+    for policy, expected in (("fgd", 0), ("kgm", 1)):
+        c = cluster(nodes, policy, wl((11000, 1, 1000, 1.0)))
+        assert c.rank == [0, 1]
+        assert c.choose(big, random.Random(0)) == expected
 
 
 def test_random_policy_spreads() -> None:
