@@ -29,6 +29,7 @@ Keys of the per-percent maps are strings (JSON object keys), the arrived-workloa
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -128,10 +129,13 @@ def build_report(
 def summary_table(report: Mapping[str, Any]) -> str:
     """A plain-text table: policy, unallocated GPU % at 100 % arrived (median, min-max), published, diff."""
     lines = [f"{'policy':<16}{'unalloc@100%':>14}{'min-max':>16}{'paper':>8}{'diff':>8}{'frag@100%':>11}"]
+    # The published figures are for the whole default trace; any other workload has none to compare.
+    pods = str(report.get("trace", {}).get("pods", ""))
+    published = PUBLISHED_UNALLOCATED_AT_100 if pods.endswith("openb_pod_list_default.csv") else {}
     for policy, entry in report["policies"].items():
         at = entry.get("unallocated_gpu_pct_at_100")
         frag = entry["fragmentation_pct"].get("100")
-        paper = PUBLISHED_UNALLOCATED_AT_100.get(policy)
+        paper = published.get(policy)
         med = f"{at['median']:.2f}" if at else "-"
         rng = f"{at['min']:.2f}-{at['max']:.2f}" if at else "-"
         pub = f"{paper:.2f}" if paper is not None else "-"
@@ -148,62 +152,86 @@ def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def plot_svg(report: Mapping[str, Any], *, width: int = 720, height: int = 440) -> str:
-    """Unallocated GPU % vs arrived workload %: one polyline per policy, axes, ticks and a legend."""
-    left, right, top, bottom = 60, 170, 30, 50
-    pw, ph = width - left - right, height - top - bottom
+def plot_svg(report: Mapping[str, Any], *, width: int = 980, height: int = 440) -> str:
+    """Unallocated GPU % vs arrived workload %: the whole run, and a zoom on 80..130 % where the
+    policies part ways (on the full scale their lines overlap); one polyline per policy, a legend."""
     series: list[tuple[str, list[tuple[float, float]]]] = []
     for policy, entry in report["policies"].items():
         pts = sorted((float(k), float(v)) for k, v in entry["unallocated_gpu_pct"].items())
         series.append((policy, pts))
     xmax = max((p[-1][0] for _, p in series if p), default=130.0) or 130.0
-    ymax = 100.0
-
-    def sx(x: float) -> float:
-        return left + pw * x / xmax
-
-    def sy(y: float) -> float:
-        return top + ph * (1 - y / ymax)
-
+    tail = [y for _, pts in series for x, y in pts if x >= 80]
+    zoom_top = min(100.0, max(5.0, math.ceil((max(tail, default=10.0) + 2) / 5) * 5))
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{left + pw / 2}" y="18" text-anchor="middle" font-size="14">'
-        "Unallocated GPU vs arrived workload</text>",
-        f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="black"/>',
-        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="black"/>',
     ]
-    for xt in range(0, int(xmax) + 1, 10):
-        x = sx(xt)
-        out.append(f'<line x1="{x:.1f}" y1="{top + ph}" x2="{x:.1f}" y2="{top + ph + 5}" stroke="black"/>')
-        out.append(f'<text x="{x:.1f}" y="{top + ph + 18}" text-anchor="middle">{xt}</text>')
-    for yt in range(0, 101, 10):
-        y = sy(yt)
-        out.append(f'<line x1="{left - 5}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="black"/>')
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{yt}</text>')
-    out.append(
-        f'<text x="{left + pw / 2}" y="{height - 10}" text-anchor="middle">'
-        "Arrived workload (% of GPU capacity)</text>"
+    panel_w = (width - 170 - 2 * 70) // 2
+    out += _panel(
+        series, (0.0, xmax, 0.0, 100.0), (60, 30, panel_w, height - 80), "Unallocated GPU vs arrived workload"
     )
-    out.append(
-        f'<text x="15" y="{top + ph / 2}" text-anchor="middle" '
-        f'transform="rotate(-90 15 {top + ph / 2})">Unallocated GPU (%)</text>'
+    out += _panel(
+        series,
+        (80.0, xmax, 0.0, zoom_top),
+        (60 + panel_w + 70, 30, panel_w, height - 80),
+        "Zoom: 80% and beyond",
     )
-    for i, (policy, pts) in enumerate(series):
+    for i, (policy, _) in enumerate(series):
         color = _COLORS[i % len(_COLORS)]
-        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-        out.append(
-            f'<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{coords}">'
-            f"<title>{_esc(policy)}</title></polyline>"
-        )
-        ly = top + 10 + 18 * i
-        lx = left + pw + 15
+        ly, lx = 40 + 18 * i, width - 155
         out.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 22}" y2="{ly}" stroke="{color}" stroke-width="3"/>')
         out.append(f'<text x="{lx + 28}" y="{ly + 4}">{_esc(policy)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def _panel(
+    series: list[tuple[str, list[tuple[float, float]]]],
+    ranges: tuple[float, float, float, float],
+    box: tuple[int, int, int, int],
+    title: str,
+) -> list[str]:
+    """One chart: axes with ticks, grid, labels, and the series clipped to ``ranges`` (x0, x1, y0, y1)."""
+    x0, x1, y0, y1 = ranges
+    left, top, pw, ph = box
+
+    def sx(x: float) -> float:
+        return left + pw * (x - x0) / (x1 - x0)
+
+    def sy(y: float) -> float:
+        return top + ph * (1 - (y - y0) / (y1 - y0))
+
+    clip = f"clip{left}"
+    out = [
+        f'<clipPath id="{clip}"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>',
+        f'<text x="{left + pw / 2}" y="18" text-anchor="middle" font-size="14">{_esc(title)}</text>',
+        f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="black"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="black"/>',
+        f'<text x="{left + pw / 2}" y="{top + ph + 40}" text-anchor="middle">'
+        "Arrived workload (% of GPU capacity)</text>",
+        f'<text x="{left - 42}" y="{top + ph / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 {left - 42} {top + ph / 2})">Unallocated GPU (%)</text>',
+    ]
+    x_step = 10 if x1 - x0 > 60 else 5
+    for xt in range(math.ceil(x0), int(x1) + 1, x_step):
+        x = sx(xt)
+        out.append(f'<line x1="{x:.1f}" y1="{top + ph}" x2="{x:.1f}" y2="{top + ph + 5}" stroke="black"/>')
+        out.append(f'<text x="{x:.1f}" y="{top + ph + 18}" text-anchor="middle">{xt}</text>')
+    y_step = 10 if y1 - y0 > 40 else (5 if y1 - y0 > 15 else 1)
+    for yt in range(int(y0), int(y1) + 1, y_step):
+        y = sy(yt)
+        out.append(f'<line x1="{left - 5}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="black"/>')
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{yt}</text>')
+    for i, (policy, pts) in enumerate(series):
+        color = _COLORS[i % len(_COLORS)]
+        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts if x >= x0 - 1)
+        out.append(
+            f'<polyline clip-path="url(#{clip})" fill="none" stroke="{color}" stroke-width="1.8" '
+            f'points="{coords}"><title>{_esc(policy)}</title></polyline>'
+        )
+    return out
 
 
 def run_fgd(
