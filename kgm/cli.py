@@ -175,9 +175,22 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         webhook=WebhookSettings(scheduler_name=args.scheduler_name),
     )
     configure_logging(settings.log_level)
+    from inventory.api.auth import TokenFileError  # noqa: PLC0415
+    from inventory.ledger import LedgerError  # noqa: PLC0415
+    from inventory.notify_formats import NotificationConfigError  # noqa: PLC0415
     from kgm.server import serve  # noqa: PLC0415  (uvicorn and starlette load only to serve)
 
-    serve(settings)
+    # What a misconfigured install runs into at start: said in one line, never as a traceback.
+    fatal: tuple[type[Exception], ...] = (LedgerError, TokenFileError, NotificationConfigError)
+    if inventory is None:
+        from inventory.kube import KubeError  # noqa: PLC0415  (the kube client loads only in a cluster)
+
+        fatal += (KubeError,)
+    try:
+        serve(settings)
+    except fatal as error:
+        print(f"kgm serve: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

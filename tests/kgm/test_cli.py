@@ -102,3 +102,27 @@ def test_log_lines_are_json_with_level_event_and_ids_and_no_secrets() -> None:
     assert line["uid"] == "u-1"
     assert "s3cr3t" not in stream.getvalue()
     assert line["time"].endswith("+00:00")
+
+
+def test_serve_with_an_unreachable_ledger_says_so_and_exits_2() -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kgm.cli",
+            "serve",
+            "--inventory",
+            "demo",
+            "--port",
+            "0",
+            "--ledger",
+            "postgresql:///nope?host=/nonexistent-socket-dir",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "kgm serve: ledger" in run.stderr
+    assert "Traceback" not in run.stderr
