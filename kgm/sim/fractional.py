@@ -390,11 +390,15 @@ class FgdPolicy(Policy):
 
     name = "fgd"
 
+    def frag(self, model: str, cpu_left: int, mem_left: int, gpus: Gpus) -> float:
+        """The node's fragmentation that the score compares before and after placing the pod."""
+        return self.cluster.policy_frag(model, cpu_left, mem_left, gpus)
+
     def _options(
         self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, pod: PodDemand
     ) -> list[tuple[float, Gpus]]:
         """(fragmentation increase, GPUs after) for each distinct way to place the pod on this node."""
-        frag = self.cluster.policy_frag
+        frag = self.frag
         before = frag(model, cpu_left, mem_left, gpus)
         after_cpu = cpu_left - pod.cpu
         after_mem = mem_left - pod.mem
@@ -505,24 +509,6 @@ class KgmPolicy(FgdPolicy):
         if self._ratios is None:
             self._ratios = gpu_feed_ratios(self.cluster.policy_workload)
         return self._ratios
-
-    def _options(
-        self, model: str, cpu_left: int, mem_left: int, gpus: Gpus, pod: PodDemand
-    ) -> list[tuple[float, Gpus]]:
-        before = self.frag(model, cpu_left, mem_left, gpus)
-        after_cpu = cpu_left - pod.cpu
-        after_mem = mem_left - pod.mem
-        if pod.is_share:
-            out: list[tuple[float, Gpus]] = []
-            last = -1
-            for g in gpus:
-                if g >= pod.gpu_milli and g != last:
-                    last = g
-                    new = _take_share(gpus, g, pod.gpu_milli)
-                    out.append((self.frag(model, after_cpu, after_mem, new) - before, new))
-            return out
-        new = place_best_fit(gpus, pod)
-        return [(self.frag(model, after_cpu, after_mem, new) - before, new)]
 
 
 POLICY_CLASSES: dict[str, type[Policy]] = {
