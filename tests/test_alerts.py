@@ -2,7 +2,7 @@
 labels they use; and every expression is PromQL that parses.
 
 What is exported is read from the real app, not from a list: `kgm serve`'s parts over the demo
-cluster (`kgm.assembly.static_parts` + `kgm.server.build_app` on a fresh CollectorRegistry), after
+cluster (`kgm.server.assembled_app` on a fresh CollectorRegistry), after
 one admission review, one extender filter call and one REST API call, then the text exposition
 (`generate_latest`). Families without samples yet (a labelled counter nobody has incremented) still
 count through their HELP/TYPE lines. A counter `x` is queried as `x_total`, a histogram `h` as
@@ -31,8 +31,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kgm.assembly import static_parts
-from kgm.server import build_app
+from kgm.server import assembled_app
 from kgm.settings import ServeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,16 +65,7 @@ def in_ci() -> bool:
 def exposition() -> str:
     registry = CollectorRegistry()
     settings = ServeSettings(inventory="demo")
-    parts = static_parts(settings, registry)
-    app = build_app(
-        offer=parts.offer,
-        webhook=settings.webhook,
-        registry=registry,
-        ready=parts.ready,
-        extender=parts.extender,
-        api_routes=parts.api_routes,
-        reservation=parts.reservation,
-    )
+    app, parts = assembled_app(settings, registry)
 
     async def exercise() -> None:
         transport = httpx.ASGITransport(app=app)
