@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,13 +12,10 @@ from inventory.ledger import Ledger, Status
 from inventory.reservations import ReservationRefusedError, ReservationRequest
 from tests.inventory.api import (
     IDS,
-    LEDGERS,
     NOW,
     FakeReservations,
     assert_matches_spec,
     harness,
-    open_ledger,
-    write_tokens,
 )
 
 LIST = "/api/v1/gpu/allocations"
@@ -37,16 +32,6 @@ BODY = {
     "costLimit": 99.5,
     "priority": "ignored: fields we do not know are ignored",
 }
-
-
-@pytest.fixture(params=LEDGERS)
-def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    yield from open_ledger(request.param)
-
-
-@pytest.fixture()
-def tokens(tmp_path: Path) -> TokenStore:
-    return TokenStore.load(write_tokens(tmp_path / "tokens.yaml"))
 
 
 def ids_of(reply: Any) -> list[str]:

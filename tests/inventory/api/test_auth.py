@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from inventory.api import Role, TokenFileError, TokenStore
 from inventory.api.auth import bearer_token
 from inventory.ledger import Ledger
-from tests.inventory.api import CALLERS, IDS, LEDGERS, TOKENS, harness, open_ledger, write_tokens
+from tests.inventory.api import CALLERS, IDS, TOKENS, harness, write_tokens
 
 RESERVATION = {"namespace": "team-a", "podName": "notebook-1", "workloadType": "Development"}
 ALL = {"ADMIN", "OPERATOR", "USER", "VIEWER", "FINANCE"}
@@ -33,16 +32,6 @@ ENDPOINTS = [
     ("GET", "/api/v1/gpu/cost/analysis", None, {"ADMIN", "VIEWER", "FINANCE"}, 200),
 ]
 CALLER_KINDS = [*(r.value for r in Role), "no token", "bad token"]
-
-
-@pytest.fixture(params=LEDGERS)
-def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    yield from open_ledger(request.param)
-
-
-@pytest.fixture()
-def tokens(tmp_path: Path) -> TokenStore:
-    return TokenStore.load(write_tokens(tmp_path / "tokens.yaml"))
 
 
 @pytest.mark.parametrize("caller", CALLER_KINDS)

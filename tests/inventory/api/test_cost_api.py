@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from inventory.api import Role, TokenStore
 from inventory.ledger import Ledger
-from tests.inventory.api import LEDGERS, assert_matches_spec, harness, open_ledger, write_tokens
+from tests.inventory.api import assert_matches_spec, harness
 
 COST = "/api/v1/gpu/cost/analysis"
-
-
-@pytest.fixture(params=LEDGERS)
-def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    yield from open_ledger(request.param)
-
-
-@pytest.fixture()
-def tokens(tmp_path: Path) -> TokenStore:
-    return TokenStore.load(write_tokens(tmp_path / "tokens.yaml"))
 
 
 def test_a_weeks_cost_by_team_namespace_model_and_profile(ledger: Ledger, tokens: TokenStore) -> None:

@@ -5,24 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
 from inventory.api import Role, TokenStore
 from inventory.cache import InventorySnapshot
 from inventory.ledger import Allocation, AllocationFilter, Ledger, LedgerError, Page
-from tests.inventory.api import LEDGERS, ListLedger, harness, open_ledger, write_tokens
-
-
-@pytest.fixture(params=LEDGERS)
-def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    yield from open_ledger(request.param)
-
-
-@pytest.fixture()
-def tokens(tmp_path: Path) -> TokenStore:
-    return TokenStore.load(write_tokens(tmp_path / "tokens.yaml"))
+from tests.inventory.api import ListLedger, harness
 
 
 @pytest.mark.parametrize(

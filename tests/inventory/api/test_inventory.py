@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -15,27 +13,14 @@ from inventory.ledger import Ledger
 from inventory.model import NodeName
 from inventory.podresources import DeviceAssignment
 from tests.inventory.api import (
-    LEDGERS,
     assert_matches_spec,
     cluster_cache,
     harness,
-    open_ledger,
-    write_tokens,
 )
 from tests.inventory.gpunodes import T0, gpu, gpunode
 
 DEVICES = "/api/v1/gpu/devices"
 OVERVIEW = "/api/v1/gpu/overview"
-
-
-@pytest.fixture(params=LEDGERS)
-def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    yield from open_ledger(request.param)
-
-
-@pytest.fixture()
-def tokens(tmp_path: Path) -> TokenStore:
-    return TokenStore.load(write_tokens(tmp_path / "tokens.yaml"))
 
 
 def test_devices_lists_every_gpu_of_every_node_in_order(ledger: Ledger, tokens: TokenStore) -> None:
