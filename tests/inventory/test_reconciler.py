@@ -180,25 +180,28 @@ def test_resync_closes_what_is_gone_opens_what_is_missing_and_keeps_the_rest(
     assert ledger.find(AllocationFilter(), limit=500).items == before  # a second resync changes nothing
 
 
+def reservation_r1(pod: str, expires_at: datetime | None = None) -> Allocation:
+    """Reservation r1: one 3g.40gb on h100 for ``ml/<pod>``, not yet claimed."""
+    return Allocation(
+        id="r1",
+        namespace="ml",
+        pod=pod,
+        pod_uid=None,
+        node="h100",
+        resource=MIG,
+        count=1,
+        gpu_model="H100-80GB",
+        hourly_price=Decimal("1.67"),
+        status=Status.RESERVED,
+        start=T0,
+        expires_at=expires_at,
+    )
+
+
 def test_an_unclaimed_reservation_expires_at_resync(
     reconciler: Reconciler, ledger: SqlLedger, clock: Clock
 ) -> None:
-    ledger.record_start(
-        Allocation(
-            id="r1",
-            namespace="ml",
-            pod="later",
-            pod_uid=None,
-            node="h100",
-            resource=MIG,
-            count=1,
-            gpu_model="H100-80GB",
-            hourly_price=Decimal("1.67"),
-            status=Status.RESERVED,
-            start=T0,
-            expires_at=T0 + timedelta(hours=1),
-        )
-    )
+    ledger.record_start(reservation_r1(pod="later", expires_at=T0 + timedelta(hours=1)))
     clock.now = T0 + timedelta(hours=2)
     reconciler.resync([])
     expired = ledger.get("r1")
@@ -207,21 +210,7 @@ def test_an_unclaimed_reservation_expires_at_resync(
 
 def reserved_then_claimed(ledger: SqlLedger) -> dict[str, Any]:
     """Reservation r1 (a 3g.40gb on h100) in the ledger, and the pod that claims it."""
-    ledger.record_start(
-        Allocation(
-            id="r1",
-            namespace="ml",
-            pod="pod-a",
-            pod_uid=None,
-            node="h100",
-            resource=MIG,
-            count=1,
-            gpu_model="H100-80GB",
-            hourly_price=Decimal("1.67"),
-            status=Status.RESERVED,
-            start=T0,
-        )
-    )
+    ledger.record_start(reservation_r1(pod="pod-a"))
     claiming = pod("a", {MIG: "1"})
     claiming["metadata"]["annotations"] = {"gpu.kgm.io/allocation-id": "r1"}
     return claiming
