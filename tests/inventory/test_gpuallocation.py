@@ -34,26 +34,12 @@ from inventory.prices import PriceTable
 from inventory.reservations import ReservationRefusedError, ReservationRequest
 from inventory.reserver import Reserver
 from inventory.static import cache_of
+from tests.inventory.clusters import RESERVATION_CLUSTER
 from tests.support.kube_emulator import GPUALLOCATIONS as GPUALLOCATIONS_PATH
 from tests.support.kube_emulator import KubeEmulator, eventually
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 CRD = Path(__file__).resolve().parents[2] / "manifests" / "crds" / "gpuallocation.yaml"
-CLUSTER: dict[str, Any] = {
-    "nodes": [
-        {
-            "name": "big",
-            "gpus": [
-                {"model": "H100-80GB", "mig": ["3g.40gb", "3g.40gb"]},
-                {"model": "H100-80GB", "count": 2},
-            ],
-        },
-        {
-            "name": "small",
-            "gpus": [{"model": "H100-80GB", "mig": ["3g.40gb", "1g.10gb", "1g.10gb", "2g.20gb"]}],
-        },
-    ]
-}
 Key = tuple[str, str]
 
 
@@ -260,7 +246,7 @@ class Store:
 
 class Rig:
     def __init__(self, ledger: SqlLedger, *, leader: bool = True) -> None:
-        cluster = parse_cluster(CLUSTER)
+        cluster = parse_cluster(RESERVATION_CLUSTER)
         offer = offer_of(cluster)
         self.ledger = ledger
         self.cache: InventoryCache = cache_of(cluster)

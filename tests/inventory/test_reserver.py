@@ -20,23 +20,9 @@ from inventory.prices import PriceTable
 from inventory.reservations import ReservationRefusedError, ReservationRequest
 from inventory.reserver import Reserver
 from inventory.static import cache_of
+from tests.inventory.clusters import RESERVATION_CLUSTER
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
-CLUSTER: dict[str, Any] = {
-    "nodes": [
-        {
-            "name": "big",
-            "gpus": [
-                {"model": "H100-80GB", "mig": ["3g.40gb", "3g.40gb"]},
-                {"model": "H100-80GB", "count": 2},
-            ],
-        },
-        {
-            "name": "small",
-            "gpus": [{"model": "H100-80GB", "mig": ["3g.40gb", "1g.10gb", "1g.10gb", "2g.20gb"]}],
-        },
-    ]
-}
 
 
 @pytest.fixture
@@ -46,7 +32,7 @@ def ledger() -> Iterator[SqlLedger]:
 
 
 def reserver_for(ledger: SqlLedger, cache: InventoryCache | None = None) -> tuple[Reserver, InventoryCache]:
-    cluster = parse_cluster(CLUSTER)
+    cluster = parse_cluster(RESERVATION_CLUSTER)
     cache = cache or cache_of(cluster)
     offer = offer_of(cluster)
     return Reserver(
