@@ -88,18 +88,6 @@ class PodDemand:
             return "no-gpu"
         return "share-gpu" if self.is_share else f"{self.num_gpu}-gpu"
 
-    def accessible(self, model: str) -> bool:
-        return not self.spec or model in self.spec
-
-    def gpu_fits(self, gpus: Gpus) -> bool:
-        """Enough GPU on a node with these idle GPUs (ignoring model, CPU and memory)."""
-        if self.num_gpu == 0 or self.gpu_milli == 0:
-            return True
-        n = len(gpus)
-        if self.num_gpu > n:
-            return False
-        return gpus[n - self.num_gpu] >= self.gpu_milli
-
 
 @dataclass(frozen=True, slots=True)
 class TypicalPod:

@@ -44,10 +44,6 @@ class TracePod:
         """The pod's total GPU request in milli-GPU (num_gpu * gpu_milli)."""
         return self.num_gpu * self.gpu_milli
 
-    @property
-    def is_gpu_share(self) -> bool:
-        return self.num_gpu == 1 and 0 < self.gpu_milli < MILLI
-
 
 def _read_rows(path: Path | str, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     p = Path(path)
