@@ -21,24 +21,6 @@ class BadReviewError(ValueError):
     """A body that is not a usable AdmissionReview request (answered with HTTP 400)."""
 
 
-class GroupVersionKind(TypedDict):
-    group: str
-    version: str
-    kind: str
-
-
-class AdmissionRequestBody(TypedDict):
-    uid: str
-    kind: GroupVersionKind
-    operation: str
-    namespace: NotRequired[str]
-    name: NotRequired[str]
-    subResource: NotRequired[str]
-    object: NotRequired[dict[str, Any] | None]
-    oldObject: NotRequired[dict[str, Any] | None]
-    dryRun: NotRequired[bool]
-
-
 class StatusBody(TypedDict):
     code: int
     reason: str
