@@ -61,9 +61,9 @@ except ImportError:  # the benchmark still runs on the stdlib loop, just with a 
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
-FIXTURE = Path("fixtures", "k8s", "admissionreview-pod-create.json")
-# ../shared next to a checkout; shared/ inside the tree where the checkout is copied elsewhere.
-FIXTURE_CANDIDATES = (REPO.parent / "shared" / FIXTURE, REPO / "shared" / FIXTURE)
+FIXTURE = Path("k8s", "admissionreview-pod-create.json")
+# The copy under tests/data (the repository keeps the fixtures the tests read).
+FIXTURE_CANDIDATES = (REPO / "tests" / "data" / FIXTURE,)
 GPU_ANNOTATIONS = {"gpu.kgm.io/memory-gb": "18", "gpu.kgm.io/workload-type": "Inference"}
 GPU_RESOURCES = {
     "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
@@ -189,7 +189,7 @@ def run_on_loop(coroutine: Coroutine[Any, Any, None], loop: str) -> None:
 
 
 def load_review() -> tuple[dict[str, Any], str]:
-    """The real Pod CREATE fixture from shared/ when present, else the embedded copy of it."""
+    """The real Pod CREATE fixture from tests/data when present, else the embedded copy of it."""
     for path in FIXTURE_CANDIDATES:
         if path.is_file():
             return orjson.loads(path.read_bytes()), str(path)

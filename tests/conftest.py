@@ -1,19 +1,12 @@
 """Session-wide fixtures shared by every test package."""
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
     from tests.support.kube_emulator import KubeEmulator
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """``<repo>/../shared``: fixtures, vendored OpenAPI documents and hooks, cloned next to the repo."""
-    return Path(__file__).resolve().parents[1].parent / "shared"
 
 
 @pytest.fixture()

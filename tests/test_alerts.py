@@ -33,12 +33,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kgm.server import assembled_app
 from kgm.settings import ServeSettings
+from tests.support.data import K8S_FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "manifests" / "monitoring" / "prometheus-rule.yaml"
 DASHBOARD = ROOT / "manifests" / "monitoring" / "kgm-dashboard.json"
 REVIEW = ROOT / "examples" / "admissionreview-inference-pod.json"
-FILTER_ARGS = ROOT.parent / "shared" / "fixtures" / "k8s" / "extender-filter-args-nodecache.json"
+FILTER_ARGS = K8S_FIXTURES / "extender-filter-args-nodecache.json"
 
 #: Labels Prometheus adds to every scraped series (target labels of a ServiceMonitor scrape).
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "service", "pod", "container", "endpoint"})

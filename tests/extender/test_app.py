@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +17,9 @@ from starlette.types import Message
 from extender import wire
 from extender.app import build_extender_app
 from extender.service import FilterOutcome, Victims
+from tests.support.data import K8S_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s"
+FIXTURES = K8S_FIXTURES
 REASON = "gpu-manager: 2 whole GPUs requested, 1 free after reservations"
 VERBS = ["filter", "prioritize", "bind", "preempt"]
 ARGS = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,8 +15,9 @@ from kgm.assembly import static_parts
 from kgm.server import build_app
 from kgm.settings import ServeSettings
 from tests.extender.clusters import gpu_pod
+from tests.support.data import K8S_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s"
+FIXTURES = K8S_FIXTURES
 
 
 def fixture(name: str) -> Any:

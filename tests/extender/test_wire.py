@@ -1,4 +1,4 @@
-"""The extender wire format against kube-scheduler's own shapes (``../shared/fixtures/k8s/extender-*``)."""
+"""The extender wire format against kube-scheduler's own shapes (``tests/data/k8s/extender-*``)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 
 from extender import wire
 from extender.service import FilterOutcome, Victims
+from tests.support.data import K8S_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s"
+FIXTURES = K8S_FIXTURES
 ARGS = sorted(FIXTURES.glob("extender-*args*.json"))
 UID = "3b9d6f1a-2c4e-4f8a-b6d0-1e3c5a7b9d2f"
 VICTIM = "7d9f1b3e-5a7c-4e9b-8d2f-4a6c8e0b2d4f"

@@ -1,19 +1,9 @@
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from inventory.catalogue import CatalogueError, builtin_catalogue
 from inventory.mig_layout import MigLayoutError, place_instances
-
-SHARED_TABLES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "mig-profiles.json"
-PACKAGED_TABLES = Path(__file__).resolve().parents[2] / "inventory" / "data" / "mig-profiles.json"
-
-
-def test_the_packaged_mig_tables_are_the_reference_tables() -> None:
-    assert json.loads(PACKAGED_TABLES.read_text()) == json.loads(SHARED_TABLES.read_text())
 
 
 @pytest.mark.parametrize(

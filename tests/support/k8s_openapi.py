@@ -1,7 +1,7 @@
 """Strict validation of Kubernetes objects against the vendored OpenAPI v3 documents.
 
-The documents are the official Kubernetes 1.35 OpenAPI v3 specs in ``<repo>/../shared/k8s-openapi``
-(see its README.md). Usage from a test::
+The documents are the official Kubernetes 1.35 OpenAPI v3 specs in ``tests/data/k8s-openapi`` (copied
+from the project's shared material; see its README.md). Usage from a test::
 
     from tests.support.k8s_openapi import default_schemas
 
@@ -47,6 +47,8 @@ from typing import Any, Final
 import jsonschema
 from jsonschema import Draft202012Validator, FormatChecker
 
+from tests.support.data import K8S_OPENAPI, REPO
+
 __all__ = [
     "K8sSchemas",
     "K8sValidationError",
@@ -54,8 +56,6 @@ __all__ = [
     "drop_nulls",
     "format_path",
     "repo_root",
-    "shared_dir",
-    "shared_openapi_dir",
 ]
 
 JSON = Any
@@ -89,17 +89,7 @@ _SCHEMA_MAP_KEYWORDS: Final = ("properties", "patternProperties")
 
 def repo_root() -> Path:
     """The repository root (this file is ``<repo>/tests/support/k8s_openapi.py``)."""
-    return Path(__file__).resolve().parents[2]
-
-
-def shared_dir() -> Path:
-    """``<repo>/../shared``: the shared data directory cloned next to the repository."""
-    return repo_root().parent / "shared"
-
-
-def shared_openapi_dir() -> Path:
-    """``<repo>/../shared/k8s-openapi``: the vendored Kubernetes 1.35 OpenAPI v3 documents."""
-    return shared_dir() / "k8s-openapi"
+    return REPO
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -289,9 +279,9 @@ class K8sSchemas:
         return cls(documents)
 
     @classmethod
-    def from_shared(cls) -> K8sSchemas:
-        """The vendored Kubernetes 1.35 documents in ``<repo>/../shared/k8s-openapi``."""
-        return cls.from_directory(shared_openapi_dir())
+    def from_repository(cls) -> K8sSchemas:
+        """The vendored Kubernetes 1.35 documents in ``tests/data/k8s-openapi``."""
+        return cls.from_directory(K8S_OPENAPI)
 
     # -- loading -------------------------------------------------------------------------------------
 
@@ -453,5 +443,5 @@ class K8sSchemas:
 
 @functools.cache
 def default_schemas() -> K8sSchemas:
-    """One shared `K8sSchemas` over ``<repo>/../shared/k8s-openapi`` for the whole test session."""
-    return K8sSchemas.from_shared()
+    """One `K8sSchemas` over ``tests/data/k8s-openapi`` for the whole test session."""
+    return K8sSchemas.from_repository()

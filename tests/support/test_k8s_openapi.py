@@ -13,18 +13,19 @@ import jsonpatch
 import pytest
 from jsonschema import Draft202012Validator
 
+from tests.support.data import K8S_FIXTURES
+
 from .k8s_openapi import (
     K8sSchemas,
     K8sValidationError,
     default_schemas,
     drop_nulls,
     format_path,
-    shared_dir,
 )
 
 POD = "io.k8s.api.core.v1.Pod"
 NODE = "io.k8s.api.core.v1.Node"
-FIXTURES = shared_dir() / "fixtures" / "k8s"
+FIXTURES = K8S_FIXTURES
 
 
 @functools.cache

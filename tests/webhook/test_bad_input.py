@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,12 +13,13 @@ from prometheus_client import CollectorRegistry
 
 from inventory.offer import Offer
 from kgm.server import build_app
+from tests.support.data import K8S_FIXTURES
 from tests.webhook.pods import gpus, pod
 from webhook.app import MutateEndpoint
 from webhook.metrics import AdmissionMetrics
 from webhook.settings import WebhookSettings
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s"
+FIXTURES = K8S_FIXTURES
 
 
 def review(**request: Any) -> dict[str, Any]:

@@ -13,13 +13,14 @@ import pytest
 
 from inventory.cluster_file import parse_cluster
 from inventory.offer import offer_of
+from tests.support.data import K8S_FIXTURES
 from tests.support.k8s_openapi import default_schemas
 from tests.webhook.conftest import RunningServer
 from webhook.admission import answer
 from webhook.review import allowed, denied, parse_review
 from webhook.settings import WebhookSettings
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s"
+FIXTURES = K8S_FIXTURES
 REQUESTS = sorted(p for p in FIXTURES.glob("admissionreview-*.json") if "response" not in p.name)
 POD = "io.k8s.api.core.v1.Pod"
 

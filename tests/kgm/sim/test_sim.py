@@ -22,8 +22,9 @@ from kgm.sim.fractional import (
     typical_workload,
 )
 from kgm.sim.trace import TraceError, TraceNode, TracePod, load_nodes, load_pods
+from tests.support.data import ALIBABA_TRACE
 
-TRACES = Path(__file__).resolve().parents[4] / "shared" / "traces" / "alibaba-gpu-v2023"
+TRACES = ALIBABA_TRACE
 
 
 def node(name: str, gpu: int = 2, model: str = "T4", cpu: int = 32000, mem: int = 65536) -> TraceNode:
