@@ -34,10 +34,10 @@ import yaml
 
 from benchmarks.inventory import LAYOUTS
 from extender.bind import InMemoryBinder
-from extender.scheduler import GpuExtender
-from inventory.cluster_file import parse_cluster
-from inventory.prices import PriceTable
-from inventory.static import cache_of
+from extender.gpu_extender import GpuExtender
+from inventory.domain.cluster_file import parse_cluster
+from inventory.domain.prices import PriceTable
+from inventory.live.static import cache_of
 from kgm.certs import make_self_signed_files
 
 REPO = Path(__file__).resolve().parents[1]

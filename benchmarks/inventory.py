@@ -19,12 +19,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from inventory.cache import InventoryCache
-from inventory.catalogue import builtin_catalogue
-from inventory.gpunode import build_status, new_gpunode
-from inventory.health import GpuHealth
-from inventory.model import NodeName
-from inventory.readings import GpuReading, GpuUuid, HostReading, MigDeviceReading
+from inventory.domain.catalogue import builtin_catalogue
+from inventory.domain.gpunode import build_status, new_gpunode
+from inventory.domain.health import GpuHealth
+from inventory.domain.model import NodeName
+from inventory.domain.readings import GpuReading, GpuUuid, HostReading, MigDeviceReading
+from inventory.live.cache import InventoryCache
 
 # Per-GPU layouts cycled over a node's 8 GPUs: whole GPUs and the common MIG partitions.
 LAYOUTS: tuple[tuple[tuple[str, int], ...] | None, ...] = (

@@ -32,8 +32,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from inventory.ledger import Allocation, AllocationFilter, Status, allocation_id
-from inventory.ledger_sql import SQLITE_VERSION, SqlLedger
+from inventory.domain.allocation import Allocation, AllocationFilter, Status, allocation_id
+from inventory.ledger.sql import SQLITE_VERSION, SqlLedger
 from tests.support import postgres
 
 T0 = datetime(2026, 11, 27, tzinfo=UTC)

@@ -24,13 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from inventory.cluster_file import parse_cluster
-from inventory.ledger_sql import SqlLedger
-from inventory.model import NodeName
-from inventory.prices import PriceTable
-from inventory.reconciler import Reconciler
-from inventory.shape import NodeShape
-from inventory.static import cache_of
+from inventory.domain.cluster_file import parse_cluster
+from inventory.domain.model import NodeName
+from inventory.domain.prices import PriceTable
+from inventory.domain.shape import NodeShape
+from inventory.ledger.reconciler import Reconciler
+from inventory.ledger.sql import SqlLedger
+from inventory.live.static import cache_of
 from tests.support.postgres import fresh_schema
 
 NODES = 500

@@ -46,8 +46,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from inventory.cluster_file import load_cluster
-from inventory.offer import offer_of
+from inventory.domain.cluster_file import load_cluster
+from inventory.domain.offer import offer_of
 from kgm.certs import make_self_signed_files
 from kgm.logs import JsonFormatter, configure_logging
 from kgm.server import build_app

@@ -14,10 +14,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from inventory.cache import InventoryCache
-from inventory.demand import demand_of
-from inventory.fit import refusal
-from inventory.model import NodeName
+from inventory.domain.demand import demand_of
+from inventory.domain.fit import refusal
+from inventory.domain.model import NodeName
+from inventory.live.cache import InventoryCache
 
 
 class BindError(Exception):

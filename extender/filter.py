@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from extender.service import FilterOutcome
-from inventory.cache import InventorySnapshot
-from inventory.demand import GpuDemand
-from inventory.fit import Verdict, judge_shape
+from inventory.domain.demand import GpuDemand
+from inventory.domain.fit import Verdict, judge_shape
+from inventory.domain.snapshot import InventorySnapshot
 
 
 def filter_nodes(

@@ -17,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from inventory.cache import InventorySnapshot
-from inventory.catalogue import FULL_GPU_RESOURCE
-from inventory.demand import GpuDemand
-from inventory.prices import PriceTable
-from inventory.shape import NodeShape
+from inventory.domain.catalogue import FULL_GPU_RESOURCE
+from inventory.domain.demand import GpuDemand
+from inventory.domain.prices import PriceTable
+from inventory.domain.shape import NodeShape
+from inventory.domain.snapshot import InventorySnapshot
 
 POLICIES = ("fragmentation", "binpack", "spread", "cost")
 MAX_SCORE = 10

@@ -32,7 +32,7 @@ class Victims:
 
 
 class ExtenderService(Protocol):
-    """The contract; ``extender.scheduler.GpuExtender`` implements it."""
+    """The contract; ``extender.gpu_extender.GpuExtender`` implements it."""
 
     def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome: ...
 

@@ -2,7 +2,7 @@
 
 The only module that imports ``kubernetes``. Every call asks for the raw response
 (``_preload_content=False``) and decodes the JSON itself: the objects keep Kubernetes' camelCase wire
-format (what ``inventory.gpunode`` and the cache read), and no model classes are built only to be
+format (what ``inventory.domain.gpunode`` and the cache read), and no model classes are built only to be
 turned back into dicts. Library errors (``ApiException``, urllib3's and socket errors) become one small
 tree, in one place (:func:`_translated`), chained ``from`` the original:
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from inventory.times import format_time, parse_time
+from inventory.domain.times import format_time, parse_time
 
 
 class LeaseStore(Protocol):

@@ -9,11 +9,12 @@ import signal
 import sys
 import threading
 
-from inventory.agent import Agent, AgentSettings
-from inventory.catalogue import builtin_catalogue
-from inventory.health import HealthSettings, HealthTracker
-from inventory.podresources import PodResourcesClient
-from inventory.readings import GpuSource, NvmlError, NvmlUnavailableError
+from inventory.domain.catalogue import builtin_catalogue
+from inventory.domain.health import HealthSettings
+from inventory.domain.readings import GpuSource, NvmlError, NvmlUnavailableError
+from inventory.node.agent import Agent, AgentSettings
+from inventory.node.health import HealthTracker
+from inventory.node.podresources import PodResourcesClient
 from kgm.logs import configure_logging
 
 logger = logging.getLogger("kgm.agent")
@@ -21,10 +22,10 @@ logger = logging.getLogger("kgm.agent")
 
 def _source(args: argparse.Namespace) -> GpuSource:
     if args.fake_cluster:
-        from inventory.fake_gpu import FakeGpuSource  # noqa: PLC0415
+        from inventory.node.fake_gpu import FakeGpuSource  # noqa: PLC0415
 
         return FakeGpuSource.from_cluster_file(args.fake_cluster, args.node_name)
-    from inventory.nvml import NvmlSource  # noqa: PLC0415  (pynvml is loaded by the agent alone)
+    from inventory.node.nvml import NvmlSource  # noqa: PLC0415  (pynvml is loaded by the agent alone)
 
     return NvmlSource()
 

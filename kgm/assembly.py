@@ -22,28 +22,33 @@ from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 
 from extender.bind import InMemoryBinder
-from extender.scheduler import GpuExtender
+from extender.gpu_extender import GpuExtender
 from extender.service import ExtenderService
-from inventory.api.app import build_api_routes
 from inventory.api.auth import TokenStore
-from inventory.cache import InventoryCache, LiveOffer
-from inventory.catalogue import builtin_catalogue
-from inventory.cluster_file import load_cluster
-from inventory.cost import allocation_cost
-from inventory.ledger import Allocation
-from inventory.ledger_metrics import LedgerCollector, ReconcileMetrics
-from inventory.ledger_sql import SqlLedger, redact
-from inventory.metrics import InventoryCollector
-from inventory.model import ClusterInventory, NodeName
-from inventory.notify import Notifier
-from inventory.notify_formats import load_settings
-from inventory.offer import Offer, offer_of
-from inventory.prices import PriceTable, parse_price_table
-from inventory.reconciler import Reconciler
-from inventory.reserver import Reserver
-from inventory.shape import NodeShape
-from inventory.static import cache_of
-from inventory.watchdog import Watchdog, WatchdogSettings, allocation_notification, failure_notification
+from inventory.api.handlers import build_api_routes
+from inventory.domain.allocation import Allocation
+from inventory.domain.catalogue import builtin_catalogue
+from inventory.domain.cluster_file import load_cluster
+from inventory.domain.cost import allocation_cost
+from inventory.domain.model import ClusterInventory, NodeName
+from inventory.domain.offer import Offer, offer_of
+from inventory.domain.prices import PriceTable, parse_price_table
+from inventory.domain.shape import NodeShape
+from inventory.ledger.metrics import LedgerCollector, ReconcileMetrics
+from inventory.ledger.reconciler import Reconciler
+from inventory.ledger.sql import SqlLedger, redact
+from inventory.live.cache import InventoryCache, LiveOffer
+from inventory.live.metrics import InventoryCollector
+from inventory.live.static import cache_of
+from inventory.notify.formats import load_settings
+from inventory.notify.sender import Notifier
+from inventory.notify.watchdog import (
+    Watchdog,
+    WatchdogSettings,
+    allocation_notification,
+    failure_notification,
+)
+from inventory.reservations.reserver import Reserver
 from kgm.settings import ServeSettings
 
 logger = logging.getLogger("kgm.serve")
@@ -124,10 +129,10 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     """The cache fed by watches; the reconciler writes the ledger while this replica holds the Lease."""
     # The kubernetes client (behind inventory.kube) loads only in live mode.
     from extender.kube_binder import KubeBinder  # noqa: PLC0415
-    from inventory.gpuallocation import GpuAllocationController, start_gpuallocation_watch  # noqa: PLC0415
     from inventory.kube import KubeClient  # noqa: PLC0415
     from inventory.leader import LeaderElector  # noqa: PLC0415
-    from inventory.live import start_watches  # noqa: PLC0415
+    from inventory.live.watches import start_watches  # noqa: PLC0415
+    from inventory.reservations.controller import GpuAllocationController, start_gpuallocation_watch  # noqa: PLC0415
 
     kube = KubeClient.from_environment()
     catalogue = builtin_catalogue()

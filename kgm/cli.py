@@ -9,11 +9,11 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 
-from inventory.catalogue import CatalogueError
-from inventory.cluster_file import DEMO, ClusterFileError
-from inventory.prices import PriceError
+from inventory.domain.catalogue import CatalogueError
+from inventory.domain.cluster_file import DEMO, ClusterFileError
+from inventory.domain.prices import PriceError
 from kgm.certs import make_webhook_certificates, write_webhook_certificates
-from kgm.client_cli import COMMANDS, add_commands, run_client_command
+from kgm.client.commands import COMMANDS, add_commands, run_client_command
 from kgm.logs import configure_logging
 from kgm.settings import ServeSettings, TlsSettings
 from kgm.tls import TLSConfigError
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command in COMMANDS:
             return run_client_command(args)
         if args.command == "simulate":
-            from kgm.simulate_cli import run_simulate  # noqa: PLC0415
+            from kgm.sim.cli import run_simulate  # noqa: PLC0415
 
             return run_simulate(args)
         if args.command == "agent":
@@ -176,8 +176,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     )
     configure_logging(settings.log_level)
     from inventory.api.auth import TokenFileError  # noqa: PLC0415
-    from inventory.ledger import LedgerError  # noqa: PLC0415
-    from inventory.notify_formats import NotificationConfigError  # noqa: PLC0415
+    from inventory.ledger.store import LedgerError  # noqa: PLC0415
+    from inventory.notify.formats import NotificationConfigError  # noqa: PLC0415
     from kgm.server import serve  # noqa: PLC0415  (uvicorn and starlette load only to serve)
 
     # What a misconfigured install runs into at start: said in one line, never as a traceback.

@@ -21,8 +21,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from extender import app as extender_app
 from extender.service import ExtenderService
-from inventory.ledger import Allocation
-from inventory.offer import Offer
+from inventory.domain.allocation import Allocation
+from inventory.domain.offer import Offer
 from kgm.assembly import Parts, assemble
 from kgm.certs import make_self_signed_files
 from kgm.settings import ServeSettings

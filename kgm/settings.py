@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from inventory.cache import CacheSettings
+from inventory.domain.snapshot import CacheSettings
 from webhook.settings import WebhookSettings
 
 

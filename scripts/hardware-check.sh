@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Read-only hardware check: what nvidia-smi says next to what inventory.nvml.NvmlSource reads.
+# Read-only hardware check: what nvidia-smi says next to what inventory.node.nvml.NvmlSource reads.
 # Run from the repository root on a machine with a real NVIDIA GPU. It only queries: no -mig, no -r,
 # no -pm, nothing that changes a GPU setting. Files go to ${OUT:-/tmp/hw}.
 # Exit 0: every field matches; 1: some DIFF; 2: could not run (no pynvml, no driver).
@@ -38,8 +38,8 @@ fi
 echo "== NvmlSource"
 "$py" - "$out" <<'EOF'
 import csv, dataclasses, json, re, sys
-from inventory.nvml import NvmlSource
-from inventory.readings import NvmlError
+from inventory.node.nvml import NvmlSource
+from inventory.domain.readings import NvmlError
 
 out = sys.argv[1]
 try:
@@ -99,10 +99,10 @@ cat "$out/agent-once.json" "$out/agent-once.err"
 echo "== the agent loop for a few seconds against an in-memory store, and the cost of one reading"
 "$py" - <<'PY'
 import threading, time
-from inventory.agent import Agent, AgentSettings, InMemoryGpuNodeStore
-from inventory.catalogue import builtin_catalogue
-from inventory.health import HealthTracker
-from inventory.nvml import NvmlSource
+from inventory.node.agent import Agent, AgentSettings, InMemoryGpuNodeStore
+from inventory.domain.catalogue import builtin_catalogue
+from inventory.domain.health import HealthTracker
+from inventory.node.nvml import NvmlSource
 
 with NvmlSource() as source:
     started = time.perf_counter()

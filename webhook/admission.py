@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from inventory.ledger import Allocation
-from inventory.offer import Offer
+from inventory.domain.allocation import Allocation
+from inventory.domain.offer import Offer
 from webhook.mutation import Admit, mutate_pod
 from webhook.review import AdmissionRequest, allowed, denied
 from webhook.settings import WebhookSettings

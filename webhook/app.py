@@ -15,8 +15,8 @@ from collections.abc import Callable
 from starlette.types import Receive, Scope, Send
 
 from inventory.asgi import BodyTooLargeError, error_body, read_body, send_json
-from inventory.ledger import Allocation
-from inventory.offer import Offer
+from inventory.domain.allocation import Allocation
+from inventory.domain.offer import Offer
 from webhook.admission import Outcome, answer
 from webhook.metrics import AdmissionMetrics
 from webhook.review import BadReviewError, denied, parse_review

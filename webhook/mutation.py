@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 
-from inventory.catalogue import FULL_GPU_RESOURCE, MIG_RESOURCE_PREFIX
-from inventory.ledger import Allocation, Status
-from inventory.offer import Offer, OfferedResource, hourly_price, no_mig_fit_reason, smallest_mig_fit
-from inventory.pod_request import (
+from inventory.domain.allocation import Allocation, Status
+from inventory.domain.catalogue import FULL_GPU_RESOURCE, MIG_RESOURCE_PREFIX
+from inventory.domain.offer import Offer, OfferedResource, hourly_price, no_mig_fit_reason, smallest_mig_fit
+from inventory.domain.pods import (
     MEMORY_GB,
     PREFIX,
     TEAM,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from extender.bind import InMemoryBinder
-from extender.scheduler import GpuExtender
-from inventory.cache import InventoryCache
-from inventory.cluster_file import parse_cluster
-from inventory.prices import PriceTable
-from inventory.static import cache_of
+from extender.gpu_extender import GpuExtender
+from inventory.domain.cluster_file import parse_cluster
+from inventory.domain.prices import PriceTable
+from inventory.live.cache import InventoryCache
+from inventory.live.static import cache_of
 
 
 def cache(nodes: list[dict[str, Any]]) -> InventoryCache:

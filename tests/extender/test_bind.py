@@ -5,9 +5,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from extender.bind import BindError, InMemoryBinder
-from extender.scheduler import GpuExtender
-from inventory.model import NodeName
-from inventory.prices import PriceTable
+from extender.gpu_extender import GpuExtender
+from inventory.domain.model import NodeName
+from inventory.domain.prices import PriceTable
 from tests.extender.clusters import cache, extender, gpu_pod, node
 
 LAST_SLICE = [node("n", mig=["3g.40gb"])]

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from inventory.demand import demand_of
-from inventory.model import NodeName
+from inventory.domain.demand import demand_of
+from inventory.domain.model import NodeName
 from tests.extender.clusters import extender, gpu_pod, node
 from tests.inventory.gpunodes import gpu, gpunode
 

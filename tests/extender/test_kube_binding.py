@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from extender.gpu_extender import GpuExtender
 from extender.kube_binder import KubeBinder
-from extender.scheduler import GpuExtender
-from inventory.prices import PriceTable
+from inventory.domain.prices import PriceTable
 from tests.extender.clusters import cache, gpu_pod, node
 from tests.support.kube_emulator import PODS, KubeEmulator
 

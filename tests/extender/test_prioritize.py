@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from inventory.model import NodeName
+from inventory.domain.model import NodeName
 from tests.extender.clusters import extender, gpu_pod, node
 from tests.inventory.gpunodes import gpu, gpunode
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from inventory.catalogue import builtin_catalogue
-from inventory.gpunode import build_status, new_gpunode
-from inventory.health import GpuHealth
-from inventory.podresources import DeviceAssignment
-from inventory.readings import GpuReading, GpuUuid, HostReading, MigDeviceReading
+from inventory.domain.catalogue import builtin_catalogue
+from inventory.domain.gpunode import build_status, new_gpunode
+from inventory.domain.health import GpuHealth
+from inventory.domain.readings import DeviceAssignment, GpuReading, GpuUuid, HostReading, MigDeviceReading
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -27,7 +27,7 @@ from inventory.kube import (
     Listing,
     WatchEvent,
 )
-from inventory.reflector import Reflector
+from inventory.live.reflector import Reflector
 from tests.support.kube_emulator import (
     GPUNODES,
     NODES,
@@ -523,7 +523,7 @@ def test_the_crd_declares_the_gpunode_resource_with_a_status_subresource() -> No
 
 
 def test_everything_an_agent_writes_fits_the_crd_schema_so_nothing_is_pruned() -> None:
-    from inventory.podresources import DeviceAssignment  # noqa: PLC0415
+    from inventory.domain.readings import DeviceAssignment  # noqa: PLC0415
     from tests.inventory.gpunodes import SEVEN_SMALL, gpu  # noqa: PLC0415
     from tests.inventory.gpunodes import gpunode as agent_gpunode  # noqa: PLC0415
 

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from inventory.agent import Agent
-from inventory.catalogue import builtin_catalogue
-from inventory.fake_gpu import FakeGpuSource
-from inventory.health import HealthTracker
+from inventory.domain.catalogue import builtin_catalogue
+from inventory.node.agent import Agent
+from inventory.node.fake_gpu import FakeGpuSource
+from inventory.node.health import HealthTracker
 from kgm.assembly import live_parts
 from kgm.server import build_app
 from kgm.settings import ServeSettings

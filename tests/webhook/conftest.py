@@ -15,8 +15,8 @@ import pytest
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from inventory.cluster_file import load_cluster
-from inventory.offer import Offer, offer_of
+from inventory.domain.cluster_file import load_cluster
+from inventory.domain.offer import Offer, offer_of
 from kgm.certs import make_self_signed_files
 from kgm.server import build_app
 from kgm.tls import ReloadingTLS

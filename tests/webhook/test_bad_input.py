@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from inventory.offer import Offer
+from inventory.domain.offer import Offer
 from kgm.server import build_app
 from tests.support.data import K8S_FIXTURES
 from tests.webhook.pods import gpus, pod

@@ -6,8 +6,8 @@ import base64
 import json
 from pathlib import Path
 
-from inventory.cluster_file import load_cluster
-from inventory.offer import offer_of
+from inventory.domain.cluster_file import load_cluster
+from inventory.domain.offer import offer_of
 from webhook.admission import Outcome, answer
 from webhook.review import parse_review
 from webhook.settings import WebhookSettings

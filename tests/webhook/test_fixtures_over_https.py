@@ -11,8 +11,8 @@ import httpx
 import jsonpatch
 import pytest
 
-from inventory.cluster_file import parse_cluster
-from inventory.offer import offer_of
+from inventory.domain.cluster_file import parse_cluster
+from inventory.domain.offer import offer_of
 from tests.support.data import K8S_FIXTURES
 from tests.support.k8s_openapi import default_schemas
 from tests.webhook.conftest import RunningServer

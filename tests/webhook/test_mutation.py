@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from inventory.cluster_file import parse_cluster
-from inventory.offer import Offer, offer_of
+from inventory.domain.cluster_file import parse_cluster
+from inventory.domain.offer import Offer, offer_of
 from tests.webhook.pods import apply, container, gpus, pod
 from webhook.mutation import Admit, Deny, mutate_pod
 from webhook.settings import WebhookSettings

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from inventory.cluster_file import load_cluster
-from inventory.offer import offer_of
+from inventory.domain.cluster_file import load_cluster
+from inventory.domain.offer import offer_of
 from kgm.server import build_app
 from tests.support.k8s_openapi import default_schemas
 from webhook.mutation import Admit, mutate_pod

@@ -24,13 +24,15 @@ from starlette.applications import Starlette
 
 from inventory.api import Role, TokenStore, build_api_routes
 from inventory.api.openapi import document
-from inventory.cache import InventoryCache, InventorySnapshot
-from inventory.catalogue import builtin_catalogue
-from inventory.cluster_file import parse_cluster
-from inventory.ledger import Allocation, AllocationFilter, Ledger, Page, Status, allocation_id
-from inventory.prices import PriceTable
-from inventory.reservations import ReservationRefusedError, ReservationRequest
-from inventory.static import cache_of
+from inventory.domain.allocation import Allocation, AllocationFilter, Page, Status, allocation_id
+from inventory.domain.catalogue import builtin_catalogue
+from inventory.domain.cluster_file import parse_cluster
+from inventory.domain.prices import PriceTable
+from inventory.domain.snapshot import InventorySnapshot
+from inventory.ledger.store import Ledger
+from inventory.live.cache import InventoryCache
+from inventory.live.static import cache_of
+from inventory.reservations.service import ReservationRefusedError, ReservationRequest
 
 NOW = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
 H100 = Decimal("3.90")
@@ -90,7 +92,7 @@ IDS = {key: item.id for key, item in zip(("a1", "a2", "a3", "a4", "a5"), SEED, s
 
 
 class ListLedger:
-    """A list-backed :class:`~inventory.ledger.Ledger`; cursors are offsets (anything else: ValueError)."""
+    """A list-backed :class:`~inventory.ledger.store.Ledger`; cursors are offsets (else ValueError)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, Allocation] = {}
@@ -149,7 +151,7 @@ def open_ledger(kind: str) -> Iterator[Ledger]:
     if kind == "list":
         ledger: Ledger = ListLedger()
     else:
-        from inventory.ledger_sql import SqlLedger  # noqa: PLC0415  (only the sql variant needs it)
+        from inventory.ledger.sql import SqlLedger  # noqa: PLC0415  (only the sql variant needs it)
 
         ledger = SqlLedger.open("sqlite:///:memory:")
     for item in SEED:

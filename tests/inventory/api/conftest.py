@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from inventory.api import TokenStore
-from inventory.ledger import Ledger
+from inventory.ledger.store import Ledger
 from tests.inventory.api import LEDGERS, open_ledger, write_tokens
 
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from inventory.api import Role, TokenStore
-from inventory.ledger import Ledger, Status
-from inventory.reservations import ReservationRefusedError, ReservationRequest
+from inventory.domain.allocation import Status
+from inventory.ledger.store import Ledger
+from inventory.reservations.service import ReservationRefusedError, ReservationRequest
 from tests.inventory.api import (
     IDS,
     NOW,

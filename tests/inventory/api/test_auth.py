@@ -11,7 +11,7 @@ import pytest
 
 from inventory.api import Role, TokenFileError, TokenStore
 from inventory.api.auth import bearer_token
-from inventory.ledger import Ledger
+from inventory.ledger.store import Ledger
 from tests.inventory.api import CALLERS, IDS, TOKENS, harness, write_tokens
 
 RESERVATION = {"namespace": "team-a", "podName": "notebook-1", "workloadType": "Development"}

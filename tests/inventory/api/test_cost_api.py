@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inventory.api import Role, TokenStore
-from inventory.ledger import Ledger
+from inventory.ledger.store import Ledger
 from tests.inventory.api import assert_matches_spec, harness
 
 COST = "/api/v1/gpu/cost/analysis"

@@ -9,8 +9,9 @@ from datetime import datetime
 import pytest
 
 from inventory.api import Role, TokenStore
-from inventory.cache import InventorySnapshot
-from inventory.ledger import Allocation, AllocationFilter, Ledger, LedgerError, Page
+from inventory.domain.allocation import Allocation, AllocationFilter, Page
+from inventory.domain.snapshot import InventorySnapshot
+from inventory.ledger.store import Ledger, LedgerError
 from tests.inventory.api import ListLedger, harness
 
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 
 from inventory.api import TokenStore
-from inventory.cache import InventoryCache
-from inventory.catalogue import builtin_catalogue
-from inventory.ledger import Ledger
-from inventory.model import NodeName
-from inventory.podresources import DeviceAssignment
+from inventory.domain.catalogue import builtin_catalogue
+from inventory.domain.model import NodeName
+from inventory.domain.readings import DeviceAssignment
+from inventory.ledger.store import Ledger
+from inventory.live.cache import InventoryCache
 from tests.inventory.api import (
     assert_matches_spec,
     cluster_cache,

@@ -9,9 +9,9 @@ import pytest
 from starlette.routing import Route
 
 from inventory.api import TokenStore, build_api_routes
-from inventory.api.app import ApiEndpoint
+from inventory.api.handlers import ApiEndpoint
 from inventory.api.openapi import document
-from inventory.prices import PriceTable
+from inventory.domain.prices import PriceTable
 from tests.inventory.api import NOW, FakeReservations, ListLedger, cluster_cache, harness, write_tokens
 
 

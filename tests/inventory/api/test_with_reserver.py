@@ -12,13 +12,13 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from inventory.api import TokenStore, build_api_routes
-from inventory.catalogue import builtin_catalogue
-from inventory.cluster_file import parse_cluster
-from inventory.ledger_sql import SqlLedger
-from inventory.offer import offer_of
-from inventory.prices import PriceTable
-from inventory.reserver import Reserver
-from inventory.static import cache_of
+from inventory.domain.catalogue import builtin_catalogue
+from inventory.domain.cluster_file import parse_cluster
+from inventory.domain.offer import offer_of
+from inventory.domain.prices import PriceTable
+from inventory.ledger.sql import SqlLedger
+from inventory.live.static import cache_of
+from inventory.reservations.reserver import Reserver
 from tests.inventory.api import CLUSTER, NOW, FakeReservations, Harness, write_tokens
 
 LIST = "/api/v1/gpu/allocations"

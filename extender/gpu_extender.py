@@ -1,0 +1,179 @@
+"""GpuExtender: the four verbs over the inventory cache (implements ``ExtenderService``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from extender.bind import BindCoordinator, Binder
+from extender.filter import filter_nodes
+from extender.prioritize import POLICIES, PrioritySettings, RequestType, learned_workload, prioritize
+from extender.service import FilterOutcome, Victims
+from inventory.domain.catalogue import FULL_GPU_RESOURCE
+from inventory.domain.demand import GpuDemand, demand_of
+from inventory.domain.fit import Verdict, judge_shape
+from inventory.domain.model import NodeName
+from inventory.domain.prices import PriceTable
+from inventory.domain.shape import NodeShape
+from inventory.live.cache import InventoryCache
+
+PodFetcher = Callable[[str, str], Mapping[str, Any] | None]
+
+
+class GpuExtender:
+    def __init__(
+        self,
+        *,
+        cache: InventoryCache,
+        binder: Binder,
+        prices: PriceTable,
+        settings: PrioritySettings | None = None,
+        fetch_pod: PodFetcher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        workload_refresh_s: float = 10.0,
+    ) -> None:
+        """``fetch_pod(namespace, name)`` finds a pod that bind did not see in a filter call (against a
+        cluster; standalone there is no one to ask)."""
+        self._cache = cache
+        self._prices = prices
+        self._settings = settings or PrioritySettings()
+        self._fetch_pod = fetch_pod
+        self._binds = BindCoordinator(cache=cache, binder=binder)
+        self._seen: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
+        self._seen_guard = threading.Lock()
+        self._clock = clock
+        self._workload_refresh_s = workload_refresh_s
+        self._workload: tuple[float, int, Mapping[RequestType, float]] | None = None
+        # Verdicts and raw scores by shape id, per kind of pod: shapes are few, pods of a kind many.
+        self._verdicts: OrderedDict[Hashable, dict[int, Verdict]] = OrderedDict()
+        self._scores: OrderedDict[Hashable, dict[int, float]] = OrderedDict()
+        self._memo_guard = threading.Lock()
+
+    def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome:
+        self._remember(pod)
+        demand = demand_of(pod)
+        if demand.allocation_id is not None:
+            reserved = self._cache.assumed(demand.allocation_id)
+            if reserved is not None:
+                return _pinned(
+                    demand.allocation_id, reserved.node, dict(reserved.resources), demand, node_names
+                )
+        snapshot = self._cache.snapshot()
+        memo = self._memo(self._verdicts, (snapshot.shape_epoch, _demand_key(demand)))
+        return filter_nodes(demand, node_names, snapshot, memo)
+
+    def prioritize(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> dict[str, int]:
+        self._remember(pod)
+        demand = demand_of(pod)
+        snapshot = self._cache.snapshot()
+        settings = self._settings
+        version, workload = self._learned_workload(snapshot.shape_epoch)
+        if settings.workload is None:
+            settings = replace(settings, workload=workload)
+        policy = demand.policy if demand.policy in POLICIES else settings.default_policy
+        key = (snapshot.shape_epoch, _demand_key(demand), policy, version)
+        memo = self._memo(self._scores, key)
+        return prioritize(demand, node_names, snapshot, self._prices, settings, memo)
+
+    def bind(self, *, namespace: str, name: str, uid: str, node: str) -> str | None:
+        with self._seen_guard:
+            pod = self._seen.get(uid)
+        if pod is None and self._fetch_pod is not None:
+            try:
+                pod = self._fetch_pod(namespace, name)
+            except Exception as error:  # the API server's trouble: kube-scheduler retries the pod
+                return f"cannot read pod {namespace}/{name}: {error}"
+            if pod is not None and str((pod.get("metadata") or {}).get("uid")) != uid:
+                return f"pod {namespace}/{name} was replaced (UID {uid} is gone)"
+        if pod is None:
+            return f"pod {namespace}/{name} ({uid}) was not seen by filter; it will be scheduled again"
+        return self._binds.bind(pod, node)
+
+    def preempt(self, pod: Mapping[str, Any], victims: Mapping[str, Victims]) -> dict[str, Victims]:
+        """Per node, keep only the victims whose GPUs the pod needs, and the node only if evicting
+        them makes room. Evicting a pod that holds no such GPU frees nothing for this pod."""
+        demand = demand_of(pod)
+        if not demand.wants_gpus:
+            return dict(victims)
+        snapshot = self._cache.snapshot()
+        kept: dict[str, Victims] = {}
+        for node, candidates in victims.items():
+            useful: list[str] = []
+            freed: dict[str, int] = {}
+            for uid in candidates.pod_uids:
+                held = self._cache.pod_allocation(uid)
+                if held is None or held.node != node:
+                    continue
+                relevant = {r: n for r, n in held.resources.items() if r in demand.resources}
+                if relevant:
+                    useful.append(uid)
+                    for resource, count in relevant.items():
+                        freed[resource] = freed.get(resource, 0) + count
+            state = snapshot.states.get(NodeName(node))
+            # kube-scheduler refuses a node offered for preemption with no victim on it.
+            if useful and state is not None and judge_shape(demand, _with_freed(state.shape, freed)).fits:
+                kept[node] = Victims(pod_uids=useful, num_pdb_violations=candidates.num_pdb_violations)
+        return kept
+
+    def _remember(self, pod: Mapping[str, Any]) -> None:
+        uid = (pod.get("metadata") or {}).get("uid")
+        if not uid:
+            return
+        with self._seen_guard:
+            self._seen[str(uid)] = pod
+            self._seen.move_to_end(str(uid))
+            while len(self._seen) > 10_000:
+                self._seen.popitem(last=False)
+
+    def _learned_workload(self, epoch: int) -> tuple[int, Mapping[RequestType, float]]:
+        """The workload mix and its version; learning walks every shape, so it is done every few
+        seconds, not for each pod (and the score memos keyed by its version expire with it)."""
+        now = self._clock()
+        if self._workload is None or now - self._workload[0] >= self._workload_refresh_s:
+            version = self._workload[1] + 1 if self._workload else 0
+            self._workload = (now, version, learned_workload(self._cache.snapshot()))
+        return self._workload[1], self._workload[2]
+
+    def _memo(self, memos: OrderedDict[Hashable, dict[int, Any]], key: Hashable) -> dict[int, Any]:
+        with self._memo_guard:
+            memo = memos.get(key)
+            if memo is None:
+                memo = memos[key] = {}
+                while len(memos) > 256:
+                    memos.popitem(last=False)
+            else:
+                memos.move_to_end(key)
+            return memo
+
+
+def _pinned(
+    allocation_id: str, node: str, held: Mapping[str, int], demand: GpuDemand, node_names: Sequence[str]
+) -> FilterOutcome:
+    """A pod claiming a reservation fits its reserved node (the room is held for it) and no other."""
+    outcome = FilterOutcome(passed=[])
+    for name in node_names:
+        if name != node:
+            outcome.unresolvable[name] = f"pinned to node {node} by reservation {allocation_id}"
+        elif dict(held) != dict(demand.resources):
+            outcome.unresolvable[name] = (
+                f"reservation {allocation_id} holds {dict(held)}, the pod asks for {dict(demand.resources)}"
+            )
+        else:
+            outcome.passed.append(name)
+    return outcome
+
+
+def _with_freed(shape: NodeShape, freed: Mapping[str, int]) -> NodeShape:
+    return replace(
+        shape,
+        full_gpus_free=shape.full_gpus_free + freed.get(FULL_GPU_RESOURCE, 0),
+        mig_free=tuple((r, n + freed.get(r, 0)) for r, n in shape.mig_free),
+    )
+
+
+def _demand_key(demand: GpuDemand) -> Hashable:
+    return (tuple(sorted(demand.resources.items())), demand.memory_gb, demand.products)

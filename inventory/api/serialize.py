@@ -1,0 +1,316 @@
+"""The REST API's JSON, both ways: domain objects to the wire (camelCase), request bodies to domain.
+
+Money goes out as JSON numbers in the price table's currency: costs rounded to cents, hourly rates
+to 4 decimal places (a MIG slice of a GPU is a fraction of its price). Times are RFC 3339 in UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import parse_qsl
+
+from inventory.domain.allocation import Allocation, Status
+from inventory.domain.cost import CostAnalysis, profile_key
+from inventory.domain.model import GpuDevice
+from inventory.domain.pods import WorkloadType
+from inventory.domain.prices import PriceTable
+from inventory.domain.snapshot import InventorySnapshot
+from inventory.reservations.service import ReservationRequest
+
+_CENT = Decimal("0.01")
+_RATE = Decimal("0.0001")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+MAX_DURATION_HOURS = 168
+#: The words the reference clients read for an allocation's state.
+STATUS_WORDS = {
+    Status.RESERVED: "Allocated",
+    Status.ACTIVE: "Allocated",
+    Status.RELEASED: "Released",
+    Status.EXPIRED: "Expired",
+    Status.FAILED: "Failed",
+}
+
+
+class BadRequestError(ValueError):
+    """A request the API cannot act on (400); the message names the parameter or field."""
+
+
+def money(amount: Decimal) -> float:
+    return float(amount.quantize(_CENT, rounding=ROUND_HALF_EVEN))
+
+
+def rate(amount: Decimal) -> float:
+    return float(amount.quantize(_RATE, rounding=ROUND_HALF_EVEN))
+
+
+def timestamp(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+# -- Devices and overview ---------------------------------------------------------------------------
+
+
+def devices(snapshot: InventorySnapshot, node_name: str | None = None) -> list[dict[str, Any]]:
+    """Every GPU of every node (or of ``node_name``), in node then index order."""
+    found = []
+    for name in sorted(snapshot.nodes):
+        if node_name is not None and name != node_name:
+            continue
+        record = snapshot.nodes[name]
+        capacity = snapshot.capacity(name)
+        assignments = record.gpunode.assignments
+        held = None if assignments is None else {d for a in assignments for d in a.device_ids}
+        for gpu in sorted(record.gpunode.inventory.gpus, key=lambda g: g.index):
+            found.append(
+                {
+                    "nodeName": name,
+                    **_device(gpu, held),
+                    "schedulable": capacity.schedulable,
+                    "staleReason": capacity.reason,
+                }
+            )
+    return found
+
+
+def _device(gpu: GpuDevice, held: set[str] | None) -> dict[str, Any]:
+    instances = []
+    for instance in sorted(gpu.mig_instances, key=lambda i: i.start):
+        view: dict[str, Any] = {
+            "uuid": instance.uuid,
+            "profile": instance.profile.name,
+            "resource": instance.profile.resource_name,
+            "memoryGb": instance.profile.memory_gb,
+        }
+        if held is not None:  # known only where the agent could read the kubelet's assignments
+            view["allocated"] = instance.uuid is not None and instance.uuid in held
+        instances.append(view)
+    return {
+        "index": gpu.index,
+        "uuid": gpu.uuid,
+        "model": gpu.model.name,
+        "product": gpu.model.product_names[0] if gpu.model.product_names else gpu.model.name,
+        "memoryTotalMiB": gpu.memory_total_mib,
+        "memoryUsedMiB": gpu.memory_used_mib,
+        "temperatureC": gpu.temperature_c,
+        "utilizationPercent": gpu.utilization_pct,
+        "healthy": gpu.healthy,
+        "unhealthyReason": gpu.unhealthy_reason,
+        "migEnabled": gpu.mig_enabled,
+        "migPending": gpu.mig_pending,
+        "migInstances": instances,
+    }
+
+
+def overview(
+    snapshot: InventorySnapshot, open_allocations: Iterable[Allocation], prices: PriceTable
+) -> dict[str, Any]:
+    """Counts of the inventory (healthy capacity, held vs free) and of the open allocations."""
+    gpus = [gpu for record in snapshot.nodes.values() for gpu in record.gpunode.inventory.gpus]
+    full_total = full_free = 0
+    mig: dict[str, list[int]] = {}
+    for name in snapshot.nodes:
+        capacity = snapshot.capacity(name)
+        full_total += capacity.full_gpus_total
+        full_free += capacity.full_gpus_free
+        for resource, total in capacity.mig_total.items():
+            counts = mig.setdefault(profile_key(resource), [0, 0])
+            counts[0] += total
+            counts[1] += capacity.mig_free.get(resource, 0)
+    active = reserved = 0
+    hourly = Decimal(0)
+    for allocation in open_allocations:
+        if allocation.status is Status.ACTIVE:
+            active += 1
+            hourly += allocation.hourly_price * allocation.count
+        elif allocation.status is Status.RESERVED:
+            reserved += 1
+    by_profile = {key: _usage(total, free) for key, (total, free) in sorted(mig.items())}
+    return {
+        "nodes": len(snapshot.nodes),
+        "gpus": len(gpus),
+        "healthyGpus": sum(1 for gpu in gpus if gpu.healthy),
+        "migInstances": {
+            **_usage(sum(t for t, _ in mig.values()), sum(f for _, f in mig.values())),
+            "byProfile": by_profile,
+        },
+        "fullGpus": _usage(full_total, full_free),
+        "activeAllocations": active,
+        "reservedAllocations": reserved,
+        "costPerHour": rate(hourly),
+        "currency": prices.currency,
+    }
+
+
+def _usage(total: int, free: int) -> dict[str, int]:
+    return {"total": total, "allocated": total - free, "available": free}
+
+
+# -- Allocations and cost ---------------------------------------------------------------------------
+
+
+def allocation(item: Allocation, now: datetime) -> dict[str, Any]:
+    """An allocation as the API shows it; ``cost`` is what it has cost up to ``now`` (or its end)."""
+    return {
+        "id": item.id,
+        "namespace": item.namespace,
+        "podName": item.pod,
+        "podUid": item.pod_uid,
+        "nodeName": item.node,
+        "resource": item.resource,
+        "profile": profile_key(item.resource),
+        "count": item.count,
+        "gpuModel": item.gpu_model,
+        "status": item.status.value,
+        "statusText": STATUS_WORDS[item.status],
+        "startTime": timestamp(item.start),
+        "endTime": timestamp(item.end),
+        "endInferred": item.end_inferred,
+        "deviceIds": list(item.device_ids),
+        "teamId": item.team,
+        "userId": item.user,
+        "workloadType": item.workload_type,
+        "expiresAt": timestamp(item.expires_at),
+        "maxDurationHours": item.max_duration_hours,
+        "costLimit": None if item.cost_limit is None else money(item.cost_limit),
+        "costPerHour": rate(item.hourly_price * item.count),
+        "cost": money(item.cost(now)),
+        "message": item.message,
+    }
+
+
+def reservation(item: Allocation) -> dict[str, Any]:
+    """The answer to ``POST /api/v1/gpu/allocations``, in the reference clients' words."""
+    return {
+        "allocationId": item.id,
+        "allocatedResource": item.resource,
+        "nodeName": item.node,
+        "costPerHour": rate(item.hourly_price * item.count),
+        "status": STATUS_WORDS[item.status],
+    }
+
+
+def cost_analysis(analysis: CostAnalysis) -> dict[str, Any]:
+    return {
+        "window": {
+            "start": timestamp(analysis.start),
+            "end": timestamp(analysis.end),
+            "days": float(analysis.days),
+        },
+        "currency": analysis.currency,
+        "total": money(analysis.total),
+        "byTeam": _amounts(analysis.by_team),
+        "byNamespace": _amounts(analysis.by_namespace),
+        "byModel": _amounts(analysis.by_model),
+        "byProfile": _amounts(analysis.by_profile),
+        "idle": {
+            "cost": money(analysis.idle_cost),
+            "capacityCost": money(analysis.capacity_cost),
+            "utilization": None if analysis.utilization is None else rate(analysis.utilization),
+        },
+    }
+
+
+def _amounts(costs: Mapping[str, Decimal]) -> dict[str, float]:
+    return {key: money(cost) for key, cost in costs.items()}
+
+
+# -- Requests ---------------------------------------------------------------------------------------
+
+
+def reservation_request(body: object) -> ReservationRequest:
+    """The reference body of ``POST /api/v1/gpu/allocations``, checked; fields we do not know are ignored."""
+    if not isinstance(body, Mapping):
+        raise BadRequestError("the body must be a JSON object")
+    namespace = _name(body, "namespace", _DNS_LABEL, 63, "namespace name", required=True)
+    pod_name = _name(body, "podName", _DNS_SUBDOMAIN, 253, "pod name", required=True)
+    workload = body.get("workloadType")
+    if workload is None:
+        workload_type = WorkloadType.DEVELOPMENT
+    else:
+        matches = [w for w in WorkloadType if isinstance(workload, str) and workload.lower() == w.lower()]
+        if not matches:
+            raise BadRequestError(f"workloadType must be one of {', '.join(WorkloadType)}, not {workload!r}")
+        workload_type = matches[0]
+    use_mig = body.get("useMig")
+    if use_mig is not None and not isinstance(use_mig, bool):
+        raise BadRequestError("useMig must be true, false or null")
+    hours = body.get("maxDurationHours")
+    if hours is not None and (
+        isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= MAX_DURATION_HOURS
+    ):
+        raise BadRequestError(f"maxDurationHours must be a whole number of hours, 1..{MAX_DURATION_HOURS}")
+    return ReservationRequest(
+        namespace=namespace or "",
+        pod_name=pod_name or "",
+        workload_type=workload_type.value,
+        required_memory_gb=_positive(body, "requiredMemoryGb"),
+        use_mig=use_mig,
+        user_id=_name(body, "userId", _LABEL_VALUE, 63, "label value"),
+        team_id=_name(body, "teamId", _LABEL_VALUE, 63, "label value"),
+        max_duration_hours=hours,
+        cost_limit=_positive(body, "costLimit"),
+    )
+
+
+def _name(
+    body: Mapping[str, Any],
+    field: str,
+    pattern: re.Pattern[str],
+    longest: int,
+    kind: str,
+    *,
+    required: bool = False,
+) -> str | None:
+    value = body.get(field)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise BadRequestError(f"{field} {'is required and ' if required else ''}must be a non-empty string")
+    if len(value) > longest or not pattern.fullmatch(value):
+        raise BadRequestError(
+            f"{field} {value[:80]!r} is not a valid Kubernetes {kind} (at most {longest} characters)"
+        )
+    return value
+
+
+def _positive(body: Mapping[str, Any], field: str) -> Decimal | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequestError(f"{field} must be a number")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:  # pragma: no cover - str() of a JSON number is always a decimal
+        raise BadRequestError(f"{field} must be a number") from None
+    if not amount.is_finite() or amount <= 0:
+        raise BadRequestError(f"{field} must be greater than 0")
+    return amount
+
+
+def query_params(query_string: bytes) -> dict[str, str]:
+    """The query's parameters; a blank value means the parameter is not set, a repeated one is refused."""
+    query: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            raise BadRequestError(f"query parameter {name} is given more than once")
+        seen.add(name)
+        if value:
+            query[name] = value
+    return query
+
+
+def int_param(query: Mapping[str, str], name: str, *, default: int, low: int, high: int) -> int:
+    value = query.get(name)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+        raise BadRequestError(f"{name} must be a whole number from {low} to {high}, not {value[:40]!r}")
+    return int(value)

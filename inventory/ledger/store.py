@@ -1,0 +1,56 @@
+"""The allocation ledger's contract: every GPU allocation, from its start to its end, exactly once.
+
+What is stored is ``inventory.domain.allocation.Allocation``. Implementations:
+``inventory.ledger.sql.SqlLedger`` over SQLite (a file, or ``:memory:`` for tests and the simulation)
+and PostgreSQL (psycopg 3), one schema with versioned migrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from inventory.domain.allocation import Allocation, AllocationFilter, Page, Status
+
+
+class LedgerError(Exception):
+    """The ledger's store failed (the database is away, a constraint broke)."""
+
+
+class Ledger(Protocol):
+    """Thread-safe. Every method raises :class:`LedgerError` when the store fails."""
+
+    def record_start(self, allocation: Allocation) -> bool:
+        """Insert the allocation unless one with its id exists; whether it was inserted."""
+        ...
+
+    def record_end(
+        self, allocation_id: str, end: datetime, *, inferred: bool = False, status: Status = Status.RELEASED
+    ) -> bool:
+        """Close an open allocation; False if it is unknown or already closed (idempotent)."""
+        ...
+
+    def claim(self, reservation_id: str, *, pod_uid: str, pod: str, start: datetime) -> bool:
+        """Turn a reservation into the active allocation of the pod that claimed it."""
+        ...
+
+    def get(self, allocation_id: str) -> Allocation | None: ...
+
+    def open_allocations(self) -> list[Allocation]:
+        """Every reserved or active allocation (what a resync compares with the cluster)."""
+        ...
+
+    def find(self, where: AllocationFilter, *, limit: int = 100, cursor: str | None = None) -> Page:
+        """Allocations matching ``where``, newest first, a page at a time."""
+        ...
+
+    def overlapping(self, start: datetime, end: datetime) -> Iterator[Allocation]:
+        """Allocations that were open at some moment in [start, end) (cost analysis)."""
+        ...
+
+    def record_many(self, starts: Sequence[Allocation], ends: Sequence[tuple[str, datetime, bool]]) -> None:
+        """A batch in one transaction (resync): inserts skip existing ids, ends skip closed rows."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,183 @@
+"""Reservations over the inventory cache (the hold) and the ledger (the record).
+
+The resource is chosen by the webhook's own rule (smallest offered MIG instance that fits when a
+MIG instance is wanted, else a whole GPU with enough memory); the node by best fit (the one with
+the fewest such resources free, so whole blocks stay whole). Check and hold are one step in the
+cache, so concurrent reservations and binds never overbook. An unclaimed reservation lapses after
+``maxDurationHours`` (24 h when not given); its hold lapses with it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from inventory.domain.allocation import Allocation, Status
+from inventory.domain.catalogue import FULL_GPU_RESOURCE
+from inventory.domain.demand import GpuDemand
+from inventory.domain.fit import judge_shape, refusal
+from inventory.domain.model import NodeName
+from inventory.domain.offer import Offer, no_mig_fit_reason, smallest_mig_fit
+from inventory.domain.pods import WorkloadType
+from inventory.domain.prices import PriceTable
+from inventory.domain.shape import NodeShape
+from inventory.ledger.store import Ledger, LedgerError
+from inventory.live.cache import InventoryCache
+from inventory.reservations.service import ReservationRefusedError, ReservationRequest
+
+DEFAULT_HOURS = 24
+MAX_HOURS = 168
+
+
+class Reserver:
+    def __init__(
+        self,
+        *,
+        cache: InventoryCache,
+        ledger: Ledger,
+        prices: PriceTable,
+        offer: Callable[[], Offer],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_refused: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        """``on_refused(reason)`` hears of reservations that could not be placed (metrics, notifications)."""
+        self._on_refused = on_refused
+        self._cache = cache
+        self._ledger = ledger
+        self._prices = prices
+        self._offer = offer
+        self._clock = clock
+
+    def reserve(self, request: ReservationRequest) -> Allocation:
+        try:
+            return self._reserve(request)
+        except ReservationRefusedError as error:
+            self._on_refused(str(error))
+            raise
+
+    def _reserve(self, request: ReservationRequest) -> Allocation:
+        hours = DEFAULT_HOURS if request.max_duration_hours is None else request.max_duration_hours
+        if not 1 <= hours <= MAX_HOURS:
+            raise ReservationRefusedError(f"maxDurationHours must be 1..{MAX_HOURS}, not {hours}", status=400)
+        resource = self._resource_for(request)
+        demand = GpuDemand(
+            resources={resource: 1},
+            memory_gb=request.required_memory_gb if resource == FULL_GPU_RESOURCE else None,
+        )
+        reservation_id = str(uuid.uuid4())
+        node = self._hold(reservation_id, demand, hours)
+        now = self._clock()
+        shape = self._cache.snapshot().states[node].shape
+        model, share = next(((m, s) for r, m, s in shape.resources if r == resource), (None, 1.0))
+        price = self._prices.hourly.get(model) if model else None
+        hourly = (
+            (price * Decimal(str(share))).quantize(Decimal("0.000001")) if price is not None else Decimal(0)
+        )
+        allocation = Allocation(
+            id=reservation_id,
+            namespace=request.namespace,
+            pod=request.pod_name,
+            pod_uid=None,
+            node=node,
+            resource=resource,
+            count=1,
+            gpu_model=model,
+            hourly_price=hourly,
+            status=Status.RESERVED,
+            start=now,
+            team=request.team_id,
+            user=request.user_id,
+            workload_type=request.workload_type,
+            expires_at=now + timedelta(hours=hours),
+            max_duration_hours=request.max_duration_hours,
+            cost_limit=request.cost_limit,
+        )
+        try:
+            self._ledger.record_start(allocation)
+        except LedgerError as error:
+            self._cache.forget(reservation_id)
+            raise ReservationRefusedError(f"the ledger is unavailable: {error}", status=503) from error
+        return allocation
+
+    def release(self, allocation_id: str) -> Allocation | None:
+        found = self._ledger.get(allocation_id)
+        if found is None or not found.is_open:
+            return None
+        if found.status is Status.ACTIVE:
+            raise ReservationRefusedError(
+                f"allocation {allocation_id} is held by pod {found.namespace}/{found.pod}: delete the pod",
+                status=409,
+            )
+        self._ledger.record_end(allocation_id, self._clock())
+        self._cache.forget(allocation_id)
+        return self._ledger.get(allocation_id)
+
+    def restore(self) -> int:
+        """Hold again what open reservations hold (after a restart): how many were restored."""
+        now = self._clock()
+        restored = 0
+        for allocation in self._ledger.open_allocations():
+            if allocation.status is not Status.RESERVED or allocation.node is None:
+                continue
+            remaining = (allocation.expires_at - now).total_seconds() if allocation.expires_at else 0
+            if remaining > 0:
+                self._cache.assume(
+                    allocation.id,
+                    NodeName(allocation.node),
+                    {allocation.resource: allocation.count},
+                    ttl_s=remaining,
+                )
+                restored += 1
+        return restored
+
+    def _resource_for(self, request: ReservationRequest) -> str:
+        """The webhook's rule: a MIG instance when wanted and one fits, else a whole GPU."""
+        memory = request.required_memory_gb
+        offer = self._offer()
+        if memory is not None and offer.resources and memory > offer.largest_gpu_memory_gb:
+            raise ReservationRefusedError(
+                f"requiredMemoryGb {memory} is more than any GPU here ({offer.largest_gpu_memory_gb} GB)",
+                status=400,
+            )
+        wants_mig = request.use_mig is True or (
+            memory is not None
+            and request.use_mig is not False
+            and request.workload_type != WorkloadType.TRAINING
+        )
+        if wants_mig:
+            fit = smallest_mig_fit(offer, memory)
+            if fit is not None:
+                return fit.resource_name
+            if request.use_mig is True:
+                raise ReservationRefusedError(no_mig_fit_reason(offer, memory), status=409)
+        return FULL_GPU_RESOURCE
+
+    def _hold(self, reservation_id: str, demand: GpuDemand, hours: int) -> NodeName:
+        snapshot = self._cache.snapshot()
+        (resource,) = demand.resources
+
+        def free(item: tuple[NodeName, NodeShape]) -> tuple[int, str]:
+            return (item[1].free(resource), item[0])
+
+        candidates = sorted(
+            (
+                (name, state.shape)
+                for name, state in snapshot.states.items()
+                if judge_shape(demand, state.shape).fits
+            ),
+            key=free,
+        )
+        for name, _ in candidates:
+            refused = self._cache.try_assume(
+                reservation_id,
+                name,
+                demand.resources,
+                lambda shape: refusal(demand, shape),
+                ttl_s=hours * 3600.0,
+            )
+            if refused is None:
+                return name
+        short = resource.removeprefix("nvidia.com/")
+        raise ReservationRefusedError(f"no node has a free {short} now", status=409)

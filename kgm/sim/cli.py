@@ -1,0 +1,132 @@
+"""`kgm simulate`: parse the arguments, run the simulation, print the table, write report and plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from inventory.domain.cluster_file import load_cluster
+from kgm.sim.production import POLICIES, MigRun, run_mig, summary
+from kgm.sim.trace import load_pods
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``42``, ``42-51`` or ``1,5,9``."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            seeds.extend(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise ValueError(f"--seeds: {text!r} is not like 42, 42-51 or 1,5,9") from None
+    if not seeds:
+        raise ValueError("--seeds: no seeds given")
+    return seeds
+
+
+def _packaged(name: str) -> str:
+    return str(resources.files("kgm").joinpath(f"data/{name}"))
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    seeds = parse_seeds(args.seeds)
+    sharing = args.sharing or ("fraction" if args.nodes else "mig")
+    pods_path = args.pods or _packaged("sample-pods.csv")
+    if sharing == "fraction":
+        from kgm.sim.fgd import POLICIES as FRACTION_POLICIES  # noqa: PLC0415
+        from kgm.sim.report import run_fgd, summary_table  # noqa: PLC0415
+
+        policies = list(FRACTION_POLICIES) if args.policy == "all" else [args.policy]
+        report = run_fgd(
+            nodes_path=args.nodes or _packaged("sample-nodes.csv"),
+            pods_path=pods_path,
+            policies=policies,
+            seeds=seeds,
+            report_path=args.report,
+            plot_path=args.plot,
+            progress=sys.stderr.isatty(),
+        )
+        print(summary_table(report))
+        return 0
+    policies = list(POLICIES) if args.policy == "all" else [args.policy]
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        print(
+            f"kgm simulate: with --sharing mig the policies are {', '.join(POLICIES)}; not {unknown[0]}",
+            file=sys.stderr,
+        )
+        return 2
+    cluster_source = args.cluster or _packaged("sample-cluster.yaml")
+    cluster = load_cluster(cluster_source)
+    pods = load_pods(pods_path)
+    started = time.perf_counter()
+    runs: list[MigRun] = []
+    total = len(policies) * len(seeds)
+    for policy in policies:
+        for seed in seeds:
+            runs.append(run_mig(cluster, pods, policy=policy, seed=seed))
+            _progress(len(runs), total, started)
+    elapsed = time.perf_counter() - started
+    gpus = sum(len(node.gpus) for node in cluster.nodes)
+    print(
+        f"kgm simulate: {len(cluster.nodes)} nodes, {gpus} GPUs ({Path(cluster_source).name}); "
+        f"{len(pods)} trace pods ({Path(pods_path).name}) inflated to 130% of capacity; sharing mig; "
+        f"seeds {args.seeds}; {elapsed:.1f} s"
+    )
+    print(summary(runs))
+    report = mig_report(
+        runs, cluster_source=cluster_source, pods_path=pods_path, seeds=seeds, elapsed=elapsed
+    )
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=2))
+    if args.plot:
+        from kgm.sim.report import plot_svg  # noqa: PLC0415
+
+        args.plot.write_text(plot_svg(report))
+    return 0
+
+
+def mig_report(
+    runs: list[MigRun], *, cluster_source: str, pods_path: str, seeds: list[int], elapsed: float
+) -> dict[str, Any]:
+    """The report of `kgm simulate` (the same schema for both sharing modes, see kgm/sim/report.py)."""
+    policies: dict[str, Any] = {}
+    for policy in dict.fromkeys(run.policy for run in runs):
+        mine = [run for run in runs if run.policy == policy]
+        policies[policy] = {
+            "unallocated_gpu_pct": {
+                str(pct): round(statistics.median(r.unallocated_pct[pct] for r in mine), 4)
+                for pct in range(131)
+            },
+            "arrived_pods": statistics.median(r.arrived for r in mine),
+            "placed_pods": statistics.median(r.placed for r in mine),
+            "refused": dict(sum((r.refused for r in mine), start=type(mine[0].refused)())),
+            "cost_per_hour": float(statistics.median(float(r.cost_per_hour) for r in mine)),
+        }
+    return {
+        "protocol": "fgd",
+        "sharing": "mig",
+        "cluster": cluster_source,
+        "pods": pods_path,
+        "seeds": seeds,
+        "elapsed_s": round(elapsed, 2),
+        "policies": policies,
+    }
+
+
+def _progress(done: int, total: int, started: float) -> None:
+    if total > 1 and sys.stderr.isatty():
+        width = 30
+        filled = width * done // total
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {time.perf_counter() - started:.0f} s"
+        )
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()

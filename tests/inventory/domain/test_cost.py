@@ -1,0 +1,192 @@
+"""Cost analysis: hand-computed cases of overlap, grouping, idle capacity and the capacity price."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from inventory.domain.allocation import Allocation, Status
+from inventory.domain.catalogue import builtin_catalogue
+from inventory.domain.cluster_file import parse_cluster
+from inventory.domain.cost import analyse, capacity_hourly, overlap_hours, profile_key
+from inventory.domain.prices import PriceTable
+from inventory.live.cache import InventoryCache
+from inventory.live.static import cache_of
+from tests.inventory.gpunodes import gpu, gpunode
+
+START = datetime(2025, 6, 1, tzinfo=UTC)
+END = START + timedelta(days=1)
+H = timedelta(hours=1)
+H100 = builtin_catalogue().model("H100-80GB")
+MIG_3G = PriceTable().mig_instance(H100, H100.profile("3g.40gb"))
+
+
+def held(
+    start: datetime,
+    end: datetime | None = None,
+    *,
+    price: Decimal = Decimal("3.90"),
+    count: int = 1,
+    resource: str = "nvidia.com/gpu",
+    team: str | None = "ml",
+    namespace: str = "training",
+    model: str | None = "H100-80GB",
+) -> Allocation:
+    return Allocation(
+        id=f"{start.isoformat()}-{resource}-{team}",
+        namespace=namespace,
+        team=team,
+        pod="p",
+        pod_uid="u",
+        node="n",
+        resource=resource,
+        count=count,
+        gpu_model=model,
+        hourly_price=price,
+        status=Status.ACTIVE if end is None else Status.RELEASED,
+        start=start,
+        end=end,
+    )
+
+
+@pytest.mark.parametrize(
+    ("allocation", "hours"),
+    [
+        (held(START + 2 * H, START + 4 * H), Decimal(2)),
+        (held(START - 5 * H, START + 1 * H), Decimal(1)),  # clipped at the window's start
+        (held(END - 3 * H, END + 9 * H), Decimal(3)),  # clipped at the window's end
+        (held(START - H, END + H), Decimal(24)),  # covers the window
+        (held(END - 90 * timedelta(minutes=1)), Decimal("1.5")),  # open: runs to the window's end
+        (held(START - 2 * H, START), Decimal(0)),  # ended as the window began
+        (held(END, END + H), Decimal(0)),  # began as it ended
+        (held(START + H, START + H + timedelta(microseconds=1)), Decimal(1) / Decimal(3_600_000_000)),
+    ],
+    ids=["inside", "clipped-start", "clipped-end", "covering", "open", "before", "after", "one-microsecond"],
+)
+def test_overlap_hours_clips_to_the_window(allocation: Allocation, hours: Decimal) -> None:
+    assert overlap_hours(allocation, START, END) == hours
+
+
+@pytest.mark.parametrize(
+    ("allocations", "total"),
+    [
+        # A MIG 3g.40gb on an H100 at 3.90/h is 3/7 of it: 1.671428.../h, for 2 h = 3.342857...
+        (
+            [held(START, START + 2 * H, price=MIG_3G, resource="nvidia.com/mig-3g.40gb")],
+            Decimal("3.342857142857"),
+        ),
+        ([held(START, START + 2 * H, count=4)], Decimal("31.20")),  # 4 GPUs x 3.90 x 2 h
+        ([held(START - 10 * H, START + 30 * timedelta(minutes=1))], Decimal("1.95")),  # half an hour inside
+        ([held(END - 2 * H)], Decimal("7.80")),  # open, counted up to the end
+        ([held(START - 3 * H, START - H)], Decimal(0)),  # entirely before
+        ([], Decimal(0)),
+    ],
+    ids=["mig-3g.40gb-2h", "four-gpus", "clipped", "open", "outside", "none"],
+)
+def test_the_total_is_price_times_count_times_hours_in_the_window(
+    allocations: list[Allocation], total: Decimal
+) -> None:
+    result = analyse(allocations, start=START, end=END, capacity_hourly=Decimal(100), currency="USD")
+    assert result.total.quantize(Decimal("1e-12")) == total  # to a millionth of a cent
+    assert result.capacity_cost == Decimal(2400)
+
+
+def test_the_mig_case_to_many_places() -> None:
+    mig = held(START, START + 2 * H, price=MIG_3G, resource="nvidia.com/mig-3g.40gb")
+    total = analyse([mig], start=START, end=END, capacity_hourly=Decimal(0), currency="USD").total
+    assert str(total)[:8] == "3.342857"
+
+
+def test_costs_are_grouped_by_team_namespace_model_and_profile() -> None:
+    allocations = [
+        held(START, START + 2 * H, team="ml"),  # 7.80
+        held(
+            START, START + H, team=None, namespace="research", price=Decimal("2.40"), model="A100-80GB"
+        ),  # 2.40
+        held(START, START + 7 * H, team="ml", price=MIG_3G, resource="nvidia.com/mig-3g.40gb"),  # 11.70
+        held(START - 9 * H, START - H, team="old"),  # outside: no group at all
+    ]
+    result = analyse(allocations, start=START, end=END, capacity_hourly=Decimal(0), currency="EUR")
+    assert result.currency == "EUR"
+    assert result.total == Decimal("21.90")
+    assert dict(result.by_team) == {"ml": Decimal("19.50"), "unassigned": Decimal("2.40")}
+    assert dict(result.by_namespace) == {"training": Decimal("19.50"), "research": Decimal("2.40")}
+    assert dict(result.by_model) == {"H100-80GB": Decimal("19.50"), "A100-80GB": Decimal("2.40")}
+    assert dict(result.by_profile) == {"mig-3g.40gb": Decimal("11.70"), "gpu": Decimal("10.20")}
+    assert list(result.by_profile) == ["mig-3g.40gb", "gpu"]  # largest first
+
+
+def test_an_allocation_without_a_model_is_grouped_as_unknown() -> None:
+    result = analyse([held(START, START + H, model=None)], start=START, end=END, capacity_hourly=Decimal(0),
+                     currency="USD")  # fmt: skip
+    assert dict(result.by_model) == {"unknown": Decimal("3.90")}
+
+
+@pytest.mark.parametrize(
+    ("capacity_hourly", "idle", "utilization"),
+    [
+        (Decimal("10"), Decimal("240") - Decimal("39"), Decimal("39") / Decimal("240")),
+        (Decimal("1"), Decimal(0), Decimal("39") / Decimal("24")),  # more allocated than capacity: idle 0
+        (Decimal(0), Decimal(0), None),  # no priced capacity: utilization undefined
+    ],
+    ids=["some-idle", "over-allocated", "no-capacity"],
+)
+def test_idle_cost_is_capacity_cost_less_allocated_cost(
+    capacity_hourly: Decimal, idle: Decimal, utilization: Decimal | None
+) -> None:
+    allocations = [held(START, START + 10 * H)]  # 3.90 x 10 h = 39
+    result = analyse(allocations, start=START, end=END, capacity_hourly=capacity_hourly, currency="USD")
+    assert result.capacity_cost == capacity_hourly * 24
+    assert (result.idle_cost, result.utilization) == (idle, utilization)
+
+
+def test_a_window_that_ends_before_it_starts_is_refused() -> None:
+    with pytest.raises(ValueError, match="ends"):
+        analyse([], start=END, end=START, capacity_hourly=Decimal(1), currency="USD")
+
+
+def test_days_of_the_window() -> None:
+    result = analyse([], start=START, end=START + 36 * H, capacity_hourly=Decimal(1), currency="USD")
+    assert result.days == Decimal("1.5")
+
+
+@pytest.mark.parametrize(
+    ("resource", "key"),
+    [
+        ("nvidia.com/gpu", "gpu"),
+        ("nvidia.com/mig-3g.40gb", "mig-3g.40gb"),
+        ("nvidia.com/mig-1g.10gb.me", "mig-1g.10gb.me"),
+    ],
+)
+def test_profile_key_drops_the_vendor_prefix(resource: str, key: str) -> None:
+    assert profile_key(resource) == key
+
+
+def test_capacity_prices_every_healthy_gpu_mig_ones_at_the_whole_gpu_price() -> None:
+    cluster = parse_cluster(
+        {
+            "nodes": [
+                {
+                    "name": "a",
+                    "gpus": [{"model": "H100-80GB", "count": 2, "mig": ["3g.40gb"]}],
+                },  # half carved
+                {"name": "b", "gpus": [{"model": "A100-80GB", "count": 3}, {"model": "T4-16GB"}]},
+            ]
+        }
+    )
+    snapshot = cache_of(cluster).snapshot()
+    assert capacity_hourly(snapshot, PriceTable()) == Decimal("3.90") * 2 + Decimal("2.40") * 3 + Decimal(
+        "0.35"
+    )
+
+
+def test_capacity_leaves_out_unhealthy_gpus_and_unpriced_models() -> None:
+    cache = InventoryCache(catalogue=builtin_catalogue())
+    cache.replace_gpunodes(
+        [gpunode("n", [gpu(0, node="n"), gpu(1, node="n")], unhealthy={"GPU-n-1": "XID 79"})]
+    )
+    snapshot = cache.snapshot()
+    assert capacity_hourly(snapshot, PriceTable()) == Decimal("3.90")
+    assert capacity_hourly(snapshot, PriceTable(hourly={})) == Decimal(0)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from inventory.domain.pods import container_gpus, pod_gpu_total
+
+
+def c(name: str, gpus: int | None = None, *, mig: str | None = None, sidecar: bool = False) -> dict[str, Any]:
+    limits = {"cpu": "1"}
+    if gpus is not None:
+        limits["nvidia.com/gpu"] = str(gpus)
+    if mig is not None:
+        limits[f"nvidia.com/mig-{mig}"] = "1"
+    container: dict[str, Any] = {"name": name, "resources": {"limits": limits}}
+    if sidecar:
+        container["restartPolicy"] = "Always"
+    return container
+
+
+@pytest.mark.parametrize(
+    ("init", "apps", "total"),
+    [
+        pytest.param([], [c("a", 1), c("b", 2)], {"nvidia.com/gpu": 3}, id="app containers add up"),
+        pytest.param(
+            [c("i", 4)], [c("a", 1)], {"nvidia.com/gpu": 4}, id="a bigger init container sets the peak"
+        ),
+        pytest.param([c("i", 1)], [c("a", 2)], {"nvidia.com/gpu": 2}, id="init devices are handed on"),
+        pytest.param(
+            [c("s", 1, sidecar=True)], [c("a", 1)], {"nvidia.com/gpu": 2}, id="a sidecar runs beside"
+        ),
+        pytest.param(
+            [c("s", 1, sidecar=True), c("i", 2)],
+            [c("a", 1)],
+            {"nvidia.com/gpu": 3},
+            id="an init container after a sidecar adds to it",
+        ),
+        pytest.param(
+            [],
+            [c("a", mig="1g.10gb"), c("b", mig="3g.40gb")],
+            {"nvidia.com/mig-1g.10gb": 1, "nvidia.com/mig-3g.40gb": 1},
+            id="MIG profiles separately",
+        ),
+        pytest.param([], [c("a"), c("b", 0)], {}, id="no GPUs"),
+    ],
+)
+def test_the_pod_holds_what_kubernetes_counts_as_its_effective_request(
+    init: list[dict[str, Any]], apps: list[dict[str, Any]], total: dict[str, int]
+) -> None:
+    pod = {"spec": {"initContainers": init, "containers": apps}}
+    assert pod_gpu_total(container_gpus(pod)) == total
+
+
+def test_a_count_in_requests_only_is_read_and_a_fraction_is_ignored() -> None:
+    pod = {
+        "spec": {
+            "containers": [
+                {"name": "a", "resources": {"requests": {"nvidia.com/gpu": "1"}}},
+                {"name": "b", "resources": {"limits": {"nvidia.com/gpu": "0.5"}}},
+            ]
+        }
+    }
+    assert [(g.name, dict(g.resources)) for g in container_gpus(pod)] == [("a", {"nvidia.com/gpu": 1})]
