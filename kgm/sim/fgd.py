@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kgm.sim.fractional import POLICY_NAMES, PodDemand, make_cluster
+from kgm.sim.cluster import make_cluster
+from kgm.sim.policies import POLICY_NAMES
 from kgm.sim.trace import TraceNode, TracePod
+from kgm.sim.workload import PodDemand
 
 __all__ = ["POLICIES", "Curve", "build_workload", "run_protocol"]
 

@@ -10,18 +10,11 @@ from pathlib import Path
 import pytest
 
 from kgm.sim import POLICIES, build_report, plot_svg, run_fgd, run_protocol, summary_table
+from kgm.sim.cluster import Cluster
 from kgm.sim.fgd import build_workload
-from kgm.sim.fractional import (
-    Cluster,
-    PodDemand,
-    TypicalPod,
-    TypicalWorkload,
-    gpu_feed_ratios,
-    node_fragmentation,
-    stranded_gpu,
-    typical_workload,
-)
+from kgm.sim.fragmentation import gpu_feed_ratios, node_fragmentation, stranded_gpu
 from kgm.sim.trace import TraceError, TraceNode, TracePod, load_nodes, load_pods
+from kgm.sim.workload import PodDemand, TypicalPod, TypicalWorkload, typical_workload
 from tests.support.data import ALIBABA_TRACE
 
 TRACES = ALIBABA_TRACE
