@@ -29,8 +29,6 @@ from decimal import Decimal
 from typing import Any, Protocol, Self
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-import psycopg
-
 from inventory.domain.allocation import OPEN_STATUSES, Allocation, AllocationFilter, Page, Status
 from inventory.ledger.store import LedgerError
 
@@ -177,12 +175,23 @@ SQLITE = _Dialect(
     time_in=_iso_utc, money_in=str, errors=sqlite3.Error, connect=_connect_sqlite,
     begin_write="BEGIN IMMEDIATE", begin_read="BEGIN", migration_lock=None,
 )  # fmt: skip
-POSTGRESQL = _Dialect(
-    name="postgresql", param="%s", types={"money": "NUMERIC", "time": "TIMESTAMPTZ", "bool": "BOOLEAN"},
-    time_in=_aware, money_in=lambda amount: amount, errors=psycopg.Error,
-    connect=lambda conninfo: psycopg.connect(conninfo, autocommit=False),
-    begin_write=None, begin_read=None, migration_lock="SELECT pg_advisory_xact_lock(7460401)",
-)  # fmt: skip
+
+
+def _postgresql() -> _Dialect:
+    """The PostgreSQL dialect, built on first use: psycopg is an extra (``[postgres]``), so that a
+    SQLite install neither needs nor loads it."""
+    try:
+        import psycopg  # noqa: PLC0415
+    except ImportError as error:
+        raise ValueError(
+            "a postgresql:// ledger needs psycopg: pip install 'k8s-gpu-management[postgres]'"
+        ) from error
+    return _Dialect(
+        name="postgresql", param="%s", types={"money": "NUMERIC", "time": "TIMESTAMPTZ", "bool": "BOOLEAN"},
+        time_in=_aware, money_in=lambda amount: amount, errors=psycopg.Error,
+        connect=lambda conninfo: psycopg.connect(conninfo, autocommit=False),
+        begin_write=None, begin_read=None, migration_lock="SELECT pg_advisory_xact_lock(7460401)",
+    )  # fmt: skip
 
 
 def redact(url: str) -> str:
@@ -204,7 +213,7 @@ def redact(url: str) -> str:
 def _parse_url(url: str) -> tuple[_Dialect, str]:
     """The dialect and what its driver connects to: a SQLite path (or ``:memory:``), or a conninfo."""
     if url.startswith(("postgresql://", "postgres://")):
-        return POSTGRESQL, url
+        return _postgresql(), url
     if url.startswith("sqlite:///"):
         return SQLITE, url.removeprefix("sqlite:///")
     if not url or re.match(r"[A-Za-z][\w+.-]+:", url):  # another scheme; ":memory:" has none
@@ -223,7 +232,7 @@ class SqlLedger:
     def __init__(self, *, dialect: _Dialect, target: str, clock: Clock) -> None:
         self._dialect = dialect
         self._target = target
-        self._display = redact(target) if dialect is POSTGRESQL else f"sqlite:///{target}"
+        self._display = redact(target) if dialect.name == "postgresql" else f"sqlite:///{target}"
         self._clock = clock
         self._lock = threading.Lock()
         self._conn: Any = None
