@@ -42,12 +42,6 @@ class NodeList(TypedDict):
     items: list[dict[str, Any]]
 
 
-class ExtenderArgs(TypedDict):
-    Pod: dict[str, Any] | None
-    Nodes: NodeList | None
-    NodeNames: list[str] | None
-
-
 class ExtenderFilterResult(TypedDict):
     Nodes: NodeList | None
     NodeNames: list[str] | None
@@ -61,13 +55,6 @@ class HostPriority(TypedDict):
     Score: int
 
 
-class ExtenderBindingArgs(TypedDict):
-    PodName: str
-    PodNamespace: str
-    PodUID: str
-    Node: str
-
-
 class ExtenderBindingResult(TypedDict):
     Error: str
 
@@ -79,17 +66,6 @@ class MetaPod(TypedDict):
 class MetaVictims(TypedDict):
     Pods: list[MetaPod] | None
     NumPDBViolations: int
-
-
-class FullVictims(TypedDict):
-    Pods: list[dict[str, Any]] | None
-    NumPDBViolations: int
-
-
-class ExtenderPreemptionArgs(TypedDict):
-    Pod: dict[str, Any] | None
-    NodeNameToVictims: dict[str, FullVictims] | None
-    NodeNameToMetaVictims: dict[str, MetaVictims] | None
 
 
 class ExtenderPreemptionResult(TypedDict):
