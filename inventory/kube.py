@@ -37,7 +37,7 @@ PLURAL: Final = "gpunodes"
 _GVP: Final = (GROUP, VERSION, PLURAL)
 GPUALLOCATIONS: Final = "gpuallocations"
 
-EVENT_TYPES: Final = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
+_EVENT_TYPES: Final = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
 
 
 class KubeError(Exception):
@@ -160,7 +160,7 @@ def _event(line: bytes, what: str) -> WatchEvent:
         code = obj.get("code") if isinstance(obj, Mapping) else None
         message = f"{what}: {_status_message(obj, 'ERROR')}"
         raise error_for_status(code if isinstance(code, int) else None, message)
-    if kind not in EVENT_TYPES or not isinstance(obj, dict):
+    if kind not in _EVENT_TYPES or not isinstance(obj, dict):
         raise KubeError(f"{what}: unexpected watch event of type {kind!r}")
     return WatchEvent(type=kind, object=obj)
 
