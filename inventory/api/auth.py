@@ -139,11 +139,6 @@ class TokenStore:
         store._stamp = stamp  # the stamp of what was read, so a write during the read is seen later
         return store
 
-    @classmethod
-    def unconfigured(cls) -> TokenStore:
-        """No tokens file: every request is refused."""
-        return cls()
-
     @property
     def configured(self) -> bool:
         return self._path is not None or bool(self._entries)

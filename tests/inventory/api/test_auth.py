@@ -110,7 +110,7 @@ def test_bearer_token_reads_only_the_bearer_scheme(header: bytes, token: str | N
 
 
 def test_without_a_tokens_file_every_protected_path_is_refused_and_says_why(ledger: Ledger) -> None:
-    h = harness(ledger, TokenStore.unconfigured())
+    h = harness(ledger, TokenStore())
     reply = h.get("/api/v1/gpu/overview")
     assert reply.status_code == 401
     assert "no API tokens are configured" in reply.json()["error"]["message"]

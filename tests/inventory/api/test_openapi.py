@@ -22,7 +22,7 @@ def app_operations() -> dict[tuple[str, str], ApiEndpoint]:
         snapshot=cluster_cache().snapshot,
         reservations=FakeReservations(ledger),
         prices=PriceTable(),
-        tokens=TokenStore.unconfigured(),
+        tokens=TokenStore(),
         clock=lambda: NOW,
     )
     found: dict[tuple[str, str], ApiEndpoint] = {}

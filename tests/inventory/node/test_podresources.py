@@ -19,8 +19,8 @@ from inventory.node.podresources import (
     PodResourcesError,
     StaticAssignments,
     decode_list_response,
-    encode_list_response,
 )
+from tests.inventory.node.kubelet_wire import encode_list_response
 
 GPU = "nvidia.com/gpu"
 MIG = "nvidia.com/mig-1g.10gb"
