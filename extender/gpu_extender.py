@@ -71,7 +71,7 @@ class GpuExtender:
         demand = demand_of(pod)
         snapshot = self._cache.snapshot()
         settings = self._settings
-        version, workload = self._learned_workload(snapshot.shape_epoch)
+        version, workload = self._learned_workload()
         if settings.workload is None:
             settings = replace(settings, workload=workload)
         policy = demand.policy if demand.policy in POLICIES else settings.default_policy
@@ -129,7 +129,7 @@ class GpuExtender:
             while len(self._seen) > 10_000:
                 self._seen.popitem(last=False)
 
-    def _learned_workload(self, epoch: int) -> tuple[int, Mapping[RequestType, float]]:
+    def _learned_workload(self) -> tuple[int, Mapping[RequestType, float]]:
         """The workload mix and its version; learning walks every shape, so it is done every few
         seconds, not for each pod (and the score memos keyed by its version expire with it)."""
         now = self._clock()
