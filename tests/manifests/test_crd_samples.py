@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-CRDS = Path(__file__).resolve().parents[1] / "manifests" / "crds"
+from tests.support.data import REPO
+
+CRDS = REPO / "manifests" / "crds"
 
 
 def schema_of(name: str) -> dict[str, Any]:

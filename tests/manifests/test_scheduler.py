@@ -11,19 +11,18 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.data import REPO
 from tests.support.k8s_openapi import default_schemas
 from webhook.settings import WebhookSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-SCHEDULER_MANIFESTS = sorted((ROOT / "manifests" / "scheduler").rglob("*.yaml"))
-WEBHOOK_MANIFEST = ROOT / "manifests" / "webhook" / "mutating-webhook.yaml"
-MIG_PROFILES = ROOT / "inventory" / "data" / "mig-profiles.json"
+SCHEDULER_MANIFESTS = sorted((REPO / "manifests" / "scheduler").rglob("*.yaml"))
+WEBHOOK_MANIFEST = REPO / "manifests" / "webhook" / "mutating-webhook.yaml"
+MIG_PROFILES = REPO / "inventory" / "data" / "mig-profiles.json"
 
 NAMESPACE = "kgm-system"
 SERVICE_ACCOUNT = "kgm-scheduler"

@@ -1,19 +1,19 @@
 """Every Kubernetes object under manifests/ validates strictly against the Kubernetes 1.35 OpenAPI
 schemas. Kustomize's own files, kustomize patches and the objects of other projects' CRDs
-(Prometheus operator, cert-manager) are not Kubernetes objects of that API: tests/test_kustomize.py
+(Prometheus operator, cert-manager) are not Kubernetes objects of that API: tests/manifests/
 renders the kustomizations and checks what they produce."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.data import REPO
 from tests.support.k8s_openapi import default_schemas
 
-MANIFESTS_DIR = Path(__file__).resolve().parents[1] / "manifests"
+MANIFESTS_DIR = REPO / "manifests"
 MANIFESTS = sorted(MANIFESTS_DIR.rglob("*.yaml"))
 
 

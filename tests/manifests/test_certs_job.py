@@ -1,0 +1,158 @@
+"""The certificate Job's Python step, run on this machine against an API server emulator: it creates,
+keeps, and renews the Secret and the caBundle, and restarts the scheduler on a renewal."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from tests.manifests.rendering import (
+    INSTALL,
+    NAMESPACE,
+    SERVICE,
+    TLS_SECRET,
+    WEBHOOK,
+    container,
+    env_of,
+    find,
+    render,
+)
+
+
+def write_kubeconfig(path: Path, server: str) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+        "users": [{"name": "job", "user": {"token": "not-checked"}}],
+        "contexts": [{"name": "job", "context": {"cluster": "emulator", "user": "job"}}],
+        "current-context": "job",
+    }
+    path.write_text(yaml.safe_dump(config))
+
+
+class JobRun:
+    """The Job's two steps on this machine: `kgm certs` into a directory, then its Python step."""
+
+    def __init__(self, tmp_path: Path, server: str) -> None:
+        job = find(render(INSTALL), "Job", "kgm-certs")
+        self.make = container(job, "make")
+        self.apply = container(job, "apply")
+        self.tmp = tmp_path
+        self.kubeconfig = tmp_path / "kubeconfig"
+        write_kubeconfig(self.kubeconfig, server)
+        self.runs = 0
+
+    def __call__(self, **env_overrides: str) -> dict[str, Any]:
+        self.runs += 1
+        out = self.tmp / f"certs-{self.runs}"
+        kgm = Path(sys.executable).parent / "kgm"
+        make_args = [a.replace("--out=/certs", f"--out={out}") for a in self.make["command"][1:]]
+        subprocess.run([str(kgm), *make_args], check=True, capture_output=True, timeout=60)
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        for name, entry in env_of(self.apply).items():
+            env[name] = entry.get("value", NAMESPACE)  # POD_NAMESPACE comes from the downward API
+        env.update(KGM_CERTS_DIR=str(out), KUBECONFIG=str(self.kubeconfig), **env_overrides)
+        done = subprocess.run(
+            [sys.executable, *self.apply["command"][1:]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+
+SECRETS = "v1/secrets"
+WEBHOOKS = "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+DEPLOYMENTS = "apps/v1/deployments"
+
+
+def stored_secret(kube: Any) -> dict[str, bytes]:
+    secret = kube.stored(SECRETS, TLS_SECRET, namespace=NAMESPACE)
+    assert secret["type"] == "kubernetes.io/tls"
+    return {k: base64.b64decode(v) for k, v in secret["data"].items()}
+
+
+def ca_bundles(kube: Any) -> list[bytes]:
+    hook = kube.stored(WEBHOOKS, WEBHOOK)
+    return [base64.b64decode(h["clientConfig"]["caBundle"]) for h in hook["webhooks"]]
+
+
+def verifies(bundle: bytes, leaf_pem: bytes) -> bool:
+    leaf = x509.load_pem_x509_certificate(leaf_pem)
+    for ca in x509.load_pem_x509_certificates(bundle):
+        try:
+            leaf.verify_directly_issued_by(ca)
+        except (InvalidSignature, ValueError, TypeError):  # another CA's signature, or another issuer
+            continue
+        return True
+    return False
+
+
+@pytest.fixture
+def job_against_emulator(kube_emulator: Any, tmp_path: Path) -> Iterator[tuple[Any, JobRun]]:
+    hook = find(render(INSTALL), "MutatingWebhookConfiguration", WEBHOOK)
+    kube_emulator.create(WEBHOOKS, hook)
+    yield kube_emulator, JobRun(tmp_path, kube_emulator.url)
+
+
+def test_the_job_creates_the_secret_and_fills_in_the_ca_bundle(job_against_emulator: Any) -> None:
+    kube, run = job_against_emulator
+    result = run()
+    assert result["action"] == "created"
+    secret = stored_secret(kube)
+    assert set(secret) == {"ca.crt", "tls.crt", "tls.key"}
+    leaf = x509.load_pem_x509_certificate(secret["tls.crt"])
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{SERVICE}.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
+    (bundle,) = ca_bundles(kube)
+    assert bundle == secret["ca.crt"]
+    assert verifies(bundle, secret["tls.crt"])
+
+
+def test_running_the_job_again_keeps_a_valid_pair(job_against_emulator: Any) -> None:
+    kube, run = job_against_emulator
+    run()
+    first = stored_secret(kube)
+    assert run()["action"] == "kept"
+    assert stored_secret(kube) == first
+    assert ca_bundles(kube) == [first["ca.crt"]]
+
+
+def test_a_renewal_trusts_old_and_new_and_restarts_the_scheduler(job_against_emulator: Any) -> None:
+    kube, run = job_against_emulator
+    scheduler = find(render(INSTALL), "Deployment", "kgm-scheduler")
+    kube.create(DEPLOYMENTS, scheduler)
+    run()
+    old = stored_secret(kube)
+    # Renew while 100 days remain: the 90-day certificate is "about to expire".
+    result = run(KGM_RENEW_BEFORE_DAYS="100")
+    assert (result["action"], result["restarted"]) == ("renewed", "kgm-scheduler")
+    new = stored_secret(kube)
+    assert new["tls.crt"] != old["tls.crt"]
+    (bundle,) = ca_bundles(kube)
+    assert bundle == new["ca.crt"]
+    assert len(x509.load_pem_x509_certificates(bundle)) == 2
+    assert verifies(bundle, new["tls.crt"]) and verifies(bundle, old["tls.crt"])
+    restarted = kube.stored(DEPLOYMENTS, "kgm-scheduler", namespace=NAMESPACE)
+    stamp = restarted["spec"]["template"]["metadata"]["annotations"]["gpu.kgm.io/certs-renewed-at"]
+    assert dt.datetime.fromisoformat(stamp).tzinfo is not None
+    # The next renewal drops the oldest CA: the bundle never grows past two.
+    run(KGM_RENEW_BEFORE_DAYS="100")
+    assert len(x509.load_pem_x509_certificates(ca_bundles(kube)[0])) == 2
