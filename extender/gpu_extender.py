@@ -13,9 +13,9 @@ from extender.bind import BindCoordinator, Binder
 from extender.filter import filter_nodes
 from extender.prioritize import POLICIES, PrioritySettings, RequestType, learned_workload, prioritize
 from extender.service import FilterOutcome, Victims
-from inventory.domain.catalogue import FULL_GPU_RESOURCE
 from inventory.domain.demand import GpuDemand, demand_of
 from inventory.domain.fit import Verdict, judge_shape
+from inventory.domain.labels import FULL_GPU_RESOURCE
 from inventory.domain.model import NodeName
 from inventory.domain.prices import PriceTable
 from inventory.domain.shape import NodeShape

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from inventory.domain.catalogue import FULL_GPU_RESOURCE
 from inventory.domain.demand import GpuDemand
+from inventory.domain.labels import FULL_GPU_RESOURCE
 from inventory.domain.prices import PriceTable
 from inventory.domain.shape import NodeShape
 from inventory.domain.snapshot import InventorySnapshot

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,10 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from inventory.domain.names import is_dns_label
+
 # Certificates start slightly in the past so that an API server whose clock lags ours does not
 # reject a certificate that was minted seconds ago.
 CLOCK_SKEW = timedelta(minutes=5)
-_DNS_1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +165,7 @@ def service_dns_names(service: str, namespace: str) -> list[str]:
     for what, value in (("service", service), ("namespace", namespace)):
         if not value:
             raise ValueError(f"{what} name must not be empty")
-        if len(value) > 63 or not _DNS_1123_LABEL.fullmatch(value):
+        if not is_dns_label(value):
             raise ValueError(
                 f"{what} name {value!r} is not a DNS-1123 label "
                 "(lowercase letters, digits and '-', starting and ending alphanumeric, at most 63 chars)"

@@ -18,15 +18,25 @@ from typing import Any
 import orjson
 
 from inventory.domain.allocation import Allocation, Status
-from inventory.domain.catalogue import FULL_GPU_RESOURCE, MIG_RESOURCE_PREFIX
-from inventory.domain.offer import Offer, OfferedResource, hourly_price, no_mig_fit_reason, smallest_mig_fit
-from inventory.domain.pods import (
+from inventory.domain.labels import (
+    ALLOCATION_ID,
+    COST_PER_HOUR,
+    FULL_GPU_RESOURCE,
+    GPU_PROFILE,
     MEMORY_GB,
-    PREFIX,
+    MIG_FALLBACK,
+    MIG_RESOURCE_PREFIX,
+    MUTATED,
+    ORIGINAL_REQUEST,
+    PRODUCT_LABEL,
+    RESOURCE_PREFIX,
     TEAM,
     USE_MIG,
     USER,
     WORKLOAD_TYPE,
+)
+from inventory.domain.offer import Offer, OfferedResource, hourly_price, no_mig_fit_reason, smallest_mig_fit
+from inventory.domain.pods import (
     ContainerGpus,
     GpuIntent,
     IntentError,
@@ -39,14 +49,7 @@ from webhook.patch import PatchOp, replace_key, set_entries
 from webhook.pinning import pin_to_node
 from webhook.settings import WebhookSettings
 
-GPU_PROFILE = PREFIX + "gpu-profile"
-COST_PER_HOUR = PREFIX + "cost-per-hour"
-ORIGINAL_REQUEST = PREFIX + "original-request"
-MIG_FALLBACK = PREFIX + "mig-fallback-reason"
-MUTATED = PREFIX + "mutated"
-PRODUCT_LABEL = "nvidia.com/gpu.product"
 _DEFAULT_SCHEDULERS = ("", "default-scheduler")
-ALLOCATION_ID = PREFIX + "allocation-id"
 _INTENT_KEYS = (MEMORY_GB, WORKLOAD_TYPE, USE_MIG, TEAM, USER, ALLOCATION_ID)
 
 
@@ -279,7 +282,7 @@ def _profile_label(total: Mapping[str, int]) -> str:
     if set(total) == {FULL_GPU_RESOURCE}:
         return "gpu"
     if len(total) == 1:
-        return next(iter(total)).removeprefix("nvidia.com/")
+        return next(iter(total)).removeprefix(RESOURCE_PREFIX)
     return "mixed"
 
 

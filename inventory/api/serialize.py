@@ -13,9 +13,17 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
-from inventory.domain.allocation import Allocation, Status
+from inventory.domain.allocation import MAX_DURATION_HOURS, Allocation, Status
 from inventory.domain.cost import CostAnalysis, profile_key
 from inventory.domain.model import GpuDevice
+from inventory.domain.names import (
+    DNS_LABEL,
+    DNS_LABEL_MAX,
+    DNS_SUBDOMAIN,
+    DNS_SUBDOMAIN_MAX,
+    LABEL_VALUE,
+    LABEL_VALUE_MAX,
+)
 from inventory.domain.pods import WorkloadType
 from inventory.domain.prices import PriceTable
 from inventory.domain.snapshot import InventorySnapshot
@@ -23,10 +31,6 @@ from inventory.reservations.service import ReservationRequest
 
 _CENT = Decimal("0.01")
 _RATE = Decimal("0.0001")
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-MAX_DURATION_HOURS = 168
 #: The words the reference clients read for an allocation's state.
 STATUS_WORDS = {
     Status.RESERVED: "Allocated",
@@ -227,8 +231,8 @@ def reservation_request(body: object) -> ReservationRequest:
     """The reference body of ``POST /api/v1/gpu/allocations``, checked; fields we do not know are ignored."""
     if not isinstance(body, Mapping):
         raise BadRequestError("the body must be a JSON object")
-    namespace = _name(body, "namespace", _DNS_LABEL, 63, "namespace name", required=True)
-    pod_name = _name(body, "podName", _DNS_SUBDOMAIN, 253, "pod name", required=True)
+    namespace = _name(body, "namespace", DNS_LABEL, DNS_LABEL_MAX, "namespace name", required=True)
+    pod_name = _name(body, "podName", DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, "pod name", required=True)
     workload = body.get("workloadType")
     if workload is None:
         workload_type = WorkloadType.DEVELOPMENT
@@ -251,8 +255,8 @@ def reservation_request(body: object) -> ReservationRequest:
         workload_type=workload_type.value,
         required_memory_gb=_positive(body, "requiredMemoryGb"),
         use_mig=use_mig,
-        user_id=_name(body, "userId", _LABEL_VALUE, 63, "label value"),
-        team_id=_name(body, "teamId", _LABEL_VALUE, 63, "label value"),
+        user_id=_name(body, "userId", LABEL_VALUE, LABEL_VALUE_MAX, "label value"),
+        team_id=_name(body, "teamId", LABEL_VALUE, LABEL_VALUE_MAX, "label value"),
         max_duration_hours=hours,
         cost_limit=_positive(body, "costLimit"),
     )

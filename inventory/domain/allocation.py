@@ -29,6 +29,9 @@ class Status(StrEnum):
 
 
 OPEN_STATUSES = frozenset({Status.RESERVED, Status.ACTIVE})
+#: The most ``maxDurationHours`` a reservation may ask for (a week): how long it waits for its pod,
+#: and how long the pod may run before it is reported as over its limit.
+MAX_DURATION_HOURS = 168
 
 
 def allocation_id(pod_uid: str, resource: str) -> str:

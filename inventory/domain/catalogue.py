@@ -15,9 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-#: Resource names of the NVIDIA device plugin (mixed MIG strategy).
-FULL_GPU_RESOURCE = "nvidia.com/gpu"
-MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+from inventory.domain.labels import MIG_RESOURCE_PREFIX
 
 _NOMINAL_MEMORY = re.compile(r"\.(\d+)gb")
 

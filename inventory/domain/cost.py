@@ -14,13 +14,13 @@ from decimal import Decimal
 from types import MappingProxyType
 
 from inventory.domain.allocation import Allocation
+from inventory.domain.labels import RESOURCE_PREFIX
 from inventory.domain.prices import PriceTable
 from inventory.domain.snapshot import InventorySnapshot
 
 UNASSIGNED_TEAM = "unassigned"
 UNKNOWN_MODEL = "unknown"
 _MICROSECONDS_PER_HOUR = Decimal(3_600_000_000)
-_RESOURCE_PREFIX = "nvidia.com/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class CostAnalysis:
 
 def profile_key(resource: str) -> str:
     """``nvidia.com/mig-3g.40gb`` -> ``mig-3g.40gb``; ``nvidia.com/gpu`` -> ``gpu``."""
-    return resource.removeprefix(_RESOURCE_PREFIX)
+    return resource.removeprefix(RESOURCE_PREFIX)
 
 
 def overlap_hours(allocation: Allocation, start: datetime, end: datetime) -> Decimal:

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from inventory.domain.catalogue import FULL_GPU_RESOURCE, MIG_RESOURCE_PREFIX
-from inventory.domain.pods import PREFIX, IntentError, container_gpus, parse_intent, pod_gpu_total
-
-PRODUCT_LABEL = "nvidia.com/gpu.product"
-PLACEMENT_POLICY = PREFIX + "placement-policy"
-#: Set on pods created for a reservation made through the API: pins the pod to its reserved node.
-ALLOCATION_ID = PREFIX + "allocation-id"
+from inventory.domain.labels import (
+    ALLOCATION_ID,
+    FULL_GPU_RESOURCE,
+    MIG_RESOURCE_PREFIX,
+    PLACEMENT_POLICY,
+    PRODUCT_LABEL,
+)
+from inventory.domain.pods import IntentError, container_gpus, parse_intent, pod_gpu_total
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from inventory.domain.demand import GpuDemand
+from inventory.domain.labels import RESOURCE_PREFIX
 from inventory.domain.shape import NodeShape
 
 
@@ -39,7 +40,7 @@ def judge_shape(demand: GpuDemand, shape: NodeShape) -> Verdict:
 def _mig_verdict(resource: str, count: int, shape: NodeShape) -> Verdict:
     if shape.mig_blocked is not None:
         return Verdict(False, shape.mig_blocked, unresolvable=True)
-    short = resource.removeprefix("nvidia.com/")
+    short = resource.removeprefix(RESOURCE_PREFIX)
     total = shape.total(resource)
     free = shape.free(resource)
     if total < count:

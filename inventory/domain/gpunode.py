@@ -16,12 +16,12 @@ from typing import Any
 
 from inventory.domain.catalogue import Catalogue, CatalogueError, GpuModel
 from inventory.domain.health import GpuHealth
+from inventory.domain.labels import GROUP
 from inventory.domain.mig_layout import MigInstance
 from inventory.domain.model import GpuDevice, NodeInventory, NodeName
 from inventory.domain.readings import DeviceAssignment, GpuReading, GpuUuid, HostReading
 from inventory.domain.times import format_time, parse_time
 
-GROUP = "gpu.kgm.io"
 VERSION = "v1alpha1"
 PLURAL = "gpunodes"
 KIND = "GpuNode"

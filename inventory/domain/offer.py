@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from inventory.domain.catalogue import FULL_GPU_RESOURCE, GpuModel, MigProfile
+from inventory.domain.catalogue import GpuModel, MigProfile
+from inventory.domain.labels import FULL_GPU_RESOURCE
 from inventory.domain.model import ClusterInventory
 
 

@@ -13,18 +13,21 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Literal
 
-from inventory.domain.catalogue import FULL_GPU_RESOURCE, MIG_RESOURCE_PREFIX
+from inventory.domain.labels import (
+    FULL_GPU_RESOURCE,
+    MEMORY_GB,
+    MIG_RESOURCE_PREFIX,
+    TEAM,
+    USE_MIG,
+    USER,
+    WORKLOAD_TYPE,
+)
+from inventory.domain.names import is_label_value
 
-PREFIX = "gpu.kgm.io/"
-MEMORY_GB = PREFIX + "memory-gb"
-WORKLOAD_TYPE = PREFIX + "workload-type"
-USE_MIG = PREFIX + "use-mig"
-TEAM = PREFIX + "team"
-USER = PREFIX + "user"
+#: Pod phases after which a pod holds nothing: its GPUs are free again.
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 _INTEGER = re.compile(r"^\+?[0-9]+$")
-# A Kubernetes label value: at most 63 characters, alphanumerics with '-', '_', '.' inside.
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 ContainerKind = Literal["containers", "initContainers"]
 
@@ -160,7 +163,7 @@ def parse_intent(annotations: Mapping[str, object]) -> GpuIntent:
     workload = _workload_type(annotations.get(WORKLOAD_TYPE), problems)
     use_mig = _use_mig(annotations.get(USE_MIG), problems)
     team = annotations.get(TEAM)
-    if team is not None and not (isinstance(team, str) and team and _LABEL_VALUE.match(team)):
+    if team is not None and not (isinstance(team, str) and is_label_value(team)):
         problems.append(
             f"{TEAM}={team!r} must be a valid label value: at most 63 characters, letters, digits, "
             "'-', '_' or '.', starting and ending with a letter or digit"

@@ -12,12 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from inventory.domain.catalogue import FULL_GPU_RESOURCE
+from inventory.domain.labels import FULL_GPU_RESOURCE, MIG_CONFIG_STATE_LABEL
 from inventory.domain.model import GpuDevice, NodeName
 
 #: States of NVIDIA's MIG manager in which the node's MIG layout cannot be trusted.
 MIG_UNSETTLED_STATES = frozenset({"pending", "rebooting", "failed"})
-MIG_CONFIG_STATE_LABEL = "nvidia.com/mig.config.state"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,8 @@ from typing import Any
 
 from inventory.domain.gpunode import ParsedGpuNode
 from inventory.domain.model import NodeName
-from inventory.domain.pods import container_gpus, pod_gpu_total
+from inventory.domain.pods import TERMINAL_PHASES, container_gpus, pod_gpu_total
 from inventory.domain.shape import NodeCapacity, NodeShape
-
-_TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +105,7 @@ def pod_allocation(pod: Mapping[str, Any]) -> PodAllocation | None:
     spec = pod.get("spec") or {}
     node = spec.get("nodeName")
     phase = (pod.get("status") or {}).get("phase")
-    if not node or phase in _TERMINAL_PHASES:
+    if not node or phase in TERMINAL_PHASES:
         return None
     resources = pod_gpu_total(container_gpus(pod))
     if not resources:

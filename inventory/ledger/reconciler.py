@@ -22,14 +22,12 @@ from decimal import Decimal
 from typing import Any
 
 from inventory.domain.allocation import Allocation, Status, allocation_id
-from inventory.domain.pods import TEAM, USER, WORKLOAD_TYPE, container_gpus, pod_gpu_total
+from inventory.domain.labels import ALLOCATION_ID, TEAM, USER, WORKLOAD_TYPE
+from inventory.domain.pods import TERMINAL_PHASES, container_gpus, pod_gpu_total
 from inventory.domain.prices import PriceTable
 from inventory.domain.shape import NodeShape
 from inventory.domain.times import parse_time
 from inventory.ledger.store import Ledger, LedgerError
-
-ALLOCATION_ID = "gpu.kgm.io/allocation-id"
-_TERMINAL = frozenset({"Succeeded", "Failed"})
 
 #: Looks up a node's shape (its GPU models and resources) in the live inventory; None if unknown.
 ShapeLookup = Callable[[str], NodeShape | None]
@@ -55,7 +53,7 @@ class PodView:
 
     @property
     def holds_gpus(self) -> bool:
-        return bool(self.node) and bool(self.resources) and self.phase not in _TERMINAL
+        return bool(self.node) and bool(self.resources) and self.phase not in TERMINAL_PHASES
 
     @property
     def ended_at(self) -> datetime | None:

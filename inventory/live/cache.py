@@ -18,10 +18,11 @@ from typing import Any
 
 from inventory.domain.catalogue import Catalogue
 from inventory.domain.gpunode import ParsedGpuNode, parse_gpunode
+from inventory.domain.labels import MIG_CONFIG_STATE_LABEL
 from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import Offer, offer_of
 from inventory.domain.prices import PriceTable
-from inventory.domain.shape import MIG_CONFIG_STATE_LABEL, NodeShape, shape_of
+from inventory.domain.shape import NodeShape, shape_of
 from inventory.domain.snapshot import (
     AssumedAllocation,
     CacheSettings,

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from inventory.domain.labels import MIG_RESOURCE_PREFIX
 from inventory.live.cache import InventoryCache
 
 _GPU_LABELS = ["gpu", "UUID", "modelName", "Hostname"]
@@ -67,7 +68,7 @@ class InventoryCollector(Collector):
                     memory_total.add_metric(labels, gpu.memory_total_mib * _MIB)
                 unhealthy.add_metric([*labels, gpu.unhealthy_reason or ""], 0 if gpu.healthy else 1)
             for resource, total in capacity.mig_total.items():
-                profile = resource.removeprefix("nvidia.com/mig-")
+                profile = resource.removeprefix(MIG_RESOURCE_PREFIX)
                 free = capacity.mig_free.get(resource, 0)
                 mig_total.add_metric([name, profile], total)
                 mig_available.add_metric([name, profile], free)

@@ -23,20 +23,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
-from inventory.domain.allocation import Allocation
+from inventory.domain.allocation import MAX_DURATION_HOURS, Allocation
+from inventory.domain.names import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, LABEL_VALUE, LABEL_VALUE_MAX
 from inventory.domain.pods import WorkloadType
 from inventory.domain.times import format_time
 from inventory.kube import KubeClient, KubeError, KubeNotFoundError, WatchEvent
 from inventory.live.reflector import Reflector
 from inventory.reservations.service import ReservationRefusedError, ReservationRequest, ReservationService
-
-#: The CRD's bounds on ``maxDurationHours`` (the Reserver applies the same).
-MAX_DURATION_HOURS: Final = 168
-
-_DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_LABEL_VALUE: Final = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 
 class Phase(StrEnum):
@@ -69,12 +64,12 @@ def request_of(obj: Mapping[str, Any]) -> ReservationRequest:
         raise ValueError(f"spec must be an object, not {type(spec).__name__}")
     return ReservationRequest(
         namespace=namespace,
-        pod_name=_string(spec, "podName", _DNS_SUBDOMAIN, 253, "DNS subdomain name") or name,
+        pod_name=_string(spec, "podName", DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, "DNS subdomain name") or name,
         workload_type=_workload_type(spec.get("workloadType")),
         required_memory_gb=_number(spec, "requiredMemoryGb", zero_allowed=False),
         use_mig=_boolean(spec, "useMig"),
-        user_id=_string(spec, "userId", _LABEL_VALUE, 63, "label value"),
-        team_id=_string(spec, "teamId", _LABEL_VALUE, 63, "label value"),
+        user_id=_string(spec, "userId", LABEL_VALUE, LABEL_VALUE_MAX, "label value"),
+        team_id=_string(spec, "teamId", LABEL_VALUE, LABEL_VALUE_MAX, "label value"),
         max_duration_hours=_hours(spec.get("maxDurationHours")),
         cost_limit=_number(spec, "costLimit", zero_allowed=True),
     )

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from inventory.domain.allocation import Allocation, Status
-from inventory.domain.catalogue import FULL_GPU_RESOURCE
+from inventory.domain.allocation import MAX_DURATION_HOURS, Allocation, Status
 from inventory.domain.demand import GpuDemand
 from inventory.domain.fit import judge_shape, refusal
+from inventory.domain.labels import FULL_GPU_RESOURCE, RESOURCE_PREFIX
 from inventory.domain.model import NodeName
 from inventory.domain.offer import Offer, no_mig_fit_reason, smallest_mig_fit
 from inventory.domain.pods import WorkloadType
@@ -28,7 +28,6 @@ from inventory.live.cache import InventoryCache
 from inventory.reservations.service import ReservationRefusedError, ReservationRequest
 
 DEFAULT_HOURS = 24
-MAX_HOURS = 168
 
 
 class Reserver:
@@ -59,8 +58,10 @@ class Reserver:
 
     def _reserve(self, request: ReservationRequest) -> Allocation:
         hours = DEFAULT_HOURS if request.max_duration_hours is None else request.max_duration_hours
-        if not 1 <= hours <= MAX_HOURS:
-            raise ReservationRefusedError(f"maxDurationHours must be 1..{MAX_HOURS}, not {hours}", status=400)
+        if not 1 <= hours <= MAX_DURATION_HOURS:
+            raise ReservationRefusedError(
+                f"maxDurationHours must be 1..{MAX_DURATION_HOURS}, not {hours}", status=400
+            )
         resource = self._resource_for(request)
         demand = GpuDemand(
             resources={resource: 1},
@@ -179,5 +180,5 @@ class Reserver:
             )
             if refused is None:
                 return name
-        short = resource.removeprefix("nvidia.com/")
+        short = resource.removeprefix(RESOURCE_PREFIX)
         raise ReservationRefusedError(f"no node has a free {short} now", status=409)

@@ -26,7 +26,13 @@ from prometheus_client import CollectorRegistry
 from extender.bind import InMemoryBinder
 from extender.gpu_extender import GpuExtender
 from inventory.domain.allocation import AllocationFilter
-from inventory.domain.catalogue import FULL_GPU_RESOURCE
+from inventory.domain.labels import (
+    FULL_GPU_RESOURCE,
+    MEMORY_GB,
+    MIG_RESOURCE_PREFIX,
+    PLACEMENT_POLICY,
+    WORKLOAD_TYPE,
+)
 from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import offer_of
 from inventory.domain.shape import NodeShape
@@ -124,7 +130,7 @@ def run_mig(
             continue
         admitted = jsonpatch.apply_patch(copy.deepcopy(pod), decision.patch)
         if any(
-            r.startswith("nvidia.com/mig-")
+            r.startswith(MIG_RESOURCE_PREFIX)
             for c in admitted["spec"]["containers"]
             for r in c["resources"]["limits"]
         ):
@@ -179,14 +185,14 @@ def _idle_split(cache: Any, names: Sequence[str], capacity: int) -> tuple[float,
 
 def _pod(trace_pod: TracePod, index: int, *, policy: str, memory_per_gpu_gb: int) -> dict[str, Any]:
     """A pod as an ML team would write it: whole GPUs, plus the memory a GPU share stands for."""
-    annotations = {"gpu.kgm.io/placement-policy": policy}
+    annotations = {PLACEMENT_POLICY: policy}
     if trace_pod.num_gpu == 1 and trace_pod.gpu_milli < 1000:
-        annotations["gpu.kgm.io/memory-gb"] = str(
+        annotations[MEMORY_GB] = str(
             max(1, math.ceil(trace_pod.gpu_milli / 1000 * memory_per_gpu_gb))
         )
-        annotations["gpu.kgm.io/workload-type"] = "Inference"
+        annotations[WORKLOAD_TYPE] = "Inference"
     else:
-        annotations["gpu.kgm.io/workload-type"] = "Training"
+        annotations[WORKLOAD_TYPE] = "Training"
     limits = {FULL_GPU_RESOURCE: str(trace_pod.num_gpu)}
     return {
         "metadata": {

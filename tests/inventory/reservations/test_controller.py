@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from inventory.domain.allocation import Allocation, Status
+from inventory.domain.allocation import MAX_DURATION_HOURS, Allocation, Status
 from inventory.domain.cluster_file import parse_cluster
 from inventory.domain.model import NodeName
 from inventory.domain.offer import offer_of
@@ -25,7 +25,6 @@ from inventory.ledger.sql import SqlLedger
 from inventory.live.cache import InventoryCache
 from inventory.live.static import cache_of
 from inventory.reservations.controller import (
-    MAX_DURATION_HOURS,
     GpuAllocationController,
     Phase,
     request_of,
