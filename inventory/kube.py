@@ -19,7 +19,6 @@ header stay inside the client's configuration.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -189,9 +188,10 @@ class KubeClient:
         self._page_size = page_size
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ, **options: Any) -> KubeClient:
+    def from_environment(cls, environ: Mapping[str, str], **options: Any) -> KubeClient:
         """In a pod (``KUBERNETES_SERVICE_HOST`` set): the service account; elsewhere: the kubeconfig
-        (``$KUBECONFIG``, else ``~/.kube/config``). ``options`` go to the constructor (timeouts)."""
+        (``$KUBECONFIG``, else ``~/.kube/config``). ``environ`` is the process environment as the
+        settings read it (never ``os.environ`` here); ``options`` go to the constructor (timeouts)."""
         configuration = client.Configuration()
         in_cluster = bool(environ.get("KUBERNETES_SERVICE_HOST"))
         try:

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 
 from inventory.domain.catalogue import builtin_catalogue
 from inventory.domain.health import HealthSettings
@@ -30,7 +31,9 @@ def _source(args: argparse.Namespace) -> GpuSource:
     return NvmlSource()
 
 
-def run_agent(args: argparse.Namespace) -> int:
+def run_agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """``environ``: the process environment as the command line read it (the Kubernetes client's
+    configuration: in-cluster or $KUBECONFIG)."""
     configure_logging(args.log_level)
     if not args.node_name:
         print("kgm agent: --node-name (or $NODE_NAME, from the downward API) is required", file=sys.stderr)
@@ -44,12 +47,12 @@ def run_agent(args: argparse.Namespace) -> int:
         print(f"kgm agent: cannot read the GPUs: {error}", file=sys.stderr)
         return 1
     try:
-        return _run(args, source)
+        return _run(args, source, environ)
     finally:
         source.close()
 
 
-def _run(args: argparse.Namespace, source: GpuSource) -> int:
+def _run(args: argparse.Namespace, source: GpuSource, environ: Mapping[str, str]) -> int:
     pod_resources = PodResourcesClient(args.pod_resources_socket)
     settings = AgentSettings(interval_s=args.interval, heartbeat_s=args.heartbeat)
     common = {
@@ -66,7 +69,7 @@ def _run(args: argparse.Namespace, source: GpuSource) -> int:
         return 0
     from inventory.kube import KubeClient  # noqa: PLC0415
 
-    agent = Agent(store=KubeClient.from_environment(), **common)
+    agent = Agent(store=KubeClient.from_environment(environ), **common)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

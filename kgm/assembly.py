@@ -2,11 +2,13 @@
 
 Two ways: from a cluster file (standalone: binds are kept in memory and reported to the reconciler
 directly, since there is no pod watch) or from a live cluster (watches, Bindings, a Lease so that
-one replica writes the ledger).
+one replica writes the ledger). Building starts nothing: the loops that keep the parts current are
+listed in ``Parts.background``, which the app's lifespan runs (:mod:`kgm.lifespan`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -21,8 +23,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 
-from extender.bind import InMemoryBinder
-from extender.gpu_extender import GpuExtender
+from extender.bind import Binder, InMemoryBinder
+from extender.gpu_extender import GpuExtender, PodFetcher
 from extender.service import ExtenderService
 from inventory.api.auth import TokenStore
 from inventory.api.handlers import build_api_routes
@@ -49,6 +51,7 @@ from inventory.notify.watchdog import (
     failure_notification,
 )
 from inventory.reservations.reserver import Reserver
+from kgm.lifespan import Background, Service, Worker
 from kgm.settings import ServeSettings
 
 logger = logging.getLogger("kgm.serve")
@@ -63,12 +66,29 @@ class Parts:
     api_routes: Sequence[BaseRoute]
     #: Reads a reservation by id (admission pins pods that claim one).
     reservation: Callable[[str], Allocation | None]
-    stop: threading.Event = field(default_factory=threading.Event)
+    #: What keeps the parts current (watches, reconciler, leader election, notifications): started by the
+    #: app's lifespan, never by building.
+    background: Background = field(default_factory=Background)
     closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def stop(self) -> threading.Event:
+        """Set when the background work is asked to stop."""
+        return self.background.stop
 
     def close(self) -> None:
         for close in self.closers:
             close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Core:
+    """What both ways share, built by :func:`_core`."""
+
+    parts: Parts
+    ledger: SqlLedger
+    reconciler: Reconciler
+    reserver: Reserver
 
 
 def assemble(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
@@ -89,40 +109,21 @@ def static_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     cluster = load_inventory(settings)
     offer = offer_of(cluster)
     cache = cache_of(cluster)
+    nodes, gpus = len(cluster.nodes), sum(len(node.gpus) for node in cluster.nodes)
     ledger_url = settings.ledger or "sqlite:///:memory:"
-    ledger = SqlLedger.open(ledger_url)
-    metrics = ReconcileMetrics.register(registry)
-    notifier = _notifier(settings, registry)
-    reconciler = _reconciler(ledger, cache, cluster.prices, metrics, notifier)
-    binder = InMemoryBinder(cache, on_bound=lambda pod: reconciler.on_pod("ADDED", pod))
-    extender = GpuExtender(cache=cache, binder=binder, prices=cluster.prices)
-    reserver = Reserver(
+    core = _core(
+        settings,
+        registry,
         cache=cache,
-        ledger=ledger,
         prices=cluster.prices,
         offer=lambda: offer,
-        on_refused=_refused(metrics, notifier),
-    )
-    reserver.restore()
-    registry.register(InventoryCollector(cache))
-    registry.register(LedgerCollector(ledger))
-    nodes, gpus = len(cluster.nodes), sum(len(node.gpus) for node in cluster.nodes)
-    parts = Parts(
-        offer=lambda: offer,
         ready=lambda: True,
-        description={
-            "inventory": settings.inventory,
-            "nodes": nodes,
-            "gpus": gpus,
-            "ledger": redact(ledger_url),
-        },
-        extender=extender,
-        api_routes=_api(settings, ledger, cache, reserver, cluster.prices, registry),
-        reservation=ledger.get,
-        closers=[ledger.close],
+        ledger_url=ledger_url,
+        binder=lambda reconciler: InMemoryBinder(cache, on_bound=lambda pod: reconciler.on_pod("ADDED", pod)),
+        description={"inventory": settings.inventory, "nodes": nodes, "gpus": gpus},
     )
-    _watch(parts, settings, cache, ledger, notifier)
-    return parts
+    core.reserver.restore()
+    return core.parts
 
 
 def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
@@ -131,69 +132,112 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     from extender.kube_binder import KubeBinder  # noqa: PLC0415
     from inventory.kube import KubeClient  # noqa: PLC0415
     from inventory.leader import LeaderElector  # noqa: PLC0415
-    from inventory.live.watches import start_watches  # noqa: PLC0415
-    from inventory.reservations.controller import GpuAllocationController, start_gpuallocation_watch  # noqa: PLC0415
+    from inventory.live.watches import cache_reflectors  # noqa: PLC0415
+    from inventory.reservations.controller import GpuAllocationController, gpuallocation_watch  # noqa: PLC0415
 
-    kube = KubeClient.from_environment()
+    kube = KubeClient.from_environment(settings.environ)
     catalogue = builtin_catalogue()
     prices = parse_price_table(_yaml(settings)) if settings.prices is not None else PriceTable()
     cache = InventoryCache(catalogue=catalogue, settings=settings.cache)
-    ledger_url = settings.ledger or "sqlite:///kgm-ledger.db"
-    ledger = SqlLedger.open(ledger_url)
-    stop = threading.Event()
     leader = LeaderElector(
         store=kube,
-        namespace=os.environ.get("POD_NAMESPACE", "kgm-system"),
+        namespace=settings.namespace,
         name="kgm-reconciler",
         identity=f"{socket.gethostname()}-{os.getpid()}",
     )
-    metrics = ReconcileMetrics.register(registry)
-    notifier = _notifier(settings, registry)
-    reconciler = _reconciler(ledger, cache, prices, metrics, notifier, is_leader=leader.is_leader)
+    offer = LiveOffer(cache, prices, catalogue)
+    core = _core(
+        settings,
+        registry,
+        cache=cache,
+        prices=prices,
+        offer=offer,
+        ready=offer.ready,
+        ledger_url=settings.ledger or "sqlite:///kgm-ledger.db",
+        binder=lambda reconciler: KubeBinder(kube),
+        fetch_pod=kube.get_pod,
+        is_leader=leader.is_leader,
+        description={"inventory": "live", "identity": leader.identity},
+        closers=[kube.close],
+    )
+    reconciler, background = core.reconciler, core.parts.background
 
     def resync_from_listing() -> None:
         listing = kube.list_pods()  # complete or an exception: never a resync on part of the pods
         reconciler.resync(listing.items)
 
-    threading.Thread(
-        target=leader.run, args=(stop, _logged(resync_from_listing)), name="leader", daemon=True
-    ).start()
-    threading.Thread(
-        target=_every,
-        args=(settings.resync_interval_s, stop, _logged(resync_from_listing)),
-        name="resync",
-        daemon=True,
-    ).start()
-    start_watches(kube, cache, stop, pod_listeners=[(reconciler.resync, reconciler.on_pod)])
-    offer = LiveOffer(cache, prices, catalogue)
+    resync = _logged(resync_from_listing)
+    background.add(Worker("leader", functools.partial(leader.run, on_leading=resync)))
+    background.add(Worker("resync", functools.partial(_every, settings.resync_interval_s, action=resync)))
+    for reflector in cache_reflectors(
+        kube,
+        cache,
+        watch_timeout_seconds=settings.watch_timeout_s,
+        pod_listeners=[(reconciler.resync, reconciler.on_pod)],
+    ):
+        background.add(Worker(f"reflector-{reflector.name}", reflector.run))
+    background.add(
+        Worker("restore-reservations", functools.partial(_restore_when_synced, offer.ready, core.reserver))
+    )
+    # Reservations made as GpuAllocation objects; decided by the leader only, like the ledger.
+    controller = GpuAllocationController(reservations=core.reserver, store=kube, is_leader=leader.is_leader)
+    watch = gpuallocation_watch(kube, controller, watch_timeout_seconds=settings.watch_timeout_s)
+    background.add(Worker("reflector-gpuallocations", watch.reflector.run))
+    background.add(Worker("gpuallocation-resync", watch.resync))
+    return core.parts
+
+
+def _core(
+    settings: ServeSettings,
+    registry: CollectorRegistry,
+    *,
+    cache: InventoryCache,
+    prices: PriceTable,
+    offer: Callable[[], Offer],
+    ready: Callable[[], bool],
+    ledger_url: str,
+    binder: Callable[[Reconciler], Binder],
+    description: dict[str, object],
+    fetch_pod: PodFetcher | None = None,
+    is_leader: Callable[[], bool] = lambda: True,
+    closers: Sequence[Callable[[], None]] = (),
+) -> _Core:
+    """What both ways have in common: the ledger and its reconciler, reservations, the extender, the
+    API, metrics and notifications, over the cache and offer each way builds."""
+    background = Background(join_timeout_s=settings.shutdown_timeout_s)
+    ledger = SqlLedger.open(ledger_url)
+    metrics = ReconcileMetrics.register(registry)
+    notifier = _notifier(settings, registry, background)
+    reconciler = _reconciler(ledger, cache, prices, metrics, notifier, is_leader=is_leader)
+    extender = GpuExtender(cache=cache, binder=binder(reconciler), prices=prices, fetch_pod=fetch_pod)
     reserver = Reserver(
         cache=cache, ledger=ledger, prices=prices, offer=offer, on_refused=_refused(metrics, notifier)
     )
-    threading.Thread(target=_restore_when_synced, args=(offer.ready, reserver, stop), daemon=True).start()
-    # Reservations made as GpuAllocation objects; decided by the leader only, like the ledger.
-    controller = GpuAllocationController(reservations=reserver, store=kube, is_leader=leader.is_leader)
-    start_gpuallocation_watch(kube, controller, stop)
     registry.register(InventoryCollector(cache))
     registry.register(LedgerCollector(ledger))
-    extender = GpuExtender(cache=cache, binder=KubeBinder(kube), prices=prices, fetch_pod=kube.get_pod)
     parts = Parts(
         offer=offer,
-        ready=offer.ready,
-        description={"inventory": "live", "ledger": redact(ledger_url), "identity": leader.identity},
+        ready=ready,
+        description={**description, "ledger": redact(ledger_url)},
         extender=extender,
         api_routes=_api(settings, ledger, cache, reserver, prices, registry),
         reservation=ledger.get,
-        stop=stop,
-        closers=[ledger.close, kube.close],
+        background=background,
+        closers=[ledger.close, *closers],
     )
-    _watch(parts, settings, cache, ledger, notifier, is_leader=leader.is_leader)
-    return parts
+    _watch(background, settings, cache, ledger, notifier, is_leader=is_leader)
+    return _Core(parts=parts, ledger=ledger, reconciler=reconciler, reserver=reserver)
 
 
-def _notifier(settings: ServeSettings, registry: CollectorRegistry) -> Notifier | None:
+def _notifier(
+    settings: ServeSettings, registry: CollectorRegistry, background: Background
+) -> Notifier | None:
+    """The notifier, its sending thread started with the background work (it queues until then)."""
     if settings.notifications is None:
         return None
-    return Notifier(load_settings(settings.notifications), registry=registry).start()
+    notifier = Notifier(load_settings(settings.notifications), registry=registry)
+    background.add(Service("notifier", start=notifier.start, close=notifier.close))
+    return notifier
 
 
 def _refused(metrics: ReconcileMetrics, notifier: Notifier | None) -> Callable[[str], None]:
@@ -206,7 +250,7 @@ def _refused(metrics: ReconcileMetrics, notifier: Notifier | None) -> Callable[[
 
 
 def _watch(
-    parts: Parts,
+    background: Background,
     settings: ServeSettings,
     cache: InventoryCache,
     ledger: SqlLedger,
@@ -224,8 +268,7 @@ def _watch(
         notify=lambda n: notifier.notify(n) if is_leader() else False,
         settings=WatchdogSettings(daily_cost_threshold=settings.daily_cost_threshold),
     )
-    threading.Thread(target=watchdog.run, args=(parts.stop,), name="watchdog", daemon=True).start()
-    parts.closers.append(notifier.close)
+    background.add(Worker("watchdog", watchdog.run))
 
 
 def _daily_cost(ledger: SqlLedger) -> Decimal:

@@ -15,7 +15,7 @@ from inventory.domain.prices import PriceError
 from kgm.certs import make_webhook_certificates, write_webhook_certificates
 from kgm.client.commands import COMMANDS, add_commands, run_client_command
 from kgm.logs import configure_logging
-from kgm.settings import ServeSettings, TlsSettings
+from kgm.settings import ServeSettings, TlsSettings, read_environment
 from kgm.tls import TLSConfigError
 from webhook.settings import WebhookSettings
 
@@ -126,7 +126,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    environ = os.environ if environ is None else environ
+    environ = read_environment() if environ is None else environ
     args = _parser(environ).parse_args(argv)
     try:
         if args.command == "certs":
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "agent":
             from kgm.agent import run_agent  # noqa: PLC0415  (NVML and the kube client load only here)
 
-            return run_agent(args)
+            return run_agent(args, environ)
         return _serve(args, environ)
     except (ClusterFileError, CatalogueError, PriceError, TLSConfigError, OSError, ValueError) as error:
         print(f"kgm {args.command}: {error}", file=sys.stderr)
@@ -170,6 +170,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         api_tokens=args.api_tokens,
         notifications=args.notifications,
         daily_cost_threshold=args.daily_cost_threshold,
+        namespace=environ.get("POD_NAMESPACE", "kgm-system"),
+        environ=environ,
         log_level=args.log_level,
         tls=TlsSettings(cert_file=args.tls_cert, key_file=args.tls_key),
         webhook=WebhookSettings(scheduler_name=args.scheduler_name),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import uvicorn
@@ -25,6 +27,7 @@ from inventory.domain.allocation import Allocation
 from inventory.domain.offer import Offer
 from kgm.assembly import Parts, assemble
 from kgm.certs import make_self_signed_files
+from kgm.lifespan import Worker, lifespan
 from kgm.settings import ServeSettings
 from kgm.tls import ReloadingTLS
 from webhook.app import MutateEndpoint
@@ -43,7 +46,9 @@ def build_app(
     extender: ExtenderService | None = None,
     api_routes: Sequence[BaseRoute] = (),
     reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
 ) -> Starlette:
+    """``lifespan``: runs the background work from startup to shutdown (:func:`kgm.lifespan.lifespan`)."""
     mutate = MutateEndpoint(
         offer=offer,
         reservation=reservation,
@@ -73,7 +78,8 @@ def build_app(
             Route("/readyz", readyz),
             Route("/metrics", _AsgiEndpoint(make_asgi_app(registry=registry))),
             *api_routes,
-        ]
+        ],
+        lifespan=lifespan,
     )
 
 
@@ -115,6 +121,7 @@ def assembled_app(settings: ServeSettings, registry: CollectorRegistry) -> tuple
         extender=parts.extender,
         api_routes=parts.api_routes,
         reservation=parts.reservation,
+        lifespan=lifespan(parts.background),
     )
     return app, parts
 
@@ -122,9 +129,7 @@ def assembled_app(settings: ServeSettings, registry: CollectorRegistry) -> tuple
 def serve(settings: ServeSettings) -> None:
     registry = CollectorRegistry()
     app, parts = assembled_app(settings, registry)
-    threading.Thread(
-        target=freeze_when_loaded, args=(parts.ready, parts.stop), name="gc-freeze", daemon=True
-    ).start()
+    parts.background.add(Worker("gc-freeze", functools.partial(freeze_when_loaded, parts.ready)))
     with tempfile.TemporaryDirectory(prefix="kgm-tls-") as scratch:
         tls = _tls(settings, Path(scratch))
         config = uvicorn.Config(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -52,7 +54,27 @@ class ServeSettings:
     resync_interval_s: float = 600.0
     """Seconds between full resyncs of the ledger with a complete listing of pods."""
 
+    namespace: str = "kgm-system"
+    """This replica's namespace ($POD_NAMESPACE, from the downward API): where the reconciler's Lease is."""
+
+    environ: Mapping[str, str] = field(default_factory=dict)
+    """The environment the Kubernetes client configures itself from ($KUBERNETES_SERVICE_HOST in a pod,
+    else $KUBECONFIG); empty: ``~/.kube/config``."""
+
+    watch_timeout_s: int = 300
+    """Seconds the API server keeps one watch open; a watching thread notices a shutdown when it ends."""
+
+    shutdown_timeout_s: float = 10.0
+    """Seconds a shutdown waits, in all, for the background threads to end (as uvicorn's graceful
+    shutdown); those still in a watch are logged and left (daemon threads)."""
+
     log_level: str = "info"
     tls: TlsSettings = field(default_factory=TlsSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
+
+
+def read_environment() -> dict[str, str]:
+    """The process environment, copied once at start. The only read of ``os.environ``: everything else
+    is handed this mapping, or settings built from it."""
+    return dict(os.environ)

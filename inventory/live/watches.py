@@ -1,9 +1,8 @@
-"""Feed an :class:`InventoryCache` from the cluster: one list-then-watch thread per kind of object."""
+"""Feed an :class:`InventoryCache` from the cluster: one list-then-watch loop per kind of object."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,18 +13,18 @@ from inventory.live.reflector import Reflector
 PodListener = tuple[Callable[[list[dict[str, Any]], str], object], Callable[[str, dict[str, Any]], None]]
 
 
-def start_watches(
+def cache_reflectors(
     kube: KubeClient,
     cache: InventoryCache,
-    stop: threading.Event,
     *,
     watch_timeout_seconds: int = 300,
     pod_listeners: Sequence[PodListener] = (),
 ) -> list[Reflector]:
     """GpuNodes (what each node has), pods (what is held) and nodes (MIG manager state), each
-    reflected into ``cache`` on a daemon thread until ``stop`` is set (a thread notices at the end
-    of its current watch, at most ``watch_timeout_seconds`` later). ``pod_listeners`` (the
-    reconciler) get the pod relists and events too, after the cache: one watch serves both."""
+    reflected into ``cache`` by the :meth:`Reflector.run` loop that the caller runs on a thread of its
+    own (none is started here); a loop notices its ``stop`` at the end of its current watch, at most
+    ``watch_timeout_seconds`` later. ``pod_listeners`` (the reconciler) get the pod relists and events
+    too, after the cache: one watch serves both."""
     replace_pods, apply_pod = _fan_out([(cache.replace_pods, cache.apply_pod), *pod_listeners])
     watched = (
         ("gpunodes", kube.list_gpunodes, kube.watch_gpunodes, cache.replace_gpunodes, cache.apply_gpunode),
@@ -43,7 +42,6 @@ def start_watches(
             watch_timeout_seconds=watch_timeout_seconds,
             logger=logging.getLogger(f"kgm.reflector.{name}"),
         )
-        threading.Thread(target=reflector.run, args=(stop,), name=f"reflector-{name}", daemon=True).start()
         reflectors.append(reflector)
     return reflectors
 

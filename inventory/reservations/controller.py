@@ -374,17 +374,28 @@ class GpuAllocationController:
 # -- Wiring -------------------------------------------------------------------------------------------
 
 
-def start_gpuallocation_watch(
+@dataclass(frozen=True, slots=True)
+class GpuAllocationWatch:
+    """The two loops that feed a controller; whoever owns the app's lifetime runs each on a thread of
+    its own until their ``stop`` is set (none is started here)."""
+
+    reflector: Reflector
+    """Lists and watches GpuAllocations into the controller; notices ``stop`` at the end of its current
+    watch, at most ``watch_timeout_seconds`` later."""
+
+    resync: Callable[[threading.Event], None]
+    """Calls :meth:`GpuAllocationController.resync` every ``resync_interval_s`` once the reflector has
+    synced; ends at once on ``stop``."""
+
+
+def gpuallocation_watch(
     kube: KubeClient,
     controller: GpuAllocationController,
-    stop: threading.Event,
     *,
     watch_timeout_seconds: int = 300,
     resync_interval_s: float = 30.0,
-) -> Reflector:
-    """List and watch GpuAllocations into ``controller`` on a daemon thread until ``stop`` is set (the
-    thread notices at the end of its current watch, at most ``watch_timeout_seconds`` later), and call
-    :meth:`GpuAllocationController.resync` every ``resync_interval_s`` on another one (it stops at once)."""
+) -> GpuAllocationWatch:
+    """The loops that keep ``controller`` in step with the cluster's GpuAllocations."""
 
     def on_event(event: WatchEvent) -> None:
         controller.on_event(event.type, event.object)
@@ -399,7 +410,7 @@ def start_gpuallocation_watch(
         logger=logging.getLogger("kgm.reflector.gpuallocations"),
     )
 
-    def resync() -> None:
+    def resync(stop: threading.Event) -> None:
         while not stop.wait(resync_interval_s):
             if reflector.has_synced.is_set():
                 try:
@@ -409,6 +420,4 @@ def start_gpuallocation_watch(
                         "resync failed", extra={"event": "gpuallocation.error"}
                     )
 
-    threading.Thread(target=reflector.run, args=(stop,), name="reflector-gpuallocations", daemon=True).start()
-    threading.Thread(target=resync, name="gpuallocation-resync", daemon=True).start()
-    return reflector
+    return GpuAllocationWatch(reflector=reflector, resync=resync)

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client import CollectorRegistry
 
 from inventory.domain.catalogue import builtin_catalogue
@@ -16,6 +15,7 @@ from inventory.node.agent import Agent
 from inventory.node.fake_gpu import FakeGpuSource
 from inventory.node.health import HealthTracker
 from kgm.assembly import live_parts
+from kgm.lifespan import lifespan
 from kgm.server import build_app
 from kgm.settings import ServeSettings
 from tests.support.kube_emulator import KubeEmulator, eventually
@@ -38,11 +38,8 @@ def kubeconfig(url: str, path: Path) -> Path:
     return path
 
 
-def test_the_webhook_offers_what_the_agents_published(
-    kube_emulator: KubeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(kube_emulator.url, tmp_path / "config")))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+def test_the_webhook_offers_what_the_agents_published(kube_emulator: KubeEmulator, tmp_path: Path) -> None:
+    environ = {"KUBECONFIG": str(kubeconfig(kube_emulator.url, tmp_path / "config"))}
     agent = Agent(
         node_name="gpu-h100nvl-01",
         source=FakeGpuSource.from_cluster_file("demo", "gpu-h100nvl-01"),
@@ -53,14 +50,18 @@ def test_the_webhook_offers_what_the_agents_published(
     )
     agent.tick()
     registry = CollectorRegistry()
-    inventory = live_parts(
-        ServeSettings(inventory=None, ledger=f"sqlite:///{tmp_path / 'ledger.db'}"), registry
+    settings = ServeSettings(
+        inventory=None, ledger=f"sqlite:///{tmp_path / 'ledger.db'}", environ=environ, watch_timeout_s=1
+    )
+    inventory = live_parts(settings, registry)
+    app = build_app(
+        offer=inventory.offer,
+        webhook=ServeSettings().webhook,
+        registry=registry,
+        ready=inventory.ready,
+        lifespan=lifespan(inventory.background),
     )
     try:
-        eventually(inventory.ready)
-        app = build_app(
-            offer=inventory.offer, webhook=ServeSettings().webhook, registry=registry, ready=inventory.ready
-        )
         review = {
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
@@ -74,10 +75,12 @@ def test_the_webhook_offers_what_the_agents_published(
         }
 
         async def admit() -> httpx.Response:
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="https://kgm"
-            ) as client:
-                return await client.post("/mutate", content=json.dumps(review))
+            async with app.router.lifespan_context(app):  # the watches run from startup to shutdown
+                await asyncio.to_thread(eventually, inventory.ready)
+                async with httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="https://kgm"
+                ) as client:
+                    return await client.post("/mutate", content=json.dumps(review))
 
         response = asyncio.run(admit()).json()["response"]
         patch = json.loads(base64.b64decode(response["patch"]))

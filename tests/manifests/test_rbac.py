@@ -85,7 +85,9 @@ def test_each_component_gets_exactly_its_grants(account: str, expected: set[Any]
 def test_the_lease_the_controller_may_renew_is_the_one_it_elects_with() -> None:
     source = (REPO / "kgm" / "assembly.py").read_text()
     assert 'name="kgm-reconciler"' in source
-    assert 'os.environ.get("POD_NAMESPACE", "kgm-system")' in source
+    assert "namespace=settings.namespace" in source
+    # The environment is read once, by the command line, into the settings.
+    assert 'environ.get("POD_NAMESPACE", "kgm-system")' in (REPO / "kgm" / "cli.py").read_text()
 
 
 def test_no_role_grants_wildcards_or_secrets_to_the_long_running_components() -> None:

@@ -18,7 +18,7 @@ from inventory.domain.snapshot import CacheSettings
 from inventory.live.cache import InventoryCache, LiveOffer
 from inventory.live.metrics import InventoryCollector
 from inventory.live.reflector import Reflector
-from inventory.live.watches import start_watches
+from inventory.live.watches import cache_reflectors
 from inventory.node.agent import Agent, AgentSettings
 from inventory.node.fake_gpu import FakeGpuSource
 from inventory.node.health import HealthTracker
@@ -41,9 +41,11 @@ class LiveCache:
             catalogue=builtin_catalogue(), settings=CacheSettings(stale_after_s=90), clock=clock
         )
         self.stop = threading.Event()
-        self.reflectors: list[Reflector] = start_watches(
-            kube.new_client(), self.cache, self.stop, watch_timeout_seconds=1
+        self.reflectors: list[Reflector] = cache_reflectors(
+            kube.new_client(), self.cache, watch_timeout_seconds=1
         )
+        for reflector in self.reflectors:
+            threading.Thread(target=reflector.run, args=(self.stop,), daemon=True).start()
         for reflector in self.reflectors:
             assert reflector.has_synced.wait(5)
 

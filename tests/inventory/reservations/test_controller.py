@@ -27,8 +27,8 @@ from inventory.live.static import cache_of
 from inventory.reservations.controller import (
     GpuAllocationController,
     Phase,
+    gpuallocation_watch,
     request_of,
-    start_gpuallocation_watch,
 )
 from inventory.reservations.reserver import Reserver
 from inventory.reservations.service import ReservationRefusedError, ReservationRequest
@@ -494,10 +494,11 @@ def live(kube_emulator: KubeEmulator, rig: Rig) -> Iterator[Rig]:
     stop = threading.Event()
     client = kube_emulator.new_client()
     controller = GpuAllocationController(reservations=rig.reserver, store=client, clock=lambda: NOW)
-    reflector = start_gpuallocation_watch(
-        client, controller, stop, watch_timeout_seconds=1, resync_interval_s=0.2
-    )
-    assert reflector.has_synced.wait(5)
+    watch = gpuallocation_watch(client, controller, watch_timeout_seconds=1, resync_interval_s=0.2)
+    loops = {"reflector-gpuallocations": watch.reflector.run, "gpuallocation-resync": watch.resync}
+    for name, loop in loops.items():
+        threading.Thread(target=loop, args=(stop,), name=name, daemon=True).start()
+    assert watch.reflector.has_synced.wait(5)
     yield rig
     stop.set()
     for thread in threading.enumerate():
