@@ -22,7 +22,6 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,12 +32,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kgm.server import assembled_app
 from kgm.settings import ServeSettings
-from tests.support.data import K8S_FIXTURES
+from tests.support.data import K8S_FIXTURES, REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-RULES = ROOT / "manifests" / "monitoring" / "prometheus-rule.yaml"
-DASHBOARD = ROOT / "manifests" / "monitoring" / "kgm-dashboard.json"
-REVIEW = ROOT / "examples" / "admissionreview-inference-pod.json"
+RULES = REPO / "manifests" / "monitoring" / "prometheus-rule.yaml"
+DASHBOARD = REPO / "manifests" / "monitoring" / "kgm-dashboard.json"
+REVIEW = REPO / "examples" / "admissionreview-inference-pod.json"
 FILTER_ARGS = K8S_FIXTURES / "extender-filter-args-nodecache.json"
 
 #: Labels Prometheus adds to every scraped series (target labels of a ServiceMonitor scrape).
