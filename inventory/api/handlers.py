@@ -30,6 +30,7 @@ from inventory.domain.allocation import AllocationFilter, Status
 from inventory.domain.prices import PriceTable
 from inventory.domain.snapshot import InventorySnapshot
 from inventory.ledger.store import Ledger, LedgerError
+from inventory.reservations.request import RequestError, body_request
 from inventory.reservations.service import ReservationRefusedError, ReservationService
 
 MAX_BODY_BYTES = 64 * 1024
@@ -250,7 +251,11 @@ class GpuApi:
             body = orjson.loads(call.body)
         except orjson.JSONDecodeError as error:
             raise BadRequestError("the body is not JSON") from error
-        made = self.reservations.reserve(serialize.reservation_request(body))
+        try:
+            request = body_request(body)
+        except RequestError as error:
+            raise BadRequestError(str(error)) from error
+        made = self.reservations.reserve(request)
         location = f"/api/v1/gpu/allocations/{made.id}".encode()
         return Answer(201, {"data": serialize.reservation(made)}, [(b"location", location)])
 

@@ -1,4 +1,5 @@
-"""The REST API's JSON, both ways: domain objects to the wire (camelCase), request bodies to domain.
+"""The REST API's JSON: domain objects to the wire (camelCase), and the query string in. Request bodies
+are read where their rules live (a reservation: ``inventory.reservations.request``).
 
 Money goes out as JSON numbers in the price table's currency: costs rounded to cents, hourly rates
 to 4 decimal places (a MIG slice of a GPU is a fraction of its price). Times are RFC 3339 in UTC.
@@ -6,28 +7,17 @@ to 4 decimal places (a MIG slice of a GPU is a fraction of its price). Times are
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
-from inventory.domain.allocation import MAX_DURATION_HOURS, Allocation, Status
+from inventory.domain.allocation import Allocation, Status
 from inventory.domain.cost import CostAnalysis, profile_key
 from inventory.domain.model import GpuDevice
-from inventory.domain.names import (
-    DNS_LABEL,
-    DNS_LABEL_MAX,
-    DNS_SUBDOMAIN,
-    DNS_SUBDOMAIN_MAX,
-    LABEL_VALUE,
-    LABEL_VALUE_MAX,
-)
-from inventory.domain.pods import WorkloadType
 from inventory.domain.prices import PriceTable
 from inventory.domain.snapshot import InventorySnapshot
-from inventory.reservations.service import ReservationRequest
 
 _CENT = Decimal("0.01")
 _RATE = Decimal("0.0001")
@@ -224,78 +214,7 @@ def _amounts(costs: Mapping[str, Decimal]) -> dict[str, float]:
     return {key: money(cost) for key, cost in costs.items()}
 
 
-# -- Requests ---------------------------------------------------------------------------------------
-
-
-def reservation_request(body: object) -> ReservationRequest:
-    """The reference body of ``POST /api/v1/gpu/allocations``, checked; fields we do not know are ignored."""
-    if not isinstance(body, Mapping):
-        raise BadRequestError("the body must be a JSON object")
-    namespace = _name(body, "namespace", DNS_LABEL, DNS_LABEL_MAX, "namespace name", required=True)
-    pod_name = _name(body, "podName", DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, "pod name", required=True)
-    workload = body.get("workloadType")
-    if workload is None:
-        workload_type = WorkloadType.DEVELOPMENT
-    else:
-        matches = [w for w in WorkloadType if isinstance(workload, str) and workload.lower() == w.lower()]
-        if not matches:
-            raise BadRequestError(f"workloadType must be one of {', '.join(WorkloadType)}, not {workload!r}")
-        workload_type = matches[0]
-    use_mig = body.get("useMig")
-    if use_mig is not None and not isinstance(use_mig, bool):
-        raise BadRequestError("useMig must be true, false or null")
-    hours = body.get("maxDurationHours")
-    if hours is not None and (
-        isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= MAX_DURATION_HOURS
-    ):
-        raise BadRequestError(f"maxDurationHours must be a whole number of hours, 1..{MAX_DURATION_HOURS}")
-    return ReservationRequest(
-        namespace=namespace or "",
-        pod_name=pod_name or "",
-        workload_type=workload_type.value,
-        required_memory_gb=_positive(body, "requiredMemoryGb"),
-        use_mig=use_mig,
-        user_id=_name(body, "userId", LABEL_VALUE, LABEL_VALUE_MAX, "label value"),
-        team_id=_name(body, "teamId", LABEL_VALUE, LABEL_VALUE_MAX, "label value"),
-        max_duration_hours=hours,
-        cost_limit=_positive(body, "costLimit"),
-    )
-
-
-def _name(
-    body: Mapping[str, Any],
-    field: str,
-    pattern: re.Pattern[str],
-    longest: int,
-    kind: str,
-    *,
-    required: bool = False,
-) -> str | None:
-    value = body.get(field)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise BadRequestError(f"{field} {'is required and ' if required else ''}must be a non-empty string")
-    if len(value) > longest or not pattern.fullmatch(value):
-        raise BadRequestError(
-            f"{field} {value[:80]!r} is not a valid Kubernetes {kind} (at most {longest} characters)"
-        )
-    return value
-
-
-def _positive(body: Mapping[str, Any], field: str) -> Decimal | None:
-    value = body.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequestError(f"{field} must be a number")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:  # pragma: no cover - str() of a JSON number is always a decimal
-        raise BadRequestError(f"{field} must be a number") from None
-    if not amount.is_finite() or amount <= 0:
-        raise BadRequestError(f"{field} must be greater than 0")
-    return amount
+# -- Query strings ---------------------------------------------------------------------------------
 
 
 def query_params(query_string: bytes) -> dict[str, str]:

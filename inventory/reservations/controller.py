@@ -16,21 +16,18 @@ predates its own status write does not reserve twice either.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Protocol
 
-from inventory.domain.allocation import MAX_DURATION_HOURS, Allocation
-from inventory.domain.names import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, LABEL_VALUE, LABEL_VALUE_MAX
-from inventory.domain.pods import WorkloadType
+from inventory.domain.allocation import Allocation
 from inventory.domain.times import format_time
 from inventory.kube import KubeClient, KubeError, KubeNotFoundError, WatchEvent
 from inventory.live.reflector import Reflector
+from inventory.reservations.request import SPEC, parse_request
 from inventory.reservations.service import ReservationRefusedError, ReservationRequest, ReservationService
 
 
@@ -62,79 +59,7 @@ def request_of(obj: Mapping[str, Any]) -> ReservationRequest:
         spec = {}
     if not isinstance(spec, Mapping):
         raise ValueError(f"spec must be an object, not {type(spec).__name__}")
-    return ReservationRequest(
-        namespace=namespace,
-        pod_name=_string(spec, "podName", DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, "DNS subdomain name") or name,
-        workload_type=_workload_type(spec.get("workloadType")),
-        required_memory_gb=_number(spec, "requiredMemoryGb", zero_allowed=False),
-        use_mig=_boolean(spec, "useMig"),
-        user_id=_string(spec, "userId", LABEL_VALUE, LABEL_VALUE_MAX, "label value"),
-        team_id=_string(spec, "teamId", LABEL_VALUE, LABEL_VALUE_MAX, "label value"),
-        max_duration_hours=_hours(spec.get("maxDurationHours")),
-        cost_limit=_number(spec, "costLimit", zero_allowed=True),
-    )
-
-
-def _workload_type(value: object) -> str:
-    if value is None:
-        return WorkloadType.DEVELOPMENT.value
-    for workload in WorkloadType:
-        if isinstance(value, str) and value.lower() == workload.value.lower():
-            return workload.value
-    raise ValueError(f"spec.workloadType must be one of {', '.join(WorkloadType)}, not {value!r}")
-
-
-def _number(spec: Mapping[str, Any], field: str, *, zero_allowed: bool) -> Decimal | None:
-    value = spec.get(field)
-    if value is None:
-        return None
-    bound = "at least 0" if zero_allowed else "greater than 0"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"spec.{field} must be a number {bound}, not {value!r}")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:  # pragma: no cover - str() of a JSON number is always a decimal
-        raise ValueError(f"spec.{field} must be a number {bound}, not {value!r}") from None
-    if not amount.is_finite() or amount < 0 or (amount == 0 and not zero_allowed):
-        raise ValueError(f"spec.{field} must be a number {bound}, not {value!r}")
-    return amount
-
-
-def _boolean(spec: Mapping[str, Any], field: str) -> bool | None:
-    value = spec.get(field)
-    if value is not None and not isinstance(value, bool):
-        raise ValueError(f"spec.{field} must be true or false, not {value!r}")
-    return value
-
-
-def _hours(value: object) -> int | None:
-    if value is None:
-        return None
-    # A JSON 24.0 is a whole number too; True is not (bool is an int in Python).
-    hours = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        hours = value
-    elif isinstance(value, float) and value.is_integer():
-        hours = int(value)
-    if hours is None or not 1 <= hours <= MAX_DURATION_HOURS:
-        raise ValueError(
-            f"spec.maxDurationHours must be a whole number 1..{MAX_DURATION_HOURS}, not {value!r}"
-        )
-    return hours
-
-
-def _string(
-    spec: Mapping[str, Any], field: str, pattern: re.Pattern[str], longest: int, kind: str
-) -> str | None:
-    """A name-like string; None when absent or empty (the schema allows an empty label value)."""
-    value = spec.get(field)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"spec.{field} must be a string, not {value!r}")
-    if len(value) > longest or not pattern.fullmatch(value):
-        raise ValueError(f"spec.{field} {value[:80]!r} is not a valid {kind} (at most {longest} characters)")
-    return value
+    return parse_request(spec, SPEC, namespace=namespace, pod_name=name)
 
 
 def allocated_status(allocation: Allocation, at: datetime) -> dict[str, Any]:

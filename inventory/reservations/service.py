@@ -15,7 +15,8 @@ from inventory.domain.allocation import Allocation
 
 @dataclass(frozen=True, slots=True)
 class ReservationRequest:
-    """The reference body of ``POST /api/v1/gpu/allocations``, parsed."""
+    """What a reservation asks for: the body of ``POST /api/v1/gpu/allocations`` or a GpuAllocation's spec,
+    read by ``inventory.reservations.request``."""
 
     namespace: str
     pod_name: str
@@ -24,7 +25,8 @@ class ReservationRequest:
     use_mig: bool | None = None
     user_id: str | None = None
     team_id: str | None = None
-    #: 1..168; the reservation lapses if its pod has not come by then, and alerts once running past it.
+    #: 1..``MAX_DURATION_HOURS`` (a week); the reservation lapses if its pod has not come by then, and
+    #: alerts once running past it.
     max_duration_hours: int | None = None
     cost_limit: Decimal | None = None
 
