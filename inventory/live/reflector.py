@@ -24,9 +24,9 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
+from inventory.domain import backoff
 from inventory.kube import KubeError, KubeGoneError, KubeUnavailableError, Listing, WatchEvent
 
 #: A watch that ends sooner than this without a single event is treated as a failure (client-go does the
@@ -34,38 +34,20 @@ from inventory.kube import KubeError, KubeGoneError, KubeUnavailableError, Listi
 MIN_HEALTHY_WATCH_SECONDS = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with jitter: the waits between retries of a failing call."""
+class Backoff(backoff.Backoff):
+    """The domain's :class:`~inventory.domain.backoff.Backoff` as a reflector waits: never zero (a relist
+    must not hammer the API server), its jitter drawn from :mod:`random` unless told otherwise."""
 
-    initial: float = 0.5
-    """Seconds before the first retry."""
-
-    maximum: float = 30.0
-    """Ceiling of any wait, jitter included, in seconds."""
-
-    factor: float = 2.0
-    """Each wait is this many times the one before (before jitter)."""
-
-    jitter: float = 0.2
-    """Each wait is spread uniformly by up to this fraction either way, so that many clients that failed
-    together (an API server restart) do not all come back at the same instant."""
+    __slots__ = ()
 
     def __post_init__(self) -> None:
-        if not 0 < self.initial <= self.maximum:
+        backoff.Backoff.__post_init__(self)
+        if self.initial <= 0:
             raise ValueError(f"need 0 < initial <= maximum, got {self.initial} and {self.maximum}")
-        if self.factor < 1:
-            raise ValueError(f"factor must be at least 1, got {self.factor}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
 
     def delays(self, rand: Callable[[], float] = random.random) -> Iterator[float]:
         """The endless sequence of waits; ``rand`` returns a number in [0, 1) (0.5 means no jitter)."""
-        base = self.initial
-        while True:
-            spread = self.jitter * (2.0 * rand() - 1.0)
-            yield min(base * (1.0 + spread), self.maximum)
-            base = min(base * self.factor, self.maximum)
+        return backoff.Backoff.delays(self, rand)
 
 
 class _CallbackFailedError(Exception):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from inventory.domain.backoff import Backoff
 from inventory.domain.catalogue import Catalogue
 from inventory.domain.gpunode import build_status, material, new_gpunode
 from inventory.domain.readings import DeviceAssignment, GpuSource, NvmlError
@@ -142,7 +143,7 @@ class Agent:
 
     def run(self, stop: threading.Event) -> None:
         """Until ``stop``: wait for XID events (the pause between readings), then tick."""
-        delays = _backoff(self._settings.interval_s, self._settings.max_backoff_s)
+        delays = self._backoff()
         wait = 0.0
         while not stop.is_set():
             self._wait_for_events(wait, stop)
@@ -162,8 +163,14 @@ class Agent:
                     },
                 )
                 continue
-            delays = _backoff(self._settings.interval_s, self._settings.max_backoff_s)
+            delays = self._backoff()
             wait = self._settings.interval_s
+
+    def _backoff(self) -> Iterator[float]:
+        """Waits between failed writes: one reading interval, doubling up to ``max_backoff_s``, no jitter."""
+        maximum = self._settings.max_backoff_s
+        policy = Backoff(initial=min(self._settings.interval_s, maximum), maximum=maximum, jitter=0)
+        return policy.delays(rand=lambda: 0.5)
 
     def _wait_for_events(self, seconds: float, stop: threading.Event) -> None:
         deadline = self._clock() + seconds
@@ -185,13 +192,6 @@ class Agent:
                     "XID error",
                     extra={"event": "agent.xid", "node": self._node, "uuid": event.uuid, "xid": event.xid},
                 )
-
-
-def _backoff(initial: float, maximum: float) -> Iterator[float]:
-    delay = min(initial, maximum)
-    while True:
-        yield delay
-        delay = min(delay * 2, maximum)
 
 
 class InMemoryGpuNodeStore:

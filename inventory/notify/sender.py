@@ -35,6 +35,7 @@ import httpx
 import orjson
 from prometheus_client import CollectorRegistry, Counter
 
+from inventory.domain.backoff import Backoff
 from inventory.notify.formats import Endpoint, Notification, NotificationSettings, render
 
 
@@ -149,6 +150,14 @@ class Notifier:
         self._log = logger or logging.getLogger("kgm.notify")
         self._transport = transport
         self._clock, self._jitter = clock, jitter
+        # Each retry waits [0.5, 1) of the nominal backoff: spread, never longer than the nominal growth.
+        self._backoff = Backoff(
+            initial=settings.backoff_ms / 1000.0,
+            maximum=settings.max_backoff_ms / 1000.0,
+            factor=2.0,
+            jitter=0.5,
+            shorten_only=True,
+        )
         burst = settings.rate_limit_burst
         self._lanes = tuple(_Lane(e, burst=burst, now=clock()) for e in settings.endpoints)
         self._timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s).as_dict()
@@ -287,6 +296,7 @@ class Notifier:
             body = orjson.dumps(render(n, fmt=ep.format, routing_key=ep.routing_key, source=ep.source))
         except Exception:
             return self._failed(lane, n, "render", attempt)
+        delays = self._backoff.delays(self._jitter)
         for attempt in range(1, s.max_attempts + 1):
             await lane.take_token(ep.rate_limit_per_minute / 60.0, self._clock)
             try:
@@ -304,9 +314,7 @@ class Notifier:
                 return None
             if not retryable or attempt == s.max_attempts:
                 break
-            cap = s.max_backoff_ms / 1000.0
-            delay = min(cap, s.backoff_ms / 1000.0 * 2 ** (attempt - 1)) * (0.5 + 0.5 * self._jitter())
-            delay = max(delay, min(retry_after or 0.0, cap))
+            delay = max(next(delays), min(retry_after or 0.0, self._backoff.maximum))
             self._log.info(
                 "notification %s to endpoint %s: attempt %d failed (%s), retrying in %.2f s",
                 n.event,
