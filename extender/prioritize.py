@@ -128,9 +128,8 @@ def node_cost(demand: GpuDemand, shape: NodeShape, prices: PriceTable) -> Decima
     models = {resource: (model, share) for resource, model, share in shape.resources}
     for resource, count in demand.resources.items():
         model, share = models.get(resource, ("", 1.0))
-        price = prices.hourly.get(model)
-        unit = price * Decimal(str(share)) if price is not None else Decimal(10**6)
-        total += unit * count
+        unit = prices.share_hourly(model, share)
+        total += (unit if unit is not None else Decimal(10**6)) * count
     return total
 
 

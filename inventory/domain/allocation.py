@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
 _ALLOCATION_NAMESPACE = uuid.UUID("6f1c1a9e-3b4f-5c7d-9e2a-0b8c4d6e2f10")
+_MICROSECONDS_PER_HOUR = Decimal(3_600_000_000)
 
 
 class Status(StrEnum):
@@ -32,6 +33,12 @@ OPEN_STATUSES = frozenset({Status.RESERVED, Status.ACTIVE})
 #: The most ``maxDurationHours`` a reservation may ask for (a week): how long it waits for its pod,
 #: and how long the pod may run before it is reported as over its limit.
 MAX_DURATION_HOURS = 168
+
+
+def span_hours(span: timedelta) -> Decimal:
+    """``span`` in hours, exactly: whole microseconds, so the hours are exact decimals (a float's binary
+    expansion of the seconds is not)."""
+    return Decimal(span // timedelta(microseconds=1)) / _MICROSECONDS_PER_HOUR
 
 
 def allocation_id(pod_uid: str, resource: str) -> str:
@@ -71,11 +78,19 @@ class Allocation:
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
 
+    def hours_within(self, start: datetime, end: datetime) -> Decimal:
+        """Hours it was held inside ``[start, end)``; an open one counts up to ``end``."""
+        held_from = max(start, self.start)
+        held_to = min(end, self.end or end)
+        return span_hours(held_to - held_from) if held_to > held_from else Decimal(0)
+
+    def cost_within(self, start: datetime, end: datetime) -> Decimal:
+        """What it cost inside ``[start, end)``: the one cost formula (unrounded; the API rounds)."""
+        return self.hourly_price * self.count * self.hours_within(start, end)
+
     def cost(self, until: datetime) -> Decimal:
         """What it has cost from its start to its end (or ``until`` while open)."""
-        end = self.end or until
-        hours = Decimal(max(0.0, (end - self.start).total_seconds())) / 3600
-        return self.hourly_price * self.count * hours
+        return self.cost_within(self.start, self.end or until)
 
 
 @dataclass(frozen=True, slots=True)

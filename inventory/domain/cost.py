@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
 
-from inventory.domain.allocation import Allocation
+from inventory.domain.allocation import Allocation, span_hours
 from inventory.domain.labels import RESOURCE_PREFIX
 from inventory.domain.prices import PriceTable
 from inventory.domain.snapshot import InventorySnapshot
 
 UNASSIGNED_TEAM = "unassigned"
 UNKNOWN_MODEL = "unknown"
-_MICROSECONDS_PER_HOUR = Decimal(3_600_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +47,7 @@ class CostAnalysis:
 
     @property
     def days(self) -> Decimal:
-        return _hours(self.end - self.start) / 24
+        return span_hours(self.end - self.start) / 24
 
 
 def profile_key(resource: str) -> str:
@@ -58,13 +57,11 @@ def profile_key(resource: str) -> str:
 
 def overlap_hours(allocation: Allocation, start: datetime, end: datetime) -> Decimal:
     """Hours of the allocation inside ``[start, end)``; an open one counts up to ``end``."""
-    held_from = max(start, allocation.start)
-    held_to = min(end, allocation.end or end)
-    return _hours(held_to - held_from) if held_to > held_from else Decimal(0)
+    return allocation.hours_within(start, end)
 
 
 def allocation_cost(allocation: Allocation, start: datetime, end: datetime) -> Decimal:
-    return allocation.hourly_price * allocation.count * overlap_hours(allocation, start, end)
+    return allocation.cost_within(start, end)
 
 
 def analyse(
@@ -96,7 +93,7 @@ def analyse(
         }
         for group, key in keys.items():
             groups[group][key] = groups[group].get(key, Decimal(0)) + cost
-    capacity_cost = capacity_hourly * _hours(end - start)
+    capacity_cost = capacity_hourly * span_hours(end - start)
     return CostAnalysis(
         start=start,
         end=end,
@@ -125,11 +122,6 @@ def capacity_hourly(snapshot: InventorySnapshot, prices: PriceTable) -> Decimal:
             if gpu.healthy:
                 total += prices.hourly.get(gpu.model.name, Decimal(0))
     return total
-
-
-def _hours(span: timedelta) -> Decimal:
-    # Whole microseconds, so the hours are exact decimals (a float's binary expansion is not).
-    return Decimal(span // timedelta(microseconds=1)) / _MICROSECONDS_PER_HOUR
 
 
 def _frozen(costs: dict[str, Decimal]) -> Mapping[str, Decimal]:

@@ -32,6 +32,11 @@ DEFAULT_HOURLY_PRICES: Mapping[str, Decimal] = {
 }
 
 
+#: A share of a GPU's price is kept to a millionth: 3/7 of a GPU would otherwise carry 28 digits into
+#: every allocation the ledger records.
+_SHARE_PRICE_QUANTUM = Decimal("0.000001")
+
+
 class PriceError(ValueError):
     """A price table that cannot be used."""
 
@@ -53,6 +58,14 @@ class PriceTable:
 
     def mig_instance(self, model: GpuModel, profile: MigProfile) -> Decimal:
         return self.full_gpu(model) * profile.compute_slices / model.compute_slices_total
+
+    def share_hourly(self, model: str | None, share: float) -> Decimal | None:
+        """The hourly price of ``share`` of a GPU of ``model`` (a MIG instance's share of its compute
+        slices, as ``NodeShape.resources`` gives it), to a millionth; None for no model or no price."""
+        price = self.hourly.get(model) if model else None
+        if price is None:
+            return None
+        return (price * Decimal(str(share))).quantize(_SHARE_PRICE_QUANTUM)
 
     def with_prices(self, extra: Mapping[str, Decimal]) -> PriceTable:
         return PriceTable(hourly={**self.hourly, **extra}, currency=self.currency)

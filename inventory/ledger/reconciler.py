@@ -106,10 +106,7 @@ def allocations_for(
     rows = []
     for resource, count in sorted(view.resources.items()):
         model, share = models.get(resource, (None, 1.0))
-        price = prices.hourly.get(model) if model else None
-        hourly = (
-            (price * Decimal(str(share))).quantize(Decimal("0.000001")) if price is not None else Decimal(0)
-        )
+        hourly = prices.share_hourly(model, share)
         rows.append(
             Allocation(
                 id=allocation_id(view.uid, resource),
@@ -120,7 +117,7 @@ def allocations_for(
                 resource=resource,
                 count=count,
                 gpu_model=model,
-                hourly_price=hourly,
+                hourly_price=hourly if hourly is not None else Decimal(0),
                 status=Status.ACTIVE,
                 start=view.started or now,
                 team=view.team,

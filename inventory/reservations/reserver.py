@@ -72,10 +72,7 @@ class Reserver:
         now = self._clock()
         shape = self._cache.snapshot().states[node].shape
         model, share = next(((m, s) for r, m, s in shape.resources if r == resource), (None, 1.0))
-        price = self._prices.hourly.get(model) if model else None
-        hourly = (
-            (price * Decimal(str(share))).quantize(Decimal("0.000001")) if price is not None else Decimal(0)
-        )
+        hourly = self._prices.share_hourly(model, share)
         allocation = Allocation(
             id=reservation_id,
             namespace=request.namespace,
@@ -85,7 +82,7 @@ class Reserver:
             resource=resource,
             count=1,
             gpu_model=model,
-            hourly_price=hourly,
+            hourly_price=hourly if hourly is not None else Decimal(0),
             status=Status.RESERVED,
             start=now,
             team=request.team_id,

@@ -190,3 +190,24 @@ def test_capacity_leaves_out_unhealthy_gpus_and_unpriced_models() -> None:
     snapshot = cache.snapshot()
     assert capacity_hourly(snapshot, PriceTable()) == Decimal("3.90")
     assert capacity_hourly(snapshot, PriceTable(hourly={})) == Decimal(0)
+
+
+@pytest.mark.parametrize(
+    ("allocation", "until", "cost"),
+    [
+        pytest.param(held(START, START + 1.5 * H), END, Decimal("5.85"), id="closed: up to its end"),
+        pytest.param(held(START), START + 2 * H, Decimal("7.80"), id="open: up to until"),
+        pytest.param(held(START, count=2), START + H / 2, Decimal("3.90"), id="count multiplies"),
+        pytest.param(held(START), START - H, Decimal(0), id="until before the start: nothing"),
+        pytest.param(
+            held(START, price=Decimal("3.6")),
+            START + timedelta(microseconds=1),
+            Decimal("0.000000001"),
+            id="a microsecond, exactly",
+        ),
+    ],
+)
+def test_an_allocation_costs_its_price_times_its_exact_hours(
+    allocation: Allocation, until: datetime, cost: Decimal
+) -> None:
+    assert allocation.cost(until) == cost
