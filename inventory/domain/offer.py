@@ -147,7 +147,7 @@ def hourly_price(
 
     Admission does not know yet which model the pod will land on when several offer the same
     resource (a 1g.10gb exists on A100-80GB and H100-80GB), so this is the highest of their prices:
-    a cost estimate that may come out lower, never higher, than the bill.
+    a cost estimate that may come out higher, never lower, than the bill.
     """
     entries = [
         r for r in offer.named(resource_name, product) if memory_gb is None or r.memory_gb >= memory_gb
