@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -127,9 +127,13 @@ def _profile_from_table(row: Mapping[str, Any]) -> MigProfile:
     )
 
 
-def _model_from_table(row: Mapping[str, Any]) -> GpuModel:
+def _model_name(row: Mapping[str, Any]) -> str:
     # "H100-80GB (SXM5 and PCIe)" -> "H100-80GB": the short name is what people write.
-    name = str(row["model"]).split(" ", 1)[0]
+    return str(row["model"]).split(" ", 1)[0]
+
+
+def _model_from_table(row: Mapping[str, Any]) -> GpuModel:
+    name = _model_name(row)
     memory = re.search(r"-(\d+)GB$", name)
     if memory is None:
         raise CatalogueError(f"GPU model name {name!r} does not carry its memory size")
@@ -149,7 +153,22 @@ def parse_mig_tables(document: Mapping[str, Any]) -> tuple[GpuModel, ...]:
 
 
 @cache
-def builtin_catalogue() -> Catalogue:
-    """The catalogue shipped with the package (read once: the data never changes at run time)."""
+def _packaged_mig_tables() -> Mapping[str, Any]:
+    # Read once: the data never changes at run time. Callers only read it.
     text = resources.files("inventory").joinpath("data/mig-profiles.json").read_text(encoding="utf-8")
-    return Catalogue(models=parse_mig_tables(json.loads(text)) + _PLAIN_MODELS)
+    document: Mapping[str, Any] = json.loads(text)
+    return document
+
+
+@cache
+def builtin_catalogue() -> Catalogue:
+    """The catalogue shipped with the package."""
+    return Catalogue(models=parse_mig_tables(_packaged_mig_tables()) + _PLAIN_MODELS)
+
+
+def packaged_profile_rows() -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(model name, profile row) for every profile of the packaged MIG tables, for the figures that
+    :class:`MigProfile` does not keep (NVML's GPU-instance profile id, nvidia-smi's memory size)."""
+    for row in _packaged_mig_tables()["gpus"]:
+        for profile in row["profiles"]:
+            yield _model_name(row), profile

@@ -9,17 +9,16 @@ and a failed device reported as a reading with ``error`` set while the others re
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from inventory.domain.catalogue import packaged_profile_rows
 from inventory.domain.cluster_file import ClusterFileError, load_cluster
 from inventory.domain.model import GpuDevice, NodeInventory
 from inventory.domain.readings import GpuReading, GpuUuid, HostReading, MigDeviceReading, NvmlError, XidEvent
@@ -39,13 +38,11 @@ IDLE_POWER_W = 70.0
 def _mig_memory_gib() -> dict[tuple[str, str], float]:
     """(model, profile) -> the 'Memory GiB' nvidia-smi shows for it, from the packaged MIG tables.
 
-    The catalogue's ``MigProfile`` does not carry this figure, so it is read here directly.
+    The catalogue's ``MigProfile`` does not carry this figure, so it comes from the table's rows.
     """
-    text = resources.files("inventory").joinpath("data/mig-profiles.json").read_text(encoding="utf-8")
     return {
-        (str(row["model"]).split(" ", 1)[0], str(p["name"])): float(p["memory_gib_nvidia_smi"])
-        for row in json.loads(text)["gpus"]
-        for p in row["profiles"]
+        (model, str(p["name"])): float(p["memory_gib_nvidia_smi"])
+        for model, p in packaged_profile_rows()
         if p.get("memory_gib_nvidia_smi") is not None
     }
 

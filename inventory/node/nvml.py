@@ -13,7 +13,6 @@ Only when the host itself cannot be read (driver version, device count) does ``r
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -21,12 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import pynvml  # type: ignore[import-untyped]
 
-from inventory.domain.catalogue import CatalogueError, builtin_catalogue
+from inventory.domain.catalogue import CatalogueError, builtin_catalogue, packaged_profile_rows
 from inventory.domain.readings import (
     GpuLostError,
     GpuReading,
@@ -82,17 +80,13 @@ def _text(value: Any) -> str:
 def _gi_profile_names() -> dict[str, dict[int, str]]:
     """Model name -> GPU-instance profile id -> profile name, from the packaged MIG tables.
 
-    The catalogue's ``MigProfile`` does not carry ``gi_profile_id`` yet, so it is read here directly.
+    The catalogue's ``MigProfile`` does not carry ``gi_profile_id``, so it comes from the table's rows.
     """
-    text = resources.files("inventory").joinpath("data/mig-profiles.json").read_text(encoding="utf-8")
-    return {
-        str(row["model"]).split(" ", 1)[0]: {
-            int(p["gi_profile_id"]): str(p["name"])
-            for p in row["profiles"]
-            if p.get("gi_profile_id") is not None
-        }
-        for row in json.loads(text)["gpus"]
-    }
+    names: dict[str, dict[int, str]] = {}
+    for model, profile in packaged_profile_rows():
+        if profile.get("gi_profile_id") is not None:
+            names.setdefault(model, {})[int(profile["gi_profile_id"])] = str(profile["name"])
+    return names
 
 
 def catalogue_profile_name(product_name: str, profile_id: int) -> str | None:

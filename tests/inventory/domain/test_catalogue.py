@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from inventory.domain.catalogue import CatalogueError, builtin_catalogue
+from inventory.domain.catalogue import CatalogueError, builtin_catalogue, packaged_profile_rows
 from inventory.domain.mig_layout import MigLayoutError, place_instances
 
 
@@ -89,3 +89,9 @@ def test_layouts_nvidia_allows_are_placed(model: str, layout: list[str]) -> None
 def test_layouts_nvidia_refuses_are_refused(model: str, layout: list[str], why: str) -> None:
     with pytest.raises(MigLayoutError, match=why):
         place_instances(builtin_catalogue().model(model), layout)
+
+
+def test_the_packaged_rows_are_the_catalogues_profiles() -> None:
+    rows = {(model, str(row["name"])) for model, row in packaged_profile_rows()}
+    profiles = {(m.name, p.name) for m in builtin_catalogue().models for p in m.profiles}
+    assert rows == profiles
