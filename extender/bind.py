@@ -10,10 +10,10 @@ a second write.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from inventory.domain.bounded import BoundedDict
 from inventory.domain.demand import demand_of
 from inventory.domain.fit import refusal
 from inventory.domain.model import NodeName
@@ -53,9 +53,9 @@ class BindCoordinator:
     def __init__(self, *, cache: InventoryCache, binder: Binder, remembered: int = 10_000) -> None:
         self._cache = cache
         self._binder = binder
-        self._done: OrderedDict[str, str] = OrderedDict()
+        # First in, first out: a bind is remembered once (a retry finds it and writes nothing).
+        self._done: BoundedDict[str, str] = BoundedDict(remembered, renew_on_write=False)
         self._done_guard = threading.Lock()
-        self._remembered = remembered
 
     def bind(self, pod: Mapping[str, Any], node: str) -> str | None:
         """None when the pod is bound to ``node``; else why not (for the reply's ``Error``)."""
@@ -101,5 +101,3 @@ class BindCoordinator:
     def _remember(self, uid: str, node: str) -> None:
         with self._done_guard:
             self._done[uid] = node
-            while len(self._done) > self._remembered:
-                self._done.popitem(last=False)

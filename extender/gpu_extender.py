@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -13,6 +12,7 @@ from extender.bind import BindCoordinator, Binder
 from extender.filter import filter_nodes
 from extender.prioritize import POLICIES, PrioritySettings, RequestType, learned_workload, prioritize
 from extender.service import FilterOutcome, Victims
+from inventory.domain.bounded import BoundedDict
 from inventory.domain.demand import GpuDemand, demand_of
 from inventory.domain.fit import Verdict, judge_shape
 from inventory.domain.labels import FULL_GPU_RESOURCE
@@ -43,14 +43,14 @@ class GpuExtender:
         self._settings = settings or PrioritySettings()
         self._fetch_pod = fetch_pod
         self._binds = BindCoordinator(cache=cache, binder=binder)
-        self._seen: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
+        self._seen: BoundedDict[str, Mapping[str, Any]] = BoundedDict(10_000)
         self._seen_guard = threading.Lock()
         self._clock = clock
         self._workload_refresh_s = workload_refresh_s
         self._workload: tuple[float, int, Mapping[RequestType, float]] | None = None
         # Verdicts and raw scores by shape id, per kind of pod: shapes are few, pods of a kind many.
-        self._verdicts: OrderedDict[Hashable, dict[int, Verdict]] = OrderedDict()
-        self._scores: OrderedDict[Hashable, dict[int, float]] = OrderedDict()
+        self._verdicts: BoundedDict[Hashable, dict[int, Verdict]] = BoundedDict(256)
+        self._scores: BoundedDict[Hashable, dict[int, float]] = BoundedDict(256)
         self._memo_guard = threading.Lock()
 
     def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome:
@@ -125,9 +125,6 @@ class GpuExtender:
             return
         with self._seen_guard:
             self._seen[str(uid)] = pod
-            self._seen.move_to_end(str(uid))
-            while len(self._seen) > 10_000:
-                self._seen.popitem(last=False)
 
     def _learned_workload(self) -> tuple[int, Mapping[RequestType, float]]:
         """The workload mix and its version; learning walks every shape, so it is done every few
@@ -138,15 +135,11 @@ class GpuExtender:
             self._workload = (now, version, learned_workload(self._cache.snapshot()))
         return self._workload[1], self._workload[2]
 
-    def _memo(self, memos: OrderedDict[Hashable, dict[int, Any]], key: Hashable) -> dict[int, Any]:
+    def _memo(self, memos: BoundedDict[Hashable, dict[int, Any]], key: Hashable) -> dict[int, Any]:
         with self._memo_guard:
-            memo = memos.get(key)
+            memo = memos.use(key)
             if memo is None:
                 memo = memos[key] = {}
-                while len(memos) > 256:
-                    memos.popitem(last=False)
-            else:
-                memos.move_to_end(key)
             return memo
 
 
