@@ -40,10 +40,10 @@ from inventory.domain.pods import (
     ContainerGpus,
     GpuIntent,
     IntentError,
-    WorkloadType,
     container_gpus,
     parse_intent,
     pod_gpu_total,
+    wants_mig,
 )
 from webhook.patch import PatchOp, replace_key, set_entries
 from webhook.pinning import pin_to_node
@@ -203,12 +203,7 @@ def _mig_choice(
     containers: tuple[ContainerGpus, ...], intent: GpuIntent, offer: Offer, product: str | None
 ) -> tuple[OfferedResource | None, str | None]:
     """The MIG instance single-GPU containers move to, or why they keep their whole GPU."""
-    wants_mig = intent.use_mig is True or (
-        intent.memory_gb is not None
-        and intent.use_mig is not False
-        and intent.workload_type is not WorkloadType.TRAINING
-    )
-    if not wants_mig:
+    if not wants_mig(use_mig=intent.use_mig, memory_gb=intent.memory_gb, workload_type=intent.workload_type):
         return None, None
     reasons = [
         f"container {c.name} asks for {c.resources[FULL_GPU_RESOURCE]} GPUs; "

@@ -149,6 +149,15 @@ class GpuIntent:
     user: str | None = None
 
 
+def wants_mig(*, use_mig: bool | None, memory_gb: Decimal | None, workload_type: str) -> bool:
+    """Whether a single-GPU request is for a MIG instance: asked for (``use-mig: true``), or a memory
+    size given, ``use-mig`` not ``false`` and the workload not Training. Admission and reservations
+    decide by this one rule."""
+    return use_mig is True or (
+        memory_gb is not None and use_mig is not False and workload_type != WorkloadType.TRAINING
+    )
+
+
 class IntentError(ValueError):
     """Annotations with values we cannot act on; ``problems`` names each one and what is allowed."""
 

@@ -20,7 +20,7 @@ from inventory.domain.fit import judge_shape, refusal
 from inventory.domain.labels import FULL_GPU_RESOURCE, RESOURCE_PREFIX
 from inventory.domain.model import NodeName
 from inventory.domain.offer import Offer, no_mig_fit_reason, smallest_mig_fit
-from inventory.domain.pods import WorkloadType
+from inventory.domain.pods import wants_mig
 from inventory.domain.prices import PriceTable
 from inventory.domain.shape import NodeShape
 from inventory.ledger.store import Ledger, LedgerError
@@ -139,12 +139,7 @@ class Reserver:
                 f"requiredMemoryGb {memory} is more than any GPU here ({offer.largest_gpu_memory_gb} GB)",
                 status=400,
             )
-        wants_mig = request.use_mig is True or (
-            memory is not None
-            and request.use_mig is not False
-            and request.workload_type != WorkloadType.TRAINING
-        )
-        if wants_mig:
+        if wants_mig(use_mig=request.use_mig, memory_gb=memory, workload_type=request.workload_type):
             fit = smallest_mig_fit(offer, memory)
             if fit is not None:
                 return fit.resource_name

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from inventory.domain.pods import container_gpus, pod_gpu_total
+from inventory.domain.pods import container_gpus, pod_gpu_total, wants_mig
 
 
 def c(name: str, gpus: int | None = None, *, mig: str | None = None, sidecar: bool = False) -> dict[str, Any]:
@@ -62,3 +63,18 @@ def test_a_count_in_requests_only_is_read_and_a_fraction_is_ignored() -> None:
         }
     }
     assert [(g.name, dict(g.resources)) for g in container_gpus(pod)] == [("a", {"nvidia.com/gpu": 1})]
+
+
+@pytest.mark.parametrize(
+    ("use_mig", "memory_gb", "workload", "wanted"),
+    [
+        pytest.param(True, None, "Training", True, id="asked for, even for training"),
+        pytest.param(None, Decimal(10), "Inference", True, id="a memory size"),
+        pytest.param(None, Decimal(10), "Development", True, id="a memory size, development"),
+        pytest.param(None, Decimal(10), "Training", False, id="training keeps whole GPUs"),
+        pytest.param(False, Decimal(10), "Inference", False, id="refused"),
+        pytest.param(None, None, "Inference", False, id="nothing said"),
+    ],
+)
+def test_wants_mig(use_mig: bool | None, memory_gb: Decimal | None, workload: str, wanted: bool) -> None:
+    assert wants_mig(use_mig=use_mig, memory_gb=memory_gb, workload_type=workload) is wanted
