@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from inventory.domain.catalogue import GpuModel, MigProfile
-from inventory.domain.labels import FULL_GPU_RESOURCE
+from inventory.domain.labels import FULL_GPU_RESOURCE, MIG_RESOURCE_PREFIX
 from inventory.domain.mig_layout import MigInstance, MigLayoutError, place_instances
 from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import Offer, OfferedResource, offer_of
@@ -443,7 +443,7 @@ def _wants(supply: Mapping[str, int], targets: Mapping[str, float]) -> str:
 
 
 def _short(resource: str) -> str:
-    return "whole GPU" if resource == FULL_GPU_RESOURCE else resource.removeprefix("nvidia.com/mig-")
+    return "whole GPU" if resource == FULL_GPU_RESOURCE else resource.removeprefix(MIG_RESOURCE_PREFIX)
 
 
 def describe(layout: Layout) -> str:
