@@ -1,31 +1,25 @@
-"""``POST /extender/{filter,prioritize,bind,preempt}``: parse the call, call the service, write the reply.
+"""The handlers of ``POST /extender/{filter,prioritize,bind,preempt}``: parse, call the service, serialize.
 
-Plain ASGI callables, like ``webhook.app.MutateEndpoint``: each bounds what it reads (size and time)
-before anything parses it, and answers every failure itself. kube-scheduler treats any status but 200
-as a failed call, so extender-protocol errors go in the reply's ``Error`` with a 200 and it reports them
-on the pod; only bodies that are not JSON objects at all get a 400.
+The HTTP edge (method, bounded read, metrics, log line, catch-all) is ``kgm.web``'s ``JsonEndpoint``;
+a :class:`VerbHandler` says what to answer, the ``kgm_extender_requests`` labels (verb, outcome) and the
+log lines. kube-scheduler treats any status but 200 as a failed call, so extender-protocol errors go in
+the reply's ``Error`` with a 200 and it reports them on the pod; only bodies that are not JSON objects
+at all get a 400.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.applications import Starlette
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
 from extender import wire
 from extender.service import ExtenderService
-from inventory.asgi import BodyTooLargeError, error_body, read_body, send_json
 
-# kube-scheduler waits on the extender inside every scheduling cycle: sub-millisecond to its timeout.
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+LogLine = tuple[str, tuple[object, ...], Mapping[str, object]]
 
 
 class _Call(Protocol):
@@ -34,30 +28,6 @@ class _Call(Protocol):
 
 
 Call = TypeVar("Call", bound=_Call)
-
-
-@dataclass(frozen=True, slots=True)
-class ExtenderMetrics:
-    requests: Counter
-    latency: Histogram
-
-    @classmethod
-    def register(cls, registry: CollectorRegistry) -> ExtenderMetrics:
-        return cls(
-            requests=Counter(
-                "kgm_extender_requests",
-                "Extender calls answered, by verb and outcome (ok, refused, invalid, bad_request, error).",
-                ["verb", "outcome"],
-                registry=registry,
-            ),
-            latency=Histogram(
-                "kgm_extender_duration_seconds",
-                "Time from a call's last byte to its reply.",
-                ["verb"],
-                buckets=_LATENCY_BUCKETS,
-                registry=registry,
-            ),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,136 +85,112 @@ VERBS: tuple[Verb[Any], ...] = (
 )
 
 
-class ExtenderEndpoint(Generic[Call]):
-    def __init__(
-        self,
-        verb: Verb[Call],
-        *,
-        service: ExtenderService,
-        logger: logging.Logger,
-        metrics: ExtenderMetrics | None,
-        max_body_bytes: int,
-        read_timeout: float,
-    ) -> None:
-        self._verb = verb
-        self._service = service
-        self._logger = logger
-        self._metrics = metrics
-        self._max_body_bytes = max_body_bytes
-        self._read_timeout = read_timeout
+class Replied(NamedTuple):
+    """A call answered by the service. A tuple: one is built per call, on every pod's path."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        verb = self._verb
-        if scope["method"] != "POST":
-            await self._fail(send, 405, f"use POST with the {verb.name} call as body", [(b"allow", b"POST")])
-            return
-        try:
-            async with asyncio.timeout(self._read_timeout):
-                body = await read_body(scope, receive, self._max_body_bytes)
-        except BodyTooLargeError:
-            await self._fail(send, 413, f"{verb.name} call larger than {self._max_body_bytes} bytes")
-            return
-        except TimeoutError:
-            await self._fail(send, 408, f"{verb.name} call not received within {self._read_timeout} s")
-            return
+    verb: str
+    call: _Call
+    reply: Reply
 
-        started = time.perf_counter()
-        try:
-            call = verb.parse(body)
-        except wire.MalformedBodyError as error:
-            await self._fail(send, 400, str(error))
-            return
-        except wire.WireError as error:
-            self._logger.warning(str(error), extra={"event": "extender.invalid", "verb": verb.name})
-            await self._answer(send, "invalid", started, self._error_reply(str(error), 400))
-            return
-        pod = call.pod_ref
-        try:
-            if verb.blocking:
-                reply = await asyncio.to_thread(verb.answer, self._service, call)
-            else:  # filter and prioritize are CPU-only and on every pod's path: no thread hop
-                reply = verb.answer(self._service, call)
-        except Exception:  # a bug must still get kube-scheduler a well-formed answer
-            self._logger.exception(
-                "%s failed", verb.name, extra={"event": "extender.error", "verb": verb.name, "pod": pod}
-            )
-            await self._answer(send, "error", started, self._error_reply(wire.INTERNAL_ERROR, 500))
-            return
-        level = logging.INFO if verb.name == "bind" else logging.DEBUG
-        if reply.outcome != "ok":
-            level = logging.WARNING
-        if self._logger.isEnabledFor(level):  # the extra dict is not built for a disabled debug line
-            extra = {"event": f"extender.{verb.name}", "verb": verb.name, "pod": pod, **reply.log}
-            self._logger.log(level, "%s %s: %s", verb.name, pod, reply.outcome, extra=extra)
-        await self._answer(send, reply.outcome, started, (200, reply.body))
+    @property
+    def status(self) -> int:
+        return 200
 
-    def _error_reply(self, message: str, status_without_error_field: int) -> tuple[int, bytes]:
-        if self._verb.error is None:
-            return status_without_error_field, error_body(status_without_error_field, message)
-        return 200, self._verb.error(message)
+    @property
+    def body(self) -> bytes:
+        return self.reply.body
 
-    async def _answer(self, send: Send, outcome: str, started: float, answer: tuple[int, bytes]) -> None:
-        if self._metrics is not None:
-            self._metrics.latency.labels(self._verb.name).observe(time.perf_counter() - started)
-            self._metrics.requests.labels(self._verb.name, outcome).inc()
-        await send_json(send, *answer)
+    @property
+    def message(self) -> str:
+        return ""
 
-    async def _fail(
-        self, send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        if self._metrics is not None:
-            self._metrics.requests.labels(self._verb.name, "bad_request").inc()
-        self._logger.warning(
-            message, extra={"event": "extender.bad_request", "verb": self._verb.name, "status": status}
-        )
-        await send_json(send, status, error_body(status, message), headers)
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]:
+        return ()
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return (self.verb, self.reply.outcome)
+
+    @property
+    def timed(self) -> bool:
+        return True
+
+    @property
+    def level(self) -> int:
+        if self.reply.outcome != "ok":
+            return logging.WARNING
+        return logging.INFO if self.verb == "bind" else logging.DEBUG
+
+    def line(self, seconds: float) -> LogLine:
+        verb, pod, outcome = self.verb, self.call.pod_ref, self.reply.outcome
+        extra = {"event": f"extender.{verb}", "verb": verb, "pod": pod, **self.reply.log}
+        return "%s %s: %s", (verb, pod, outcome), extra
 
 
-def routes(
-    service: ExtenderService,
-    *,
-    max_body_bytes: int = 16 * 1024 * 1024,
-    read_timeout: float = 10.0,
-    logger: logging.Logger | None = None,
-    registry: CollectorRegistry | None = None,
-) -> list[Route]:
-    """``/extender/<verb>`` for the four verbs, to mount in ``kgm.server.build_app``.
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A call not answered by the service: refused at the edge, unusable, or failed inside."""
 
-    No ``methods=`` on the routes: the endpoints answer other methods with a JSON 405 themselves.
-    """
-    metrics = ExtenderMetrics.register(registry) if registry is not None else None
-    log = logger or logging.getLogger("kgm.extender")
-    return [
-        Route(
-            f"/extender/{verb.name}",
-            ExtenderEndpoint(
-                verb,
-                service=service,
-                logger=log,
-                metrics=metrics,
-                max_body_bytes=max_body_bytes,
-                read_timeout=read_timeout,
-            ),
-        )
-        for verb in VERBS
-    ]
+    verb: str
+    outcome: str  # bad_request, invalid or error
+    status: int
+    message: str
+    body: bytes | None = None  # None: the error shape
+    headers: Sequence[tuple[bytes, bytes]] = ()
+    level: int = logging.WARNING
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return (self.verb, self.outcome)
+
+    @property
+    def timed(self) -> bool:
+        return self.outcome != "bad_request"
+
+    def line(self, seconds: float) -> LogLine:
+        extra: dict[str, object] = {"event": f"extender.{self.outcome}", "verb": self.verb}
+        if self.outcome == "bad_request":
+            extra["status"] = self.status
+        return self.message, (), extra
 
 
-def build_extender_app(
-    service: ExtenderService,
-    *,
-    max_body_bytes: int = 16 * 1024 * 1024,
-    read_timeout: float = 10.0,
-    logger: logging.Logger | None = None,
-    registry: CollectorRegistry | None = None,
-) -> Starlette:
-    """The extender alone, as an ASGI app (tests, or a process that serves only the extender)."""
-    return Starlette(
-        routes=routes(
-            service,
-            max_body_bytes=max_body_bytes,
-            read_timeout=read_timeout,
-            logger=logger,
-            registry=registry,
-        )
-    )
+class VerbHandler(Generic[Call]):
+    """One verb over the service, for ``kgm.web.JsonEndpoint``."""
+
+    methods = frozenset({"POST"})
+
+    def __init__(self, verb: Verb[Call], service: ExtenderService) -> None:
+        self.verb = verb
+        self.service = service
+        self.blocking = verb.blocking  # bind waits on the API server; filter and prioritize must not hop
+
+    def check(self, scope: Scope) -> None:
+        return None
+
+    def rejected(
+        self, scope: Scope, status: int, message: str, headers: Sequence[tuple[bytes, bytes]]
+    ) -> Refused:
+        return Refused(self.verb.name, "bad_request", status, message, headers=headers)
+
+    def parse(self, scope: Scope, body: bytes) -> Call:
+        return self.verb.parse(body)
+
+    def answer(self, call: Call) -> Replied:
+        return Replied(self.verb.name, call, self.verb.answer(self.service, call))
+
+    def failed(self, scope: Scope, call: Call | None, error: Exception) -> tuple[Refused, LogLine | None]:
+        name = self.verb.name
+        if call is None and isinstance(error, wire.MalformedBodyError):
+            return Refused(name, "bad_request", 400, str(error)), None
+        if call is None and isinstance(error, wire.WireError):
+            return self._error("invalid", str(error), 400, logging.WARNING), None
+        pod = call.pod_ref if call is not None else None
+        line: LogLine = ("%s failed", (name,), {"event": "extender.error", "verb": name, "pod": pod})
+        return self._error("error", wire.INTERNAL_ERROR, 500, 0), line
+
+    def _error(self, outcome: str, message: str, status_without_error_field: int, level: int) -> Refused:
+        verb = self.verb
+        if verb.error is None:
+            return Refused(verb.name, outcome, status_without_error_field, message, level=level)
+        return Refused(verb.name, outcome, 200, message, verb.error(message), level=level)

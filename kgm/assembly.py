@@ -27,7 +27,6 @@ from extender.bind import Binder, InMemoryBinder
 from extender.gpu_extender import GpuExtender, PodFetcher
 from extender.service import ExtenderService
 from inventory.api.auth import TokenStore
-from inventory.api.handlers import build_api_routes
 from inventory.domain.allocation import Allocation
 from inventory.domain.catalogue import builtin_catalogue
 from inventory.domain.cluster_file import load_cluster
@@ -53,6 +52,7 @@ from inventory.notify.watchdog import (
 from inventory.reservations.reserver import Reserver
 from kgm.lifespan import Background, Service, Worker
 from kgm.settings import ServeSettings
+from kgm.web.routes import build_api_routes
 
 logger = logging.getLogger("kgm.serve")
 

@@ -21,7 +21,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from extender import app as extender_app
 from extender.service import ExtenderService
 from inventory.domain.allocation import Allocation
 from inventory.domain.offer import Offer
@@ -30,8 +29,7 @@ from kgm.certs import make_self_signed_files
 from kgm.lifespan import Worker, lifespan
 from kgm.settings import ServeSettings
 from kgm.tls import ReloadingTLS
-from webhook.app import MutateEndpoint
-from webhook.metrics import AdmissionMetrics
+from kgm.web import routes as web_routes
 from webhook.settings import WebhookSettings
 
 logger = logging.getLogger("kgm.server")
@@ -49,11 +47,11 @@ def build_app(
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
 ) -> Starlette:
     """``lifespan``: runs the background work from startup to shutdown (:func:`kgm.lifespan.lifespan`)."""
-    mutate = MutateEndpoint(
+    mutate = web_routes.mutate_endpoint(
         offer=offer,
         reservation=reservation,
         settings=webhook,
-        metrics=AdmissionMetrics.register(registry),
+        registry=registry,
         logger=logging.getLogger("kgm.webhook"),
     )
 
@@ -67,7 +65,7 @@ def build_app(
 
     extender_routes = []
     if extender is not None:
-        extender_routes = extender_app.routes(
+        extender_routes = web_routes.extender_routes(
             extender, registry=registry, logger=logging.getLogger("kgm.extender")
         )
     return Starlette(

@@ -1,100 +1,142 @@
-"""``POST /mutate``: read the review, call the core, write the answer.
+"""``POST /mutate``'s handler: parse the review, call the core, serialize the answer.
 
-A plain ASGI callable rather than a Starlette request handler: it must bound what it reads (size and
-time) before anything parses it, and it answers every failure itself so the API server never sees
-a 500 or waits on a hang.
+The HTTP edge (method, bounded read, metrics, log line, catch-all) is ``kgm.web``'s
+``JsonEndpoint``; this says what to answer, the ``kgm_admission_requests`` labels (operation,
+outcome) and the log lines. A review we cannot read gets HTTP 400; a failure inside still gets the API
+server a well-formed review (a denial), never a 500 or a hang.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
-from inventory.asgi import BodyTooLargeError, error_body, read_body, send_json
 from inventory.domain.allocation import Allocation
 from inventory.domain.offer import Offer
-from webhook.admission import Outcome, answer
-from webhook.metrics import AdmissionMetrics
-from webhook.review import BadReviewError, denied, parse_review
+from webhook import admission
+from webhook.admission import Outcome
+from webhook.review import AdmissionRequest, BadReviewError, denied, parse_review
 from webhook.settings import WebhookSettings
 
+LogLine = tuple[str, tuple[object, ...], Mapping[str, object]]
+_FAILED = "the GPU admission webhook failed on this pod; see its logs"
 
-class MutateEndpoint:
+
+class Reviewed(NamedTuple):
+    """A review answered: allowed as it is, mutated or denied. A tuple: one is built per review."""
+
+    request: AdmissionRequest
+    result: admission.Answer
+
+    @property
+    def status(self) -> int:
+        return 200
+
+    @property
+    def body(self) -> bytes:
+        return self.result.body
+
+    @property
+    def message(self) -> str:
+        return ""
+
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]:
+        return ()
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return (self.request.operation, self.result.outcome.value)
+
+    @property
+    def timed(self) -> bool:
+        return True
+
+    @property
+    def level(self) -> int:
+        # Every pod create that needs nothing from us is UNCHANGED: those are many and say nothing.
+        return 0 if self.result.outcome is Outcome.UNCHANGED else logging.INFO
+
+    def line(self, seconds: float) -> LogLine:
+        request, result = self.request, self.result
+        pod = request.object or {}
+        metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+        extra = {
+            "event": f"admission.{result.outcome.value}",
+            "uid": request.uid,
+            "namespace": request.namespace,
+            "pod": (metadata or {}).get("name") or (metadata or {}).get("generateName"),
+            "dry_run": request.dry_run,
+            **({"reason": result.message} if result.message else {}),
+        }
+        return "pod %s", (result.outcome.value,), extra
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A review not judged: unreadable (400), refused at the edge (405, 413, 408), or failed inside."""
+
+    status: int
+    message: str
+    labels: tuple[str, str] = ("", "bad_request")
+    body: bytes | None = None
+    headers: Sequence[tuple[bytes, bytes]] = ()
+    level: int = logging.WARNING
+
+    @property
+    def timed(self) -> bool:
+        return False
+
+    def line(self, seconds: float) -> LogLine:
+        return self.message, (), {"event": "admission.bad_request", "status": self.status}
+
+
+class Admission:
+    """The core behind ``/mutate``: the offer of free GPUs, the settings, the reservations to pin to."""
+
+    methods = frozenset({"POST"})
+    blocking = False  # CPU-only, on every pod's path
+
     def __init__(
         self,
         *,
         offer: Callable[[], Offer],
         settings: WebhookSettings,
-        metrics: AdmissionMetrics,
-        logger: logging.Logger,
-        read_timeout: float = 10.0,
         reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
     ) -> None:
         self._offer = offer
-        self._reservation = reservation
         self._settings = settings
-        self._metrics = metrics
-        self._logger = logger
-        self._read_timeout = read_timeout
+        self._reservation = reservation
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST":
-            await send_json(
-                send, 405, error_body(405, "use POST with an AdmissionReview body"), [(b"allow", b"POST")]
-            )
-            return
-        try:
-            async with asyncio.timeout(self._read_timeout):
-                body = await read_body(scope, receive, self._settings.max_body_bytes)
-        except BodyTooLargeError:
-            limit = self._settings.max_body_bytes
-            await self._reject(send, 413, f"AdmissionReview larger than {limit} bytes")
-            return
-        except TimeoutError:
-            await self._reject(send, 408, f"AdmissionReview body not received within {self._read_timeout} s")
-            return
+    def check(self, scope: Scope) -> None:
+        return None
 
-        started = time.perf_counter()
-        try:
-            request = parse_review(body)
-        except BadReviewError as error:
-            await self._reject(send, 400, str(error))
-            return
-        try:
-            result = answer(request, self._offer(), self._settings, self._reservation)
-        except Exception as error:  # a bug must still get the API server a well-formed answer
-            self._logger.exception(
-                "admission failed",
-                extra={"event": "admission.error", "uid": request.uid, "error": repr(error)},
-            )
-            self._metrics.requests.labels(request.operation, "error").inc()
-            message = "the GPU admission webhook failed on this pod; see its logs"
-            await send_json(send, 200, denied(request.uid, message, code=500, reason="InternalError"))
-            return
-        self._metrics.latency.observe(time.perf_counter() - started)
-        self._metrics.requests.labels(request.operation, result.outcome.value).inc()
-        if result.outcome is not Outcome.UNCHANGED:
-            pod = request.object or {}
-            metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-            self._logger.info(
-                "pod %s",
-                result.outcome.value,
-                extra={
-                    "event": f"admission.{result.outcome.value}",
-                    "uid": request.uid,
-                    "namespace": request.namespace,
-                    "pod": (metadata or {}).get("name") or (metadata or {}).get("generateName"),
-                    "dry_run": request.dry_run,
-                    **({"reason": result.message} if result.message else {}),
-                },
-            )
-        await send_json(send, 200, result.body)
+    def rejected(
+        self, scope: Scope, status: int, message: str, headers: Sequence[tuple[bytes, bytes]]
+    ) -> Refused:
+        return Refused(status, message, headers=headers)
 
-    async def _reject(self, send: Send, status: int, message: str) -> None:
-        self._metrics.requests.labels("", "bad_request").inc()
-        self._logger.warning(message, extra={"event": "admission.bad_request", "status": status})
-        await send_json(send, status, error_body(status, message))
+    def parse(self, scope: Scope, body: bytes) -> AdmissionRequest:
+        return parse_review(body)
+
+    def answer(self, request: AdmissionRequest) -> Reviewed:
+        return Reviewed(request, admission.answer(request, self._offer(), self._settings, self._reservation))
+
+    def failed(
+        self, scope: Scope, request: AdmissionRequest | None, error: Exception
+    ) -> tuple[Refused, LogLine | None]:
+        if request is None and isinstance(error, BadReviewError):
+            return Refused(400, str(error)), None
+        extra = {"event": "admission.error", "uid": request.uid if request else None, "error": repr(error)}
+        if request is None:  # not even the review was read: there is no uid to answer
+            return Refused(500, _FAILED, ("", "error"), level=0), ("admission failed", (), extra)
+        body = denied(request.uid, _FAILED, code=500, reason="InternalError")
+        return Refused(200, _FAILED, (request.operation, "error"), body, level=0), (
+            "admission failed",
+            (),
+            extra,
+        )

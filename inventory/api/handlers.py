@@ -1,30 +1,26 @@
-"""The REST API's routes: ``/api/v1/...`` for ``kgm serve``. Each handler parses, calls, serializes.
+"""The REST API's handlers: ``/api/v1/...`` for ``kgm serve``. Each handler parses, calls, serializes.
 
-Plain ASGI endpoints, like the webhook's: one :class:`ApiEndpoint` per path answers every failure
-itself in the project's error shape (405, 401/403, 413, 400, 404, 503, 500) instead of a framework
-page. The handlers are plain functions of a parsed :class:`Call`; they run in a worker thread,
-as the ledger and the reservation service wait on a database.
+One :class:`ApiPath` per path, which ``kgm.web``'s ``JsonEndpoint`` serves (method, bounded read,
+metrics, the per-request log line, catch-all); it checks the caller's token before the body is read
+and words every failure in the project's error shape (405, 401/403, 413, 400, 404, 503, 500) instead
+of a framework page. The handlers are plain functions of a parsed :class:`Call`; they run in a worker
+thread, as the ledger and the reservation service wait on a database.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
 from inventory.api import auth, openapi, serialize
 from inventory.api.auth import Caller, Role, TokenStore
 from inventory.api.serialize import BadRequestError
-from inventory.asgi import BodyTooLargeError, error_body, read_body, send_json
 from inventory.domain import cost
 from inventory.domain.allocation import AllocationFilter, Status
 from inventory.domain.prices import PriceTable
@@ -34,6 +30,8 @@ from inventory.reservations.request import RequestError, body_request
 from inventory.reservations.service import ReservationRefusedError, ReservationService
 
 MAX_BODY_BYTES = 64 * 1024
+#: Where the caller a token names is kept in the request's scope, from the check to the answer.
+CALLER = "caller"
 _INTERNAL = "internal error; the server's logs say more"
 _WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="kgm"')
 
@@ -51,6 +49,7 @@ class Call:
     query: Mapping[str, str]
     body: bytes
     caller: Caller | None
+    path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,138 +62,117 @@ class Answer:
 Handler = Callable[[Call], Answer]
 
 
-@dataclass(frozen=True, slots=True)
-class ApiMetrics:
-    requests: Counter
-    latency: Histogram
-
-    @classmethod
-    def register(cls, registry: CollectorRegistry) -> ApiMetrics:
-        return cls(
-            requests=Counter(
-                "kgm_api_requests",
-                "REST API requests answered, by route and status.",
-                ["route", "method", "status"],
-                registry=registry,
-            ),
-            latency=Histogram(
-                "kgm_api_request_duration_seconds", "REST API time to answer.", ["route"], registry=registry
-            ),
-        )
+LogLine = tuple[str, tuple[object, ...], Mapping[str, object]]
 
 
 @dataclass(frozen=True, slots=True)
-class _Shared:
-    tokens: TokenStore
-    logger: logging.Logger
-    metrics: ApiMetrics | None
-    read_timeout: float = 10.0
+class Reply:
+    """One request's answer, with what its log line and the request counter say about it."""
+
+    route: str
+    method: str
+    path: str
+    caller: Caller | None
+    status: int
+    body: bytes | None  # None: an error, in the error shape with ``message``
+    message: str = ""
+    headers: Sequence[tuple[bytes, bytes]] = ()
+    known: bool = True  # the path takes the method; other methods are counted as "other"
+
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        # Callers choose methods: the label's values are bounded to those the path takes.
+        return (self.route, self.method if self.known else "other", str(self.status))
+
+    @property
+    def timed(self) -> bool:
+        return True
+
+    @property
+    def level(self) -> int:
+        # Reads are many and routine; writes and refusals (who tried what) are worth keeping.
+        read = self.method in ("GET", "HEAD") and self.status not in (401, 403)
+        return logging.DEBUG if read else logging.INFO
+
+    def line(self, seconds: float) -> LogLine:
+        extra = {
+            "event": "api.request",
+            "caller": self.caller.name if self.caller else None,
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "duration_ms": round(seconds * 1000, 2),
+        }
+        return "%s %s %d", (self.method, self.path, self.status), extra
 
 
-class ApiEndpoint:
+class ApiPath:
     """One path: its handler per method, and who may call it (None: anybody)."""
 
+    blocking = True  # the ledger and the reservation service wait on a database
+
     def __init__(
-        self, route: str, handlers: Mapping[str, Handler], roles: frozenset[Role] | None, shared: _Shared
+        self, route: str, handlers: Mapping[str, Handler], roles: frozenset[Role] | None, tokens: TokenStore
     ) -> None:
-        self._route = route
-        self._handlers = handlers
-        self._roles = roles
-        self._shared = shared
-        self._allow = ", ".join(sorted(handlers)).encode()
+        self.route = route
+        self.handlers = handlers
+        self.roles = roles
+        self.methods = frozenset(handlers)
+        self._tokens = tokens
 
-    @property
-    def methods(self) -> frozenset[str]:
-        return frozenset(self._handlers)
+    def check(self, scope: Scope) -> Reply | None:
+        if self.roles is None:
+            return None
+        verdict = auth.authorize(self._tokens, scope["headers"], self.roles, what=self.route)
+        if isinstance(verdict, auth.Refusal):
+            scope[CALLER] = verdict.caller
+            headers = [_WWW_AUTHENTICATE] if verdict.status == 401 else []
+            return self._error(scope, verdict.status, verdict.message, headers)
+        scope[CALLER] = verdict
+        return None
 
-    @property
-    def roles(self) -> frozenset[Role] | None:
-        return self._roles
+    def rejected(
+        self, scope: Scope, status: int, message: str, headers: Sequence[tuple[bytes, bytes]]
+    ) -> Reply:
+        return self._error(scope, status, message, headers)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        caller: Caller | None = None
-        try:
-            answer, caller = await self._answer(scope, receive)
-        except Exception:
-            self._shared.logger.exception(
-                "API request failed",
-                extra={"event": "api.error", "method": scope["method"], "path": scope["path"]},
-            )
-            answer = _error(500, _INTERNAL)
-        await send_json(send, answer.status, orjson.dumps(answer.body), answer.headers)
-        self._record(scope, answer.status, caller, time.perf_counter() - started)
-
-    async def _answer(self, scope: Scope, receive: Receive) -> tuple[Answer, Caller | None]:
-        method = scope["method"]
-        handler = self._handlers.get(method)
-        if handler is None:
-            message = f"{method} is not supported here; use {self._allow.decode()}"
-            return _error(405, message, [(b"allow", self._allow)]), None
-        caller = None
-        if self._roles is not None:
-            verdict = auth.authorize(self._shared.tokens, scope["headers"], self._roles, what=self._route)
-            if isinstance(verdict, auth.Refusal):
-                headers = [_WWW_AUTHENTICATE] if verdict.status == 401 else []
-                return _error(verdict.status, verdict.message, headers), verdict.caller
-            caller = verdict
-        body = b""
-        if method in ("POST", "PUT", "PATCH"):
-            try:
-                async with asyncio.timeout(self._shared.read_timeout):
-                    body = await read_body(scope, receive, MAX_BODY_BYTES)
-            except BodyTooLargeError:
-                return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes"), caller
-            except TimeoutError:
-                return _error(408, f"the body did not arrive within {self._shared.read_timeout} s"), caller
-        try:
-            query = serialize.query_params(scope.get("query_string", b""))
-            call = Call(method, scope.get("path_params", {}), query, body, caller)
-            return await asyncio.to_thread(handler, call), caller
-        except BadRequestError as error:
-            return _error(400, str(error)), caller
-        except NotFoundError as error:
-            return _error(404, str(error)), caller
-        except ReservationRefusedError as error:
-            return _error(error.status, str(error)), caller
-        except LedgerError:
-            self._shared.logger.exception("ledger failed", extra={"event": "api.ledger_error"})
-            return _error(503, "the allocation ledger is unavailable; try again later"), caller
-
-    def _record(self, scope: Scope, status: int, caller: Caller | None, seconds: float) -> None:
-        method = scope["method"]
-        # Reads are many and routine; writes and refusals (who tried what) are worth keeping.
-        level = logging.DEBUG if method in ("GET", "HEAD") and status not in (401, 403) else logging.INFO
-        self._shared.logger.log(
-            level,
-            "%s %s %d",
-            method,
-            scope["path"],
-            status,
-            extra={
-                "event": "api.request",
-                "caller": caller.name if caller else None,
-                "method": method,
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": round(seconds * 1000, 2),
-            },
+    def parse(self, scope: Scope, body: bytes) -> Call:
+        query = serialize.query_params(scope.get("query_string", b""))
+        return Call(
+            scope["method"], scope.get("path_params", {}), query, body, scope.get(CALLER), scope["path"]
         )
-        if self._shared.metrics is not None:
-            known = method if method in self._handlers else "other"  # callers choose methods: bound them
-            self._shared.metrics.requests.labels(self._route, known, str(status)).inc()
-            self._shared.metrics.latency.labels(self._route).observe(seconds)
 
+    def answer(self, call: Call) -> Reply:
+        answer = self.handlers[call.method](call)
+        body = orjson.dumps(answer.body)
+        return Reply(
+            self.route, call.method, call.path, call.caller, answer.status, body, headers=answer.headers
+        )
 
-class _NotFound:
-    """Any other path under /api/v1: the error shape rather than a framework page."""
+    def failed(self, scope: Scope, call: Call | None, error: Exception) -> tuple[Reply, LogLine | None]:
+        if isinstance(error, BadRequestError):
+            return self._error(scope, 400, str(error)), None
+        if isinstance(error, NotFoundError):
+            return self._error(scope, 404, str(error)), None
+        if isinstance(error, ReservationRefusedError):
+            return self._error(scope, error.status, str(error)), None
+        if isinstance(error, LedgerError):
+            unavailable = "the allocation ledger is unavailable; try again later"
+            return self._error(scope, 503, unavailable), ("ledger failed", (), {"event": "api.ledger_error"})
+        line: LogLine = (
+            "API request failed",
+            (),
+            {"event": "api.error", "method": scope["method"], "path": scope["path"]},
+        )
+        return self._error(scope, 500, _INTERNAL), line
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_json(send, 404, error_body(404, f"no such API path: {scope['path']}"))
-
-
-def _error(status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> Answer:
-    return Answer(status, {"error": {"code": status, "message": message}}, headers or [])
+    def _error(
+        self, scope: Scope, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> Reply:
+        method = scope["method"]
+        caller = scope.get(CALLER)
+        known = method in self.methods
+        return Reply(self.route, method, scope["path"], caller, status, None, message, headers, known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +261,7 @@ class GpuApi:
         return Answer(200, {"data": serialize.cost_analysis(analysis)})
 
 
-def build_api_routes(
+def api_paths(
     *,
     ledger: Ledger,
     snapshot: Callable[[], InventorySnapshot],
@@ -291,13 +269,9 @@ def build_api_routes(
     prices: PriceTable,
     tokens: TokenStore,
     clock: Callable[[], datetime],
-    registry: CollectorRegistry | None = None,
-    logger: logging.Logger | None = None,
-) -> list[BaseRoute]:
-    """The routes of ``/api/v1``, the last one answering 404 for any other path under it."""
+) -> list[ApiPath]:
+    """The paths of ``/api/v1``, each with its handlers and roles (``kgm.web.routes`` serves them)."""
     api = GpuApi(ledger=ledger, snapshot=snapshot, reservations=reservations, prices=prices, clock=clock)
-    metrics = ApiMetrics.register(registry) if registry is not None else None
-    shared = _Shared(tokens=tokens, logger=logger or logging.getLogger("kgm.api"), metrics=metrics)
     table: list[tuple[str, dict[str, Handler], frozenset[Role] | None]] = [
         ("/api/v1/health", {"GET": api.health}, None),
         ("/api/v1/openapi.json", {"GET": api.openapi}, None),
@@ -311,9 +285,4 @@ def build_api_routes(
         ("/api/v1/gpu/overview", {"GET": api.overview}, auth.OVERVIEW),
         ("/api/v1/gpu/cost/analysis", {"GET": api.cost_analysis}, auth.COST),
     ]
-    routes: list[BaseRoute] = [
-        Route(path, ApiEndpoint(path, handlers, roles, shared), name=f"api:{path}")
-        for path, handlers, roles in table
-    ]
-    routes.append(Route("/api/v1/{rest:path}", _NotFound(), name="api:not-found"))
-    return routes
+    return [ApiPath(path, handlers, roles, tokens) for path, handlers, roles in table]

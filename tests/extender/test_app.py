@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from starlette.types import Message
 
 from extender import wire
-from extender.app import build_extender_app
 from extender.service import FilterOutcome, Victims
+from kgm.web.routes import build_extender_app
 from tests.support.data import K8S_FIXTURES
 
 FIXTURES = K8S_FIXTURES

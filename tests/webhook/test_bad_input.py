@@ -13,10 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from inventory.domain.offer import Offer
 from kgm.server import build_app
+from kgm.web.routes import mutate_endpoint
 from tests.support.data import K8S_FIXTURES
 from tests.webhook.pods import gpus, pod
-from webhook.app import MutateEndpoint
-from webhook.metrics import AdmissionMetrics
 from webhook.settings import WebhookSettings
 
 FIXTURES = K8S_FIXTURES
@@ -149,10 +148,10 @@ def test_a_failure_inside_the_webhook_is_a_well_formed_denial(demo_offer: Offer)
 
 
 def test_a_body_that_never_arrives_times_out_instead_of_hanging(demo_offer: Offer) -> None:
-    endpoint = MutateEndpoint(
+    endpoint = mutate_endpoint(
         offer=lambda: demo_offer,
         settings=WebhookSettings(),
-        metrics=AdmissionMetrics.register(CollectorRegistry()),
+        registry=CollectorRegistry(),
         logger=logging.getLogger("test"),
         read_timeout=0.05,
     )

@@ -22,7 +22,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from inventory.api import Role, TokenStore, build_api_routes
+from inventory.api import Role, TokenStore
 from inventory.api.openapi import document
 from inventory.domain.allocation import Allocation, AllocationFilter, Page, Status, allocation_id
 from inventory.domain.catalogue import builtin_catalogue
@@ -33,6 +33,7 @@ from inventory.ledger.store import Ledger
 from inventory.live.cache import InventoryCache
 from inventory.live.static import cache_of
 from inventory.reservations.service import ReservationRefusedError, ReservationRequest
+from kgm.web.routes import build_api_routes
 
 NOW = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
 H100 = Decimal("3.90")

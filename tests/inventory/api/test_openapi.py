@@ -8,14 +8,15 @@ import jsonschema
 import pytest
 from starlette.routing import Route
 
-from inventory.api import TokenStore, build_api_routes
-from inventory.api.handlers import ApiEndpoint
+from inventory.api import ApiPath, TokenStore
 from inventory.api.openapi import document
 from inventory.domain.prices import PriceTable
+from kgm.web.endpoint import JsonEndpoint
+from kgm.web.routes import build_api_routes
 from tests.inventory.api import NOW, FakeReservations, ListLedger, cluster_cache, harness, write_tokens
 
 
-def app_operations() -> dict[tuple[str, str], ApiEndpoint]:
+def app_operations() -> dict[tuple[str, str], ApiPath]:
     ledger = ListLedger()
     routes = build_api_routes(
         ledger=ledger,
@@ -25,11 +26,12 @@ def app_operations() -> dict[tuple[str, str], ApiEndpoint]:
         tokens=TokenStore(),
         clock=lambda: NOW,
     )
-    found: dict[tuple[str, str], ApiEndpoint] = {}
+    found: dict[tuple[str, str], ApiPath] = {}
     for route in routes:
         assert isinstance(route, Route)
-        if isinstance(route.endpoint, ApiEndpoint):
-            found |= {(route.path, method.lower()): route.endpoint for method in route.endpoint.methods}
+        if isinstance(route.endpoint, JsonEndpoint) and isinstance(route.endpoint.handler, ApiPath):
+            path = route.endpoint.handler
+            found |= {(route.path, method.lower()): path for method in path.methods}
         else:
             assert route.path == "/api/v1/{rest:path}"  # the 404 for everything else
     return found

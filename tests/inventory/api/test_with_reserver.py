@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from inventory.api import TokenStore, build_api_routes
+from inventory.api import TokenStore
 from inventory.domain.catalogue import builtin_catalogue
 from inventory.domain.cluster_file import parse_cluster
 from inventory.domain.offer import offer_of
@@ -19,6 +19,7 @@ from inventory.domain.prices import PriceTable
 from inventory.ledger.sql import SqlLedger
 from inventory.live.static import cache_of
 from inventory.reservations.reserver import Reserver
+from kgm.web.routes import build_api_routes
 from tests.inventory.api import CLUSTER, NOW, FakeReservations, Harness, write_tokens
 
 LIST = "/api/v1/gpu/allocations"

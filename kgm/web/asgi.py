@@ -7,6 +7,8 @@ every failure themselves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 from starlette.types import Receive, Scope, Send
 
@@ -44,8 +46,8 @@ def error_body(status: int, message: str) -> bytes:
 
 
 async def send_json(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
-    all_headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(headers or [])]
+    all_headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *headers]
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": body})

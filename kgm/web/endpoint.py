@@ -1,0 +1,198 @@
+"""One bounded JSON endpoint, used by ``/mutate``, ``/extender/<verb>`` and every ``/api/v1`` path.
+
+What the three share at the HTTP edge lives here once: the method check (405 with ``Allow``), a
+bounded body read under a time limit (413, 408), the metrics, the log line, and a catch-all that turns
+an exception into a well-formed answer. What differs is the route's :class:`Handler` (parse the call,
+call the core, serialize), which says in an :class:`Answer` what to write and how to count and log it.
+The handlers live in ``webhook``, ``extender`` and ``inventory.api``, which never import ``kgm``: they
+meet both Protocols by shape.
+
+Plain ASGI rather than framework request objects: /mutate and the extender's verbs sit in the API
+server's and kube-scheduler's request paths (benchmarks/webhook.py and benchmarks/extender.py measure
+them), so between the last byte and the answer this does nothing the handler does not ask for: no
+request object, no await but the body read and the send, no thread hop unless the handler blocks, and
+no log record built for a line the logger would drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from prometheus_client import Counter, Histogram
+from starlette.types import Receive, Scope, Send
+
+from kgm.web.asgi import BodyTooLargeError, error_body, read_body, send_json
+
+#: A log line: the message, its %-arguments, and the record's extra fields (``event`` among them).
+LogLine = tuple[str, tuple[object, ...], Mapping[str, object]]
+
+Call = TypeVar("Call")
+
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+class Answer(Protocol):
+    """What to answer one request, and how to count and log it."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> bytes | None:
+        """The body to write; None for an error, written as ``{"error": {"code", "message"}}``."""
+
+    @property
+    def message(self) -> str:
+        """The error's message (when ``body`` is None)."""
+
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]: ...
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """The values of the request counter's labels; None: not counted."""
+
+    @property
+    def timed(self) -> bool:
+        """Whether the latency histogram observes this answer."""
+
+    @property
+    def level(self) -> int:
+        """The level of its log line; 0: none."""
+
+    def line(self, seconds: float) -> LogLine:
+        """Its log line, built only when the logger takes ``level``; ``seconds`` since the last byte."""
+
+
+class Handler(Protocol[Call]):
+    """One route's own part: parse the call, call the core, serialize; and word its failures."""
+
+    @property
+    def methods(self) -> Collection[str]:
+        """The methods it answers; any other gets 405 with ``Allow``."""
+
+    @property
+    def blocking(self) -> bool:
+        """Whether :meth:`answer` waits on I/O (a database, the API server): it then runs in a thread."""
+
+    def check(self, scope: Scope) -> Answer | None:
+        """Before the body is read (who is asking): a refusal, or None to go on."""
+
+    def rejected(
+        self, scope: Scope, status: int, message: str, headers: Sequence[tuple[bytes, bytes]]
+    ) -> Answer:
+        """The endpoint's own refusals (405, 413, 408), with the error and headers to send."""
+
+    def parse(self, scope: Scope, body: bytes) -> Call: ...
+
+    def answer(self, call: Call) -> Answer: ...
+
+    def failed(self, scope: Scope, call: Call | None, error: Exception) -> tuple[Answer, LogLine | None]:
+        """What to answer when parsing or answering raised (``call`` is None if parsing did), and the
+        line to log with the traceback (None for an expected refusal such as a malformed body)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """The endpoint's refusals in the route's words: ``{method}`` and ``{allow}`` for 405, ``{limit}``
+    (bytes) for 413, ``{timeout}`` (seconds) for 408."""
+
+    not_allowed: str
+    too_large: str
+    too_slow: str
+
+
+class JsonEndpoint(Generic[Call]):
+    """A plain ASGI endpoint around one :class:`Handler`: the same edge for every JSON route we serve."""
+
+    def __init__(
+        self,
+        handler: Handler[Call],
+        *,
+        wording: Wording,
+        max_body_bytes: int,
+        read_timeout: float,
+        logger: logging.Logger,
+        requests: Counter | None = None,
+        latency: Histogram | None = None,
+    ) -> None:
+        """``requests`` is labelled by each answer's ``labels``; ``latency`` comes with the route's
+        labels already applied (``histogram.labels(route)``), or has none."""
+        self.handler = handler
+        self._wording = wording
+        self._max_body_bytes = max_body_bytes
+        self._read_timeout = read_timeout
+        self._logger = logger
+        self._requests = requests
+        self._latency = latency
+        allow = ", ".join(sorted(handler.methods))
+        self._allow = allow
+        self._allow_headers = ((b"allow", allow.encode()),)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.handler
+        method = scope["method"]
+        call: Call | None = None
+        answer: Answer | None
+        started = 0.0  # from the last byte: set once the body is in (or known not to come)
+        try:
+            if method not in handler.methods:
+                message = self._wording.not_allowed.format(method=method, allow=self._allow)
+                answer = handler.rejected(scope, 405, message, self._allow_headers)
+            else:
+                answer = handler.check(scope)
+            body = b""
+            if answer is None and method in _WITH_BODY:
+                try:
+                    async with asyncio.timeout(self._read_timeout):
+                        body = await read_body(scope, receive, self._max_body_bytes)
+                except BodyTooLargeError:
+                    message = self._wording.too_large.format(limit=self._max_body_bytes)
+                    answer = handler.rejected(scope, 413, message, ())
+                except TimeoutError:
+                    message = self._wording.too_slow.format(timeout=self._read_timeout)
+                    answer = handler.rejected(scope, 408, message, ())
+            started = time.perf_counter()
+            if answer is None:
+                call = handler.parse(scope, body)
+                if handler.blocking:
+                    answer = await asyncio.to_thread(handler.answer, call)
+                else:  # the hot paths (admission, filter, prioritize) are CPU-only: no thread hop
+                    answer = handler.answer(call)
+        except Exception as error:  # a bug must still get the caller a well-formed answer
+            started = started or time.perf_counter()
+            answer, line = handler.failed(scope, call, error)
+            if line is not None:
+                self._logger.exception(line[0], *line[1], extra=line[2])
+        self._record(answer, time.perf_counter() - started)
+        payload = answer.body
+        if payload is None:
+            payload = error_body(answer.status, answer.message)
+        await send_json(send, answer.status, payload, answer.headers)
+
+    def _record(self, answer: Answer, seconds: float) -> None:
+        # Before the send, so a client that reads /metrics right after its answer finds it counted.
+        labels = answer.labels
+        if labels is not None and self._requests is not None:
+            self._requests.labels(*labels).inc()
+        if answer.timed and self._latency is not None:
+            self._latency.observe(seconds)
+        level = answer.level
+        if level and self._logger.isEnabledFor(level):  # no record is built for a dropped debug line
+            message, args, extra = answer.line(seconds)
+            self._logger.log(level, message, *args, extra=extra)
+
+
+class NotFound:
+    """Any other path under a JSON API's prefix: the error shape rather than a framework page."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 404, error_body(404, f"no such {self._what}: {scope['path']}"))

@@ -1,0 +1,157 @@
+"""The three JSON routes, each handler behind one :class:`JsonEndpoint`: /mutate, /extender/*, /api/v1."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Route
+
+from extender.app import VERBS, VerbHandler
+from extender.service import ExtenderService
+from inventory.api import TokenStore, api_paths
+from inventory.api.handlers import MAX_BODY_BYTES
+from inventory.domain.allocation import Allocation
+from inventory.domain.offer import Offer
+from inventory.domain.prices import PriceTable
+from inventory.domain.snapshot import InventorySnapshot
+from inventory.ledger.store import Ledger
+from inventory.reservations.service import ReservationService
+from kgm.web.endpoint import JsonEndpoint, NotFound, Wording
+from kgm.web.metrics import RouteMetrics
+from webhook.app import Admission
+from webhook.settings import WebhookSettings
+
+ADMISSION_WORDING = Wording(
+    not_allowed="use POST with an AdmissionReview body",
+    too_large="AdmissionReview larger than {limit} bytes",
+    too_slow="AdmissionReview body not received within {timeout} s",
+)
+API_WORDING = Wording(
+    not_allowed="{method} is not supported here; use {allow}",
+    too_large="the body is larger than {limit} bytes",
+    too_slow="the body did not arrive within {timeout} s",
+)
+
+
+def extender_wording(verb: str) -> Wording:
+    return Wording(
+        not_allowed=f"use POST with the {verb} call as body",
+        too_large=f"{verb} call larger than {{limit}} bytes",
+        too_slow=f"{verb} call not received within {{timeout}} s",
+    )
+
+
+def mutate_endpoint(
+    *,
+    offer: Callable[[], Offer],
+    settings: WebhookSettings,
+    registry: CollectorRegistry,
+    logger: logging.Logger,
+    read_timeout: float = 10.0,
+    reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
+) -> JsonEndpoint[Any]:
+    """``POST /mutate``: admission, bounded by ``settings.max_body_bytes`` and ``read_timeout``."""
+    metrics = RouteMetrics.admission(registry)
+    return JsonEndpoint(
+        Admission(offer=offer, settings=settings, reservation=reservation),
+        wording=ADMISSION_WORDING,
+        max_body_bytes=settings.max_body_bytes,
+        read_timeout=read_timeout,
+        logger=logger,
+        requests=metrics.requests,
+        latency=metrics.latency,
+    )
+
+
+def extender_routes(
+    service: ExtenderService,
+    *,
+    max_body_bytes: int = 16 * 1024 * 1024,
+    read_timeout: float = 10.0,
+    logger: logging.Logger | None = None,
+    registry: CollectorRegistry | None = None,
+) -> list[Route]:
+    """``/extender/<verb>`` for the four verbs, to mount in ``kgm.server.build_app``.
+
+    No ``methods=`` on the routes: the endpoints answer other methods with a JSON 405 themselves.
+    """
+    metrics = RouteMetrics.extender(registry) if registry is not None else None
+    log = logger or logging.getLogger("kgm.extender")
+    return [
+        Route(
+            f"/extender/{verb.name}",
+            JsonEndpoint(
+                VerbHandler(verb, service),
+                wording=extender_wording(verb.name),
+                max_body_bytes=max_body_bytes,
+                read_timeout=read_timeout,
+                logger=log,
+                requests=metrics.requests if metrics else None,
+                latency=metrics.latency.labels(verb.name) if metrics else None,
+            ),
+        )
+        for verb in VERBS
+    ]
+
+
+def build_extender_app(
+    service: ExtenderService,
+    *,
+    max_body_bytes: int = 16 * 1024 * 1024,
+    read_timeout: float = 10.0,
+    logger: logging.Logger | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Starlette:
+    """The extender alone, as an ASGI app (tests, or a process that serves only the extender)."""
+    return Starlette(
+        routes=extender_routes(
+            service,
+            max_body_bytes=max_body_bytes,
+            read_timeout=read_timeout,
+            logger=logger,
+            registry=registry,
+        )
+    )
+
+
+def build_api_routes(
+    *,
+    ledger: Ledger,
+    snapshot: Callable[[], InventorySnapshot],
+    reservations: ReservationService,
+    prices: PriceTable,
+    tokens: TokenStore,
+    clock: Callable[[], datetime],
+    registry: CollectorRegistry | None = None,
+    logger: logging.Logger | None = None,
+    read_timeout: float = 10.0,
+) -> list[BaseRoute]:
+    """The routes of ``/api/v1``, the last one answering 404 for any other path under it."""
+    metrics = RouteMetrics.api(registry) if registry is not None else None
+    log = logger or logging.getLogger("kgm.api")
+    paths = api_paths(
+        ledger=ledger, snapshot=snapshot, reservations=reservations, prices=prices, tokens=tokens, clock=clock
+    )
+    routes: list[BaseRoute] = [
+        Route(
+            path.route,
+            JsonEndpoint(
+                path,
+                wording=API_WORDING,
+                max_body_bytes=MAX_BODY_BYTES,
+                read_timeout=read_timeout,
+                logger=log,
+                requests=metrics.requests if metrics else None,
+                latency=metrics.latency.labels(path.route) if metrics else None,
+            ),
+            name=f"api:{path.route}",
+        )
+        for path in paths
+    ]
+    routes.append(Route("/api/v1/{rest:path}", NotFound("API path"), name="api:not-found"))
+    return routes
