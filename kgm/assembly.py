@@ -86,7 +86,6 @@ class _Core:
     """What both ways share, built by :func:`_core`."""
 
     parts: Parts
-    ledger: SqlLedger
     reconciler: Reconciler
     reserver: Reserver
 
@@ -226,7 +225,7 @@ def _core(
         closers=[ledger.close, *closers],
     )
     _watch(background, settings, cache, ledger, notifier, is_leader=is_leader)
-    return _Core(parts=parts, ledger=ledger, reconciler=reconciler, reserver=reserver)
+    return _Core(parts=parts, reconciler=reconciler, reserver=reserver)
 
 
 def _notifier(
