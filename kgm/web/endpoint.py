@@ -8,7 +8,7 @@ The handlers live in ``webhook``, ``extender`` and ``inventory.api``, which neve
 meet both Protocols by shape.
 
 Plain ASGI rather than framework request objects: /mutate and the extender's verbs sit in the API
-server's and kube-scheduler's request paths (benchmarks/webhook.py and benchmarks/extender.py measure
+server's and kube-scheduler's request paths (benchmarks/webhook/ and benchmarks/extender.py measure
 them), so between the last byte and the answer this does nothing the handler does not ask for: no
 request object, no await but the body read and the send, no thread hop unless the handler blocks, and
 no log record built for a line the logger would drop.
