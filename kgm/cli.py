@@ -115,6 +115,19 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     simulate.add_argument("--report", type=Path, help="write the JSON report here")
     simulate.add_argument("--plot", type=Path, help="write an SVG plot of unallocated GPU %% here")
+    simulate.add_argument(
+        "--mig-planner",
+        choices=["off", "apply"],
+        default=None,
+        help="with --sharing mig: apply (the default) lets the MIG planner lay GPUs out after the demand "
+        "and prints the static layouts' figures beside; off keeps the cluster file's layouts",
+    )
+    simulate.add_argument(
+        "--mig-reconfigure-seconds",
+        type=float,
+        default=None,
+        help="with --sharing mig: simulated seconds a re-laid-out GPU offers nothing new (default 60)",
+    )
 
     add_commands(commands, environ)
 

@@ -298,7 +298,6 @@ def _best_change(
     modes: Mapping[NodeName, Counter[bool]],
 ) -> tuple[float, NodePlanState, GpuPlanState, Layout] | None:
     """The GPU and layout that lower unmet demand most (ties: see the module's docstring)."""
-    unmet = _unmet(supply, targets, units)
     memo: dict[object, tuple[float, float, int, Layout] | None] = {}
     best: tuple[tuple[float, float, int, int, str, int], NodePlanState, GpuPlanState, Layout] | None = None
     for node in nodes:
@@ -307,7 +306,7 @@ def _best_change(
                 continue
             key = (gpu.model, gpu.layout, gpu.held_starts)
             if key not in memo:
-                memo[key] = _best_layout(gpu, supply, targets, units, unmet)
+                memo[key] = _best_layout(gpu, supply, targets, units)
             found = memo[key]
             if found is None:
                 continue
@@ -331,34 +330,43 @@ def _best_layout(
     supply: Counter[str],
     targets: Mapping[str, float],
     units: Mapping[str, float],
-    unmet: float,
 ) -> tuple[float, float, int, Layout] | None:
+    """The layout for ``gpu`` that lowers unmet demand most: (gain, waste, churn, layout)."""
     kept = tuple((i.profile.name, i.start) for i in gpu.held())
     current = _free(gpu)
+    before = _keys(gpu.layout)
     best: tuple[float, float, int, Layout] | None = None
-    for layout in candidate_layouts(gpu.model, kept):
-        if _same(layout, gpu.layout):
+    for layout, offered, keys in _candidates(gpu.model, kept):
+        if keys == before and (layout is None) == (gpu.layout is None):
             continue
-        offered = _free_of(layout, frozenset(), whole_held=False)
-        trial = Counter(supply)
-        trial.subtract(current)
-        trial.update(offered)
-        gain = unmet - _unmet(trial, targets, units)
-        # Capacity the new layout creates beyond what is wanted: it would sit idle.
-        waste = sum(
-            max(0.0, trial[r] - max(targets.get(r, 0.0), supply[r])) * units.get(r, 1.0) for r in offered
-        )
-        churn = len(_destroyed(gpu.layout, layout)) + len(layout or ())
-        candidate = (gain, waste, churn, layout)
+        gain = waste = 0.0
+        for resource in current.keys() | offered.keys():
+            unit = units.get(resource, 1.0)
+            want = targets.get(resource, 0.0)
+            now = supply.get(resource, 0)
+            then = now - current.get(resource, 0) + offered.get(resource, 0)
+            gain += (max(0.0, want - now) - max(0.0, want - then)) * unit
+            # Capacity the new layout creates beyond what is wanted: it would sit idle.
+            waste += max(0.0, then - max(want, now)) * unit
+        churn = len(before - keys) + len(keys - before)
         if best is None or (gain, -waste, -churn) > (best[0], -best[1], -best[2]):
-            best = candidate
+            best = (gain, waste, churn, layout)
     return best
 
 
-def _same(a: Layout, b: Layout) -> bool:
-    if a is None or b is None:
-        return a is b
-    return sorted((i.profile.name, i.start) for i in a) == sorted((i.profile.name, i.start) for i in b)
+@cache
+def _candidates(
+    model: GpuModel, kept: tuple[tuple[str, int], ...]
+) -> tuple[tuple[Layout, Mapping[str, int], frozenset[tuple[str, int]]], ...]:
+    """Each candidate layout with what it offers when new and its instances' keys (computed once)."""
+    return tuple(
+        (layout, dict(_free_of(layout, frozenset(), whole_held=False)), _keys(layout))
+        for layout in candidate_layouts(model, kept)
+    )
+
+
+def _keys(layout: Layout) -> frozenset[tuple[str, int]]:
+    return frozenset((i.profile.name, i.start) for i in layout or ())
 
 
 def _destroyed(before: Layout, after: Layout) -> tuple[MigInstance, ...]:

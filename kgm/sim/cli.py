@@ -38,7 +38,15 @@ def run_simulate(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     sharing = args.sharing or ("fraction" if args.nodes else "mig")
     pods_path = args.pods or _packaged("sample-pods.csv")
+    planner = getattr(args, "mig_planner", None)
+    reconfigure_s = getattr(args, "mig_reconfigure_seconds", None)
     if sharing == "fraction":
+        if planner is not None or reconfigure_s is not None:
+            print(
+                "kgm simulate: --mig-planner and --mig-reconfigure-seconds need --sharing mig",
+                file=sys.stderr,
+            )
+            return 2
         from kgm.sim.fgd import POLICIES as FRACTION_POLICIES  # noqa: PLC0415
         from kgm.sim.report import run_fgd, summary_table  # noqa: PLC0415
 
@@ -62,16 +70,29 @@ def run_simulate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if reconfigure_s is not None and reconfigure_s < 0:
+        print("kgm simulate: --mig-reconfigure-seconds must be 0 or more", file=sys.stderr)
+        return 2
+    modes = ["off"] if planner == "off" else ["off", "apply"]
     cluster_source = args.cluster or _packaged("sample-cluster.yaml")
     cluster = load_cluster(cluster_source)
     pods = load_pods(pods_path)
     started = time.perf_counter()
     runs: list[MigRun] = []
-    total = len(policies) * len(seeds)
+    total = len(policies) * len(seeds) * len(modes)
     for policy in policies:
         for seed in seeds:
-            runs.append(run_mig(cluster, pods, policy=policy, seed=seed))
-            _progress(len(runs), total, started)
+            for mode in modes:
+                run = run_mig(
+                    cluster,
+                    pods,
+                    policy=policy,
+                    seed=seed,
+                    planner=mode,
+                    reconfigure_s=60.0 if reconfigure_s is None else reconfigure_s,
+                )
+                runs.append(run)
+                _progress(len(runs), total, started)
     elapsed = time.perf_counter() - started
     gpus = sum(len(node.gpus) for node in cluster.nodes)
     print(
@@ -79,6 +100,11 @@ def run_simulate(args: argparse.Namespace) -> int:
         f"{len(pods)} trace pods ({Path(pods_path).name}) inflated to 130% of capacity; sharing mig; "
         f"seeds {args.seeds}; {elapsed:.1f} s"
     )
+    if "apply" in modes:
+        print(
+            f"MIG planner: apply, {60.0 if reconfigure_s is None else reconfigure_s:.0f} s to reconfigure "
+            "a GPU; the cluster file's static layouts on the row above each policy's planned one"
+        )
     print(summary(runs))
     report = mig_report(
         runs, cluster_source=cluster_source, pods_path=pods_path, seeds=seeds, elapsed=elapsed
@@ -97,18 +123,28 @@ def mig_report(
 ) -> dict[str, Any]:
     """The report of `kgm simulate` (the same schema for both sharing modes, see kgm/sim/report.py)."""
     policies: dict[str, Any] = {}
+    planned = any(run.planner == "apply" for run in runs)
     for policy in dict.fromkeys(run.policy for run in runs):
-        mine = [run for run in runs if run.policy == policy]
-        policies[policy] = {
-            "unallocated_gpu_pct": {
-                str(pct): round(statistics.median(r.unallocated_pct[pct] for r in mine), 4)
-                for pct in range(131)
-            },
-            "arrived_pods": statistics.median(r.arrived for r in mine),
-            "placed_pods": statistics.median(r.placed for r in mine),
-            "refused": dict(sum((r.refused for r in mine), start=type(mine[0].refused)())),
-            "cost_per_hour": float(statistics.median(float(r.cost_per_hour) for r in mine)),
-        }
+        for planner in ("apply", "off"):
+            mine = [run for run in runs if run.policy == policy and run.planner == planner]
+            if not mine:
+                continue
+            # With the planner, the policy's own name is the planned curve, the static one beside it.
+            name = f"{policy} (static layouts)" if planned and planner == "off" else policy
+            policies[name] = {
+                "layouts": "planned" if planner == "apply" else "static",
+                "unallocated_gpu_pct": {
+                    str(pct): round(statistics.median(r.unallocated_pct[pct] for r in mine), 4)
+                    for pct in range(131)
+                },
+                "arrived_pods": statistics.median(r.arrived for r in mine),
+                "placed_pods": statistics.median(r.placed for r in mine),
+                "refused": dict(sum((r.refused for r in mine), start=type(mine[0].refused)())),
+                "cost_per_hour": float(statistics.median(float(r.cost_per_hour) for r in mine)),
+                "idle_mig_pct": round(statistics.median(r.idle_mig_pct for r in mine), 4),
+                "idle_whole_pct": round(statistics.median(r.idle_whole_pct for r in mine), 4),
+                "layout_changes": statistics.median(r.layout_changes for r in mine),
+            }
     return {
         "protocol": "fgd",
         "sharing": "mig",

@@ -14,7 +14,7 @@ import math
 import random
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from extender.bind import InMemoryBinder
 from extender.gpu_extender import GpuExtender
 from inventory.domain.allocation import AllocationFilter
+from inventory.domain.demand import demand_of
 from inventory.domain.labels import (
     FULL_GPU_RESOURCE,
     MEMORY_GB,
@@ -33,19 +34,27 @@ from inventory.domain.labels import (
     PLACEMENT_POLICY,
     WORKLOAD_TYPE,
 )
+from inventory.domain.mig_plan import PlanSettings, plannable_offer
 from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import offer_of
 from inventory.domain.shape import NodeShape
 from inventory.ledger.metrics import ReconcileMetrics
 from inventory.ledger.reconciler import Reconciler
 from inventory.ledger.sql import SqlLedger
+from inventory.live.cache import InventoryCache
 from inventory.live.static import cache_of
+from kgm.sim.mig_layouts import SimLayouts
 from kgm.sim.trace import TracePod
 from webhook.mutation import Admit, mutate_pod
 from webhook.settings import WebhookSettings
 
 POLICIES = ("fragmentation", "binpack", "spread", "cost")
+PLANNER_MODES = ("off", "apply")
 START = datetime(2026, 1, 1, tzinfo=UTC)
+#: The planner in the simulation: a round after every arrival (a simulated minute), one node at a time.
+SIM_PLAN = PlanSettings()
+#: How long a pod waits for a layout the planner is making before it counts as refused.
+MAX_WAIT_S = 600.0
 
 
 @dataclass
@@ -65,6 +74,11 @@ class MigRun:
     #: At the end: idle capacity in whole GPUs and in MIG instances, % of the cluster's GPUs.
     idle_whole_pct: float = 0.0
     idle_mig_pct: float = 0.0
+    #: ``off``: the layouts of the cluster file throughout; ``apply``: the MIG planner changes them.
+    planner: str = "off"
+    #: GPUs whose layout the planner changed, and GPUs with MIG on at the end.
+    layout_changes: int = 0
+    mig_gpus: int = 0
 
 
 def inflate(
@@ -92,31 +106,35 @@ def run_mig(
     policy: str,
     seed: int,
     memory_per_gpu_gb: int = 80,
+    planner: str = "off",
+    reconfigure_s: float = 60.0,
+    plan_settings: PlanSettings = SIM_PLAN,
 ) -> MigRun:
+    """One run. With ``planner="apply"`` admission offers the profiles the planner may create, a
+    pod no node has room for waits (up to ``MAX_WAIT_S``) while the planner, after each arrival,
+    changes layouts; a changed GPU offers nothing new for ``reconfigure_s`` simulated seconds."""
     cache = cache_of(cluster)
-    offer = offer_of(cluster)
+    layouts = None
+    if planner == "apply":
+        layouts = SimLayouts(
+            cluster, cache, settings=plan_settings, reconfigure_s=reconfigure_s, heartbeat=START
+        )
+    offer = plannable_offer(cluster) if layouts else offer_of(cluster)
     ledger = SqlLedger.open("sqlite:///:memory:")
     clock = _SimClock()
-    reconciler = Reconciler(
-        ledger=ledger,
-        shape_of=lambda node: _shape(cache, node),
-        prices=cluster.prices,
-        clock=clock,
-        observe_write=ReconcileMetrics.register(CollectorRegistry()).write_seconds.observe,
-    )
-    extender = GpuExtender(
-        cache=cache,
-        binder=InMemoryBinder(cache, on_bound=lambda pod: reconciler.on_pod("ADDED", pod)),
-        prices=cluster.prices,
-    )
+    extender = _extender(cluster, cache, ledger, clock, layouts)
     names = [node.name for node in cluster.nodes]
     capacity = sum(len(node.gpus) for node in cluster.nodes)
-    rng = random.Random(seed)
-    run = MigRun(policy=policy, seed=seed)
+    run = MigRun(policy=policy, seed=seed, planner=planner)
+    scheduler = _Scheduler(extender, names, random.Random(seed), run, wait=layouts is not None)
     requested = 0.0
     next_mark = 0
     for index, trace_pod in enumerate(inflate(pods, capacity, seed=seed)):
         clock.tick()
+        now_s = (clock() - START).total_seconds()
+        if layouts is not None:
+            layouts.finish(now_s)
+            scheduler.retry(now_s)
         requested += _gpus(trace_pod)
         # The state at x% arrived is the one after every pod whose arrival keeps the total within x%.
         while next_mark <= 130 and next_mark < 100 * requested / capacity:
@@ -129,34 +147,121 @@ def run_mig(
             run.refused[f"admission: {decision.message}"] += 1
             continue
         admitted = jsonpatch.apply_patch(copy.deepcopy(pod), decision.patch)
-        if any(
-            r.startswith(MIG_RESOURCE_PREFIX)
-            for c in admitted["spec"]["containers"]
-            for r in c["resources"]["limits"]
-        ):
+        resources = demand_of(admitted).resources
+        if any(r.startswith(MIG_RESOURCE_PREFIX) for r in resources):
             run.mig_pods += 1
-        outcome = extender.filter(admitted, names)
-        if not outcome.passed:
-            run.refused["no node had room"] += 1
-        else:
-            scores = extender.prioritize(admitted, outcome.passed)
-            best = max(scores.values())
-            node = rng.choice([name for name, score in scores.items() if score == best])
-            meta = admitted["metadata"]
-            error = extender.bind(namespace="sim", name=meta["name"], uid=meta["uid"], node=node)
-            if error is None:
-                run.placed += 1
-            else:
-                run.refused[f"bind: {error}"] += 1
+        scheduler.schedule(admitted, resources, now_s)
+        if layouts is not None:
+            layouts.requested(resources)
+            layouts.plan(now_s, scheduler.wanted())
     while next_mark <= 130:
         run.unallocated_pct[next_mark] = _unallocated_pct(cache, names, capacity)
         next_mark += 1
+    scheduler.give_up()
     run.idle_whole_pct, run.idle_mig_pct = _idle_split(cache, names, capacity)
+    run.layout_changes = layouts.changes if layouts else 0
+    run.mig_gpus = (
+        layouts.mig_gpus() if layouts else sum(g.mig_enabled for n in cluster.nodes for g in n.gpus)
+    )
     active = ledger.find(AllocationFilter(), limit=100_000).items
     run.cost_per_hour = sum((a.hourly_price * a.count for a in active), Decimal(0))
     run.cost_total = sum((a.cost(clock()) for a in active), Decimal(0))
     ledger.close()
     return run
+
+
+_NO_ROOM = "no node had room"
+
+
+def _extender(
+    cluster: ClusterInventory,
+    cache: InventoryCache,
+    ledger: SqlLedger,
+    clock: _SimClock,
+    layouts: SimLayouts | None,
+) -> GpuExtender:
+    """The extender, binding in memory; each bind goes to the reconciler (and to the layouts,
+    which remember the instance the simulated device plugin gave the pod)."""
+    reconciler = Reconciler(
+        ledger=ledger,
+        shape_of=lambda node: _shape(cache, node),
+        prices=cluster.prices,
+        clock=clock,
+        observe_write=ReconcileMetrics.register(CollectorRegistry()).write_seconds.observe,
+    )
+
+    def on_bound(pod: Mapping[str, Any]) -> None:
+        if layouts is not None:
+            layouts.bound(pod["spec"]["nodeName"], demand_of(pod).resources)
+        reconciler.on_pod("ADDED", pod)
+
+    return GpuExtender(cache=cache, binder=InMemoryBinder(cache, on_bound=on_bound), prices=cluster.prices)
+
+
+class _Scheduler:
+    """kube-scheduler's part: filter, prioritize and bind through the extender. With ``wait``, a
+    pod no node has room for stays pending (up to ``MAX_WAIT_S``) and is tried again each minute,
+    while the planner makes its layout; without, it is refused at once (the FGD protocol)."""
+
+    def __init__(
+        self, extender: GpuExtender, names: Sequence[str], rng: random.Random, run: MigRun, *, wait: bool
+    ) -> None:
+        self._extender = extender
+        self._names = names
+        self._rng = rng
+        self._run = run
+        self._wait = wait
+        #: (pod as admitted, its GPU resources, simulated second it arrived at)
+        self._waiting: list[tuple[dict[str, Any], Mapping[str, int], float]] = []
+
+    def schedule(self, pod: dict[str, Any], resources: Mapping[str, int], now_s: float) -> None:
+        error = self._place(pod)
+        if error is None:
+            self._run.placed += 1
+        elif self._wait and error == _NO_ROOM:
+            self._waiting.append((pod, resources, now_s))
+        else:
+            self._run.refused[error] += 1
+
+    def retry(self, now_s: float) -> None:
+        """The waiting pods, tried again in arrival order."""
+        still = []
+        for entry in self._waiting:
+            pod, _, since = entry
+            error = self._place(pod)
+            if error is None:
+                self._run.placed += 1
+            elif error != _NO_ROOM:
+                self._run.refused[error] += 1
+            elif now_s - since >= MAX_WAIT_S:
+                self._run.refused[f"{_NO_ROOM} (waited {MAX_WAIT_S:.0f} s for a layout)"] += 1
+            else:
+                still.append(entry)
+        self._waiting = still
+
+    def wanted(self) -> Counter[str]:
+        """What the waiting pods need: the demand the planner serves first."""
+        wanted = Counter[str]()
+        for _, resources, _ in self._waiting:
+            wanted.update(resources)
+        return wanted
+
+    def give_up(self) -> None:
+        for _ in self._waiting:
+            self._run.refused[f"{_NO_ROOM} (still waiting for a layout at the end)"] += 1
+        self._waiting = []
+
+    def _place(self, pod: dict[str, Any]) -> str | None:
+        """None when bound, else why not."""
+        outcome = self._extender.filter(pod, self._names)
+        if not outcome.passed:
+            return _NO_ROOM
+        scores = self._extender.prioritize(pod, outcome.passed)
+        best = max(scores.values())
+        node = self._rng.choice([name for name, score in scores.items() if score == best])
+        meta = pod["metadata"]
+        error = self._extender.bind(namespace="sim", name=meta["name"], uid=meta["uid"], node=node)
+        return None if error is None else f"bind: {error}"
 
 
 def _unallocated_pct(cache: Any, names: Sequence[str], capacity: int) -> float:
@@ -187,9 +292,7 @@ def _pod(trace_pod: TracePod, index: int, *, policy: str, memory_per_gpu_gb: int
     """A pod as an ML team would write it: whole GPUs, plus the memory a GPU share stands for."""
     annotations = {PLACEMENT_POLICY: policy}
     if trace_pod.num_gpu == 1 and trace_pod.gpu_milli < 1000:
-        annotations[MEMORY_GB] = str(
-            max(1, math.ceil(trace_pod.gpu_milli / 1000 * memory_per_gpu_gb))
-        )
+        annotations[MEMORY_GB] = str(max(1, math.ceil(trace_pod.gpu_milli / 1000 * memory_per_gpu_gb)))
         annotations[WORKLOAD_TYPE] = "Inference"
     else:
         annotations[WORKLOAD_TYPE] = "Training"
@@ -236,27 +339,41 @@ class _SimClock:
 
 
 def summary(runs: Sequence[MigRun]) -> str:
-    """The table `kgm simulate` prints: medians over seeds per policy."""
+    """The table `kgm simulate` prints: medians over seeds per policy, the static layouts of the
+    cluster file and, where the planner ran, the planned ones on the next row."""
     lines = [
-        f"{'policy':<14}{'arrived':>8}{'placed':>8}{'refused':>8}{'MIG pods':>9}"
+        f"{'policy':<14}{'layouts':<9}{'arrived':>8}{'placed':>8}{'refused':>8}{'MIG pods':>9}{'changes':>8}"
         f"{'unalloc@100%':>13}{'unalloc@130%':>13}{'idle whole':>11}{'idle MIG':>9}{'cost/h':>9}",
     ]
+    compared = []
     for policy in dict.fromkeys(run.policy for run in runs):
-        mine = [run for run in runs if run.policy == policy]
-        arrived = statistics.median(r.arrived for r in mine)
-        placed = statistics.median(r.placed for r in mine)
-        refused = statistics.median(sum(r.refused.values()) for r in mine)
-        mig = statistics.median(r.mig_pods for r in mine)
-        at_100 = statistics.median(r.unallocated_pct[100] for r in mine)
-        at_130 = statistics.median(r.unallocated_pct[130] for r in mine)
-        cost = statistics.median(float(r.cost_per_hour) for r in mine)
-        whole = statistics.median(r.idle_whole_pct for r in mine)
-        idle_mig = statistics.median(r.idle_mig_pct for r in mine)
-        lines.append(
-            f"{policy:<14}{arrived:>8.0f}{placed:>8.0f}{refused:>8.0f}{mig:>9.0f}{at_100:>12.2f}%{at_130:>12.2f}%"
-            f"{whole:>10.1f}%{idle_mig:>8.1f}%{cost:>9.2f}"
-        )
+        at_100 = {}
+        for planner, label in (("off", "static"), ("apply", "planned")):
+            mine = [run for run in runs if run.policy == policy and run.planner == planner]
+            if not mine:
+                continue
+            at_100[label] = statistics.median(r.unallocated_pct[100] for r in mine)
+            lines.append(f"{policy:<14}{label:<9}" + _row(mine))
+        if len(at_100) == 2:
+            compared.append(f"{policy} {at_100['static']:.2f}% -> {at_100['planned']:.2f}%")
+    if compared:
+        lines.append("unallocated at 100% arrived, static -> planned layouts: " + "; ".join(compared))
     return "\n".join([*lines, *_LEGEND])
+
+
+def _row(runs: Sequence[MigRun]) -> str:
+    def median(values: Iterable[float]) -> float:
+        return statistics.median(values)
+
+    return (
+        f"{median(r.arrived for r in runs):>8.0f}{median(r.placed for r in runs):>8.0f}"
+        f"{median(sum(r.refused.values()) for r in runs):>8.0f}{median(r.mig_pods for r in runs):>9.0f}"
+        f"{median(r.layout_changes for r in runs):>8.0f}"
+        f"{median(r.unallocated_pct[100] for r in runs):>12.2f}%"
+        f"{median(r.unallocated_pct[130] for r in runs):>12.2f}%"
+        f"{median(r.idle_whole_pct for r in runs):>10.1f}%{median(r.idle_mig_pct for r in runs):>8.1f}%"
+        f"{median(float(r.cost_per_hour) for r in runs):>9.2f}"
+    )
 
 
 _LEGEND = (
@@ -264,4 +381,6 @@ _LEGEND = (
     "  counts its share of compute slices); idle whole / idle MIG: where it sits at the end, the rest",
     "  being compute slices no instance covers (2 x 3g.40gb leaves 1 of 7). MIG instances that no",
     "  request fits stay idle whatever the policy: a layout matching the workload matters more there.",
+    "layouts: static, as the cluster file carves the GPUs; planned, as the MIG planner changes them",
+    "  (changes: GPUs re-laid out; a pod no node has room for waits up to 10 minutes for its layout).",
 )

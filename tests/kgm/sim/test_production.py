@@ -85,6 +85,9 @@ def test_the_readme_command_runs_the_built_in_sample_and_writes_a_report(tmp_pat
     assert run.returncode == 0, run.stderr
     assert "unalloc@100%" in run.stdout
     document = json.loads(report.read_text())
-    assert set(document["policies"]) == {"fragmentation", "binpack", "spread", "cost"}
+    policies = ("fragmentation", "binpack", "spread", "cost")
+    # The planner is on by default: each policy's planned curve, and the static layouts' beside it.
+    assert set(document["policies"]) == {*policies, *(f"{p} (static layouts)" for p in policies)}
+    assert "static -> planned" in run.stdout
     curve = document["policies"]["fragmentation"]["unallocated_gpu_pct"]
     assert list(curve) == [str(p) for p in range(131)]
