@@ -83,8 +83,11 @@ class PlanSettings:
     #: GPU-equivalents of free capacity shaped after the recent mix: more carves ahead of demand
     #: (no pod waits for a reconfiguration), less keeps capacity uncommitted.
     horizon_gpus: float = 16.0
-    #: A change must lower unmet demand by this many GPU-equivalents (a change has a cost).
+    #: A change must lower the cost by this many GPU-equivalents (a change has a cost of its own).
     min_gain_gpus: float = 0.1
+    #: Weight of free MIG instances beyond what is wanted (one spare of each is free of charge):
+    #: they strand capacity and scatter pods over GPUs that could have stayed whole.
+    surplus_weight: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,9 @@ def candidate_layouts(model: GpuModel, kept: tuple[tuple[str, int], ...] = ()) -
         except MigLayoutError:
             continue
         found[key] = tuple(sorted((*fixed, *added), key=lambda i: i.start))
+    # MIG on with no instance at all offers nothing: with nothing kept, MIG off is the empty choice.
+    if not fixed:
+        found.pop((), None)
     layouts: list[Layout] = [] if fixed else [None]
     layouts.extend(found.values())
     return tuple(layouts)
@@ -208,7 +214,8 @@ def plan_layouts(
         for gpu in node.gpus:
             supply.update(_free(gpu))
     targets = _targets(demand, units, _free_capacity(nodes, units), settings.horizon_gpus)
-    unmet_before = _unmet(supply, targets, units)
+    weight = settings.surplus_weight
+    unmet_before = _unmet(supply, targets, units, weight)
 
     held_back: list[NodeHold] = []
     eligible: list[NodePlanState] = []
@@ -239,11 +246,11 @@ def plan_layouts(
         allowed = (
             eligible if len(chosen_nodes) < node_budget else [n for n in eligible if n.name in chosen_nodes]
         )
-        best = _best_change(allowed, changed, supply, targets, units, modes)
+        best = _best_change(allowed, changed, supply, targets, units, weight, modes)
         if best is None or best[0] < settings.min_gain_gpus:
             break
         gain, node, gpu, layout = best
-        unmet = _unmet(supply, targets, units)
+        unmet = _unmet(supply, targets, units, weight)
         supply.subtract(_free(gpu))
         supply.update(_free_of(layout, frozenset(), whole_held=False))
         reason = _reason(node.name, gpu, layout, unmet, unmet - gain, supply, targets)
@@ -254,12 +261,12 @@ def plan_layouts(
         if node.name not in chosen_nodes:
             chosen_nodes.append(node.name)
     if len(changes) == settings.max_gpus_per_round:
-        best = _best_change(eligible, changed, supply, targets, units, modes)
+        best = _best_change(eligible, changed, supply, targets, units, weight, modes)
         if best is not None and best[0] >= settings.min_gain_gpus:
             held_back.append(
                 NodeHold(best[1].name, f"budget of {settings.max_gpus_per_round} GPU changes per round spent")
             )
-    after = _unmet(supply, targets, units)
+    after = _unmet(supply, targets, units, weight)
     summary = (
         f"unmet demand {unmet_before:.2f} -> {after:.2f} GPU-equivalents ({_wants(supply, targets)}); "
         f"{len(changes)} GPU(s) on {len(chosen_nodes)} node(s) changed"
@@ -295,6 +302,7 @@ def _best_change(
     supply: Counter[str],
     targets: Mapping[str, float],
     units: Mapping[str, float],
+    weight: float,
     modes: Mapping[NodeName, Counter[bool]],
 ) -> tuple[float, NodePlanState, GpuPlanState, Layout] | None:
     """The GPU and layout that lower unmet demand most (ties: see the module's docstring)."""
@@ -306,7 +314,7 @@ def _best_change(
                 continue
             key = (gpu.model, gpu.layout, gpu.held_starts)
             if key not in memo:
-                memo[key] = _best_layout(gpu, supply, targets, units)
+                memo[key] = _best_layout(gpu, supply, targets, units, weight)
             found = memo[key]
             if found is None:
                 continue
@@ -330,6 +338,7 @@ def _best_layout(
     supply: Counter[str],
     targets: Mapping[str, float],
     units: Mapping[str, float],
+    weight: float,
 ) -> tuple[float, float, int, Layout] | None:
     """The layout for ``gpu`` that lowers unmet demand most: (gain, waste, churn, layout)."""
     kept = tuple((i.profile.name, i.start) for i in gpu.held())
@@ -345,9 +354,9 @@ def _best_layout(
             want = targets.get(resource, 0.0)
             now = supply.get(resource, 0)
             then = now - current.get(resource, 0) + offered.get(resource, 0)
-            gain += (max(0.0, want - now) - max(0.0, want - then)) * unit
-            # Capacity the new layout creates beyond what is wanted: it would sit idle.
-            waste += max(0.0, then - max(want, now)) * unit
+            gain += _cost(resource, now, want, unit, weight) - _cost(resource, then, want, unit, weight)
+            if resource != FULL_GPU_RESOURCE:  # MIG instances beyond what is wanted would sit idle
+                waste += max(0.0, then - max(want, now)) * unit
         churn = len(before - keys) + len(keys - before)
         if best is None or (gain, -waste, -churn) > (best[0], -best[1], -best[2]):
             best = (gain, waste, churn, layout)
@@ -437,8 +446,21 @@ def _targets(
     return targets
 
 
-def _unmet(supply: Mapping[str, int], targets: Mapping[str, float], units: Mapping[str, float]) -> float:
-    return sum(max(0.0, want - supply.get(r, 0)) * units[r] for r, want in targets.items())
+def _unmet(
+    supply: Mapping[str, int], targets: Mapping[str, float], units: Mapping[str, float], weight: float
+) -> float:
+    """The cost of a state: demand unmet, plus free MIG instances beyond it (weighted)."""
+    return sum(
+        _cost(r, supply.get(r, 0), targets.get(r, 0.0), units.get(r, 1.0), weight)
+        for r in {*supply, *targets}
+    )
+
+
+def _cost(resource: str, have: float, want: float, unit: float, weight: float) -> float:
+    cost = max(0.0, want - have) * unit
+    if resource != FULL_GPU_RESOURCE:  # free whole GPUs are the neutral pool, never surplus
+        cost += weight * max(0.0, have - want - 1.0) * unit
+    return cost
 
 
 def _wants(supply: Mapping[str, int], targets: Mapping[str, float]) -> str:

@@ -255,14 +255,34 @@ def test_every_change_says_why(demand: MigDemand) -> None:
 
 
 @pytest.mark.parametrize(
-    "demand",
-    [MigDemand(), MigDemand(recent={THREE_G: 4}), MigDemand(waiting={"nvidia.com/mig-unknown": 3})],
+    ("demand", "horizon"),
+    [
+        (MigDemand(recent={THREE_G: 4}), 4.0),
+        (MigDemand(waiting={THREE_G: 8}), 0.0),
+        (MigDemand(waiting={THREE_G: 7}, recent={"nvidia.com/mig-unknown": 3}), 0.0),
+    ],
 )
-def test_no_change_when_the_free_capacity_already_fits_the_demand(demand: MigDemand) -> None:
+def test_no_change_when_the_free_capacity_already_fits_the_demand(demand: MigDemand, horizon: float) -> None:
     nodes = [_node("a", *[_free_mig(TWO_3G)] * 4)]
-    plan = _plan(nodes, demand, horizon_gpus=1.0)
+    plan = _plan(nodes, demand, horizon_gpus=horizon)
     assert not plan.changes
     assert plan.summary.startswith("no change")
+
+
+@pytest.mark.parametrize(
+    ("surplus_weight", "layouts"),
+    [
+        # Idle instances cost: three GPUs go whole, the last keeps the one spare 3g.40gb allowed.
+        (0.5, ["MIG off", "MIG off", "MIG off", "3g.40gb"]),
+        # Without that cost, only the whole GPU wanted is made.
+        (0.0, ["MIG off"]),
+    ],
+)
+def test_free_instances_nobody_wants_go_back_to_whole_gpus(surplus_weight: float, layouts: list[str]) -> None:
+    nodes = [_node("a", *[_free_mig(TWO_3G)] * 4)]
+    demand = MigDemand(recent={THREE_G: 1, FULL_GPU_RESOURCE: 20})
+    plan = _plan(nodes, demand, horizon_gpus=1.0, surplus_weight=surplus_weight)
+    assert [describe(c.after) for c in plan.changes] == layouts
 
 
 def test_whole_gpus_are_never_carved_while_they_are_wanted_as_whole() -> None:
