@@ -21,15 +21,14 @@ from inventory.domain.catalogue import GpuModel
 from inventory.domain.gpunode import build_status, new_gpunode
 from inventory.domain.health import GpuHealth
 from inventory.domain.labels import FULL_GPU_RESOURCE, MIG_CONFIG_STATE_LABEL
+from inventory.domain.mig_candidates import Layout, describe
 from inventory.domain.mig_layout import MigInstance
 from inventory.domain.mig_plan import (
     GpuPlanState,
-    Layout,
     MigDemand,
     MigPlan,
     NodePlanState,
     PlanSettings,
-    describe,
     plan_layouts,
 )
 from inventory.domain.model import ClusterInventory, GpuDevice, NodeInventory, NodeName

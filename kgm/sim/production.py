@@ -34,7 +34,8 @@ from inventory.domain.labels import (
     PLACEMENT_POLICY,
     WORKLOAD_TYPE,
 )
-from inventory.domain.mig_plan import PlanSettings, plannable_offer
+from inventory.domain.mig_candidates import plannable_offer
+from inventory.domain.mig_plan import PlanSettings
 from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import offer_of
 from inventory.domain.shape import NodeShape

@@ -6,19 +6,21 @@ import pytest
 
 from inventory.domain.catalogue import builtin_catalogue
 from inventory.domain.labels import FULL_GPU_RESOURCE
+from inventory.domain.mig_candidates import (
+    Layout,
+    candidate_layouts,
+    describe,
+    plannable_offer,
+    plannable_profiles,
+)
 from inventory.domain.mig_layout import MigInstance, place_instances
 from inventory.domain.mig_plan import (
     GpuPlanState,
-    Layout,
     MigDemand,
     MigPlan,
     NodePlanState,
     PlanSettings,
-    candidate_layouts,
-    describe,
     plan_layouts,
-    plannable_offer,
-    plannable_profiles,
 )
 from inventory.domain.model import ClusterInventory, GpuDevice, NodeInventory, NodeName
 from inventory.domain.prices import PriceTable

@@ -13,7 +13,8 @@ import pytest
 
 from inventory.domain.cluster_file import parse_cluster
 from inventory.domain.labels import FULL_GPU_RESOURCE
-from inventory.domain.mig_plan import PlanSettings, describe
+from inventory.domain.mig_candidates import describe
+from inventory.domain.mig_plan import PlanSettings
 from inventory.domain.model import ClusterInventory, NodeName
 from inventory.live.static import cache_of
 from kgm.sim.cli import run_simulate
