@@ -30,9 +30,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-GROUP: Final = "gpu.kgm.io"
-VERSION: Final = "v1alpha1"
-PLURAL: Final = "gpunodes"
+from inventory.domain.gpunode import PLURAL, VERSION
+from inventory.domain.labels import GROUP
+
 _GVP: Final = (GROUP, VERSION, PLURAL)
 GPUALLOCATIONS: Final = "gpuallocations"
 

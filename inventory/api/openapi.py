@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from inventory.domain.allocation import MAX_DURATION_HOURS
+
 _REF = "#/components/schemas/"
 
 
@@ -142,7 +144,7 @@ _SCHEMAS: dict[str, Any] = {
                 "useMig": _nullable("boolean"),
                 "userId": {"type": "string", "maxLength": 63},
                 "teamId": {"type": "string", "maxLength": 63},
-                "maxDurationHours": {"type": "integer", "minimum": 1, "maximum": 168},
+                "maxDurationHours": {"type": "integer", "minimum": 1, "maximum": MAX_DURATION_HOURS},
                 "costLimit": {"type": "number", "exclusiveMinimum": 0},
             },
             required=["namespace", "podName"],

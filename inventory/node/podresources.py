@@ -17,6 +17,7 @@ from typing import Protocol
 
 import grpc
 
+from inventory.domain.pods import is_gpu_resource
 from inventory.domain.readings import DeviceAssignment
 
 DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
@@ -26,11 +27,6 @@ _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 
 class PodResourcesError(Exception):
     """The PodResources API could not be reached, refused us, or answered with malformed bytes."""
-
-
-def is_nvidia_gpu(resource: str) -> bool:
-    """Full GPUs and MIG devices from the NVIDIA device plugin; SR-IOV NICs and the like are not ours."""
-    return resource == "nvidia.com/gpu" or resource.startswith("nvidia.com/mig-")
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -98,7 +94,7 @@ def _string(values: list[bytes]) -> str:
 
 
 def decode_list_response(
-    data: bytes, *, keep: Callable[[str], bool] = is_nvidia_gpu
+    data: bytes, *, keep: Callable[[str], bool] = is_gpu_resource
 ) -> list[DeviceAssignment]:
     """Decode a ListPodResourcesResponse into one assignment per (container, kept resource), in wire order."""
     found: list[DeviceAssignment] = []
@@ -145,7 +141,7 @@ class PodResourcesClient:
         socket_path: str = DEFAULT_SOCKET,
         timeout_s: float = 5.0,
         *,
-        keep: Callable[[str], bool] = is_nvidia_gpu,
+        keep: Callable[[str], bool] = is_gpu_resource,
     ) -> None:
         self.socket_path = socket_path
         self.timeout_s = timeout_s
