@@ -80,8 +80,9 @@ class PlanSettings:
     #: GPU-equivalents of free capacity shaped after the recent mix: more carves ahead of demand
     #: (no pod waits for a reconfiguration), less keeps capacity uncommitted.
     horizon_gpus: float = 16.0
-    #: A change must lower the cost by this many GPU-equivalents (a change has a cost of its own).
-    min_gain_gpus: float = 0.1
+    #: A change must lower the cost by this many GPU-equivalents (a change has a cost of its own),
+    #: or by the size of one unit a pod waits for: a waiting pod is never too small to serve.
+    min_gain_gpus: float = 0.3
     #: Weight of free MIG instances beyond what is wanted (one spare of each is free of charge):
     #: they strand capacity and scatter pods over GPUs that could have stayed whole.
     surplus_weight: float = 0.5
@@ -126,6 +127,10 @@ def plan_layouts(
             supply.update(_free(gpu))
     targets = _targets(demand, units, _free_capacity(nodes, units), settings.horizon_gpus)
     weight = settings.surplus_weight
+    min_gain = min(
+        [settings.min_gain_gpus]
+        + [0.99 * units[r] for r, n in demand.waiting.items() if r in units and n > 0]
+    )
     unmet_before = _unmet(supply, targets, units, weight)
 
     held_back: list[NodeHold] = []
@@ -158,7 +163,7 @@ def plan_layouts(
             eligible if len(chosen_nodes) < node_budget else [n for n in eligible if n.name in chosen_nodes]
         )
         best = _best_change(allowed, changed, supply, targets, units, weight, modes)
-        if best is None or best[0] < settings.min_gain_gpus:
+        if best is None or best[0] < min_gain:
             break
         gain, node, gpu, layout = best
         unmet = _unmet(supply, targets, units, weight)
@@ -173,7 +178,7 @@ def plan_layouts(
             chosen_nodes.append(node.name)
     if len(changes) == settings.max_gpus_per_round:
         best = _best_change(eligible, changed, supply, targets, units, weight, modes)
-        if best is not None and best[0] >= settings.min_gain_gpus:
+        if best is not None and best[0] >= min_gain:
             held_back.append(
                 NodeHold(best[1].name, f"budget of {settings.max_gpus_per_round} GPU changes per round spent")
             )

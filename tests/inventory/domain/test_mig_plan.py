@@ -283,8 +283,16 @@ def test_no_change_when_the_free_capacity_already_fits_the_demand(demand: MigDem
 def test_free_instances_nobody_wants_go_back_to_whole_gpus(surplus_weight: float, layouts: list[str]) -> None:
     nodes = [_node("a", *[_free_mig(TWO_3G)] * 4)]
     demand = MigDemand(recent={THREE_G: 1, FULL_GPU_RESOURCE: 20})
-    plan = _plan(nodes, demand, horizon_gpus=1.0, surplus_weight=surplus_weight)
+    plan = _plan(nodes, demand, horizon_gpus=1.0, surplus_weight=surplus_weight, min_gain_gpus=0.1)
     assert [describe(c.after) for c in plan.changes] == layouts
+
+
+@pytest.mark.parametrize(("waiting", "changed"), [({ONE_G: 1}, True), ({}, False)])
+def test_a_waiting_pod_is_never_too_small_to_serve(waiting: dict[str, int], changed: bool) -> None:
+    # One 1g.10gb is 1/7 of a GPU: below the minimum gain of a change made for the mix alone.
+    nodes = [_node("a", FREE_WHOLE, FREE_WHOLE)]
+    plan = _plan(nodes, MigDemand(waiting=waiting, recent={ONE_G: 1}), horizon_gpus=1 / 7, min_gain_gpus=0.3)
+    assert bool(plan.changes) == changed
 
 
 def test_whole_gpus_are_never_carved_while_they_are_wanted_as_whole() -> None:
