@@ -51,8 +51,8 @@ def check_mutated(body: bytes) -> None:
         raise BenchmarkError(f"/mutate did not move the GPU pod to a MIG profile: {body[:400]!r}")
 
 
-# A copy of shared/fixtures/k8s/admissionreview-pod-create.json (a Job's pod as kube-apiserver sends
-# it, managedFields included), so the benchmark runs without ../shared and with a body of the same size.
+# A copy of tests/data/k8s/admissionreview-pod-create.json (a Job's pod as kube-apiserver sends
+# it, managedFields included), so the benchmark runs without the tests' data and with a body of the same size.
 EMBEDDED_REVIEW: dict[str, Any] = {
     "kind": "AdmissionReview",
     "apiVersion": "admission.k8s.io/v1",

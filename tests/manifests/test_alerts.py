@@ -44,7 +44,7 @@ TARGET_LABELS = frozenset({"job", "instance", "namespace", "service", "pod", "co
 #: Prometheus' own series, not ours.
 PROMETHEUS_METRICS = {"up": frozenset({"job", "instance"})}
 
-#: The label values that the code writes (webhook/metrics.py, extender/app.py help texts and callers).
+#: The label values that the code writes (kgm/web/metrics.py help texts and their callers).
 KNOWN_VALUES = {
     ("kgm_admission_requests_total", "outcome"): {"mutated", "unchanged", "denied", "bad_request", "error"},
     ("kgm_extender_requests_total", "outcome"): {"ok", "refused", "invalid", "bad_request", "error"},
