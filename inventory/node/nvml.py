@@ -1,6 +1,6 @@
 """The real :class:`~inventory.domain.readings.GpuSource`: the NVIDIA driver through pynvml.
 
-This is the only module that imports ``pynvml`` (an import-linter contract in pyproject.toml keeps it so), and every
+This is the only module that imports ``pynvml`` (an import-linter contract keeps it so), and every
 library error is turned into our ``NvmlError`` family here, in one place. The library is injected
 (``nvml=``, the ``pynvml`` module by default) so tests can pass a stand-in with the same function
 names: this is the OS edge, where a stand-in is the right tool.
