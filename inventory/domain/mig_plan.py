@@ -86,6 +86,10 @@ class PlanSettings:
     #: Weight of free MIG instances beyond what is wanted (one spare of each is free of charge):
     #: they strand capacity and scatter pods over GPUs that could have stayed whole.
     surplus_weight: float = 0.5
+    #: Whether a GPU with instances in use may gain or lose free instances around them (NVIDIA
+    #: creates and destroys one instance while others run). False: only GPUs with nothing held
+    #: change, for an applier that re-creates all of a GPU's instances at once.
+    change_gpus_in_use: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +160,9 @@ def plan_layouts(
 
     changes: list[GpuChange] = []
     chosen_nodes: list[NodeName] = []
-    changed: set[tuple[NodeName, int]] = set()
+    changed: set[tuple[NodeName, int]] = set()  # GPUs done with this round (or not to be touched)
+    if not settings.change_gpus_in_use:
+        changed = {(n.name, g.index) for n in nodes for g in n.gpus if g.held_starts or g.whole_held}
     modes = {node.name: Counter(g.layout is None for g in node.gpus) for node in nodes}
     while len(changes) < settings.max_gpus_per_round:
         allowed = (

@@ -299,3 +299,15 @@ def test_whole_gpus_are_never_carved_while_they_are_wanted_as_whole() -> None:
     nodes = [_node("a", FREE_WHOLE, FREE_WHOLE)]
     plan = _plan(nodes, MigDemand(waiting={FULL_GPU_RESOURCE: 2, THREE_G: 1}))
     assert not plan.changes, plan.changes
+
+
+@pytest.mark.parametrize("change_gpus_in_use", [True, False])
+def test_gpus_in_use_are_left_alone_for_an_applier_that_recreates_every_instance(
+    change_gpus_in_use: bool,
+) -> None:
+    in_use = (SEVEN_1G, frozenset({0}), False)
+    nodes = [_node("a", in_use, _free_mig(SEVEN_1G))]
+    plan = _plan(nodes, MigDemand(waiting={THREE_G: 1}), change_gpus_in_use=change_gpus_in_use)
+    changed = {c.gpu for c in plan.changes}
+    assert 1 in changed  # the free GPU serves the waiting pod either way
+    assert (0 in changed) == change_gpus_in_use  # the one in use only gives up its idle instances if allowed
