@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from starlette.types import Scope
 
@@ -85,36 +85,27 @@ VERBS: tuple[Verb[Any], ...] = (
 )
 
 
-class Replied(NamedTuple):
-    """A call answered by the service. A tuple: one is built per call, on every pod's path."""
+@dataclass(frozen=True, slots=True)
+class Replied:
+    """A call answered by the service. One is built per call, on every pod's path: slots, no dict."""
 
     verb: str
     call: _Call
     reply: Reply
 
-    @property
-    def status(self) -> int:
-        return 200
+    # What every answer of the service has in common: plain class attributes, not per-tuple fields.
+    status: ClassVar[int] = 200
+    message: ClassVar[str] = ""
+    headers: ClassVar[Sequence[tuple[bytes, bytes]]] = ()
+    timed: ClassVar[bool] = True
 
     @property
     def body(self) -> bytes:
         return self.reply.body
 
     @property
-    def message(self) -> str:
-        return ""
-
-    @property
-    def headers(self) -> Sequence[tuple[bytes, bytes]]:
-        return ()
-
-    @property
     def labels(self) -> tuple[str, str]:
         return (self.verb, self.reply.outcome)
-
-    @property
-    def timed(self) -> bool:
-        return True
 
     @property
     def level(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar
 
 from starlette.types import Scope
 
@@ -26,35 +26,26 @@ LogLine = tuple[str, tuple[object, ...], Mapping[str, object]]
 _FAILED = "the GPU admission webhook failed on this pod; see its logs"
 
 
-class Reviewed(NamedTuple):
-    """A review answered: allowed as it is, mutated or denied. A tuple: one is built per review."""
+@dataclass(frozen=True, slots=True)
+class Reviewed:
+    """A review answered: allowed as it is, mutated or denied. One is built per review: slots, no dict."""
 
     request: AdmissionRequest
     result: admission.Answer
 
-    @property
-    def status(self) -> int:
-        return 200
+    # What every answer of the service has in common: plain class attributes, not per-tuple fields.
+    status: ClassVar[int] = 200
+    message: ClassVar[str] = ""
+    headers: ClassVar[Sequence[tuple[bytes, bytes]]] = ()
+    timed: ClassVar[bool] = True
 
     @property
     def body(self) -> bytes:
         return self.result.body
 
     @property
-    def message(self) -> str:
-        return ""
-
-    @property
-    def headers(self) -> Sequence[tuple[bytes, bytes]]:
-        return ()
-
-    @property
     def labels(self) -> tuple[str, str]:
         return (self.request.operation, self.result.outcome.value)
-
-    @property
-    def timed(self) -> bool:
-        return True
 
     @property
     def level(self) -> int:
