@@ -1,0 +1,1 @@
+"""The typed REST client (rest.py) and the `kgm devices/allocate/release/overview/cost` commands."""
