@@ -137,38 +137,19 @@ def plan_layouts(
     )
     unmet_before = _unmet(supply, targets, units, weight)
 
-    held_back: list[NodeHold] = []
-    eligible: list[NodePlanState] = []
-    busy = 0
-    for node in nodes:
-        reason = _hold_reason(node, now_s, settings)
-        if node.reconfiguring:
-            busy += 1
-        if reason is None:
-            eligible.append(node)
-        elif _could_change(node):
-            held_back.append(NodeHold(node.name, reason))
-    node_budget = settings.max_nodes_per_round - busy
-    if node_budget <= 0 and eligible:
-        held_back.append(
-            NodeHold(
-                eligible[0].name,
-                f"{busy} node(s) still reconfiguring (at most {settings.max_nodes_per_round})",
-            )
-        )
-        eligible = []
-
+    eligible, node_budget, held_back = _eligible(nodes, now_s, settings)
     changes: list[GpuChange] = []
     chosen_nodes: list[NodeName] = []
     changed: set[tuple[NodeName, int]] = set()  # GPUs done with this round (or not to be touched)
     if not settings.change_gpus_in_use:
         changed = {(n.name, g.index) for n in nodes for g in n.gpus if g.held_starts or g.whole_held}
     modes = {node.name: Counter(g.layout is None for g in node.gpus) for node in nodes}
+    kinds = _kinds(nodes)
     while len(changes) < settings.max_gpus_per_round:
         allowed = (
             eligible if len(chosen_nodes) < node_budget else [n for n in eligible if n.name in chosen_nodes]
         )
-        best = _best_change(allowed, changed, supply, targets, units, weight, modes)
+        best = _best_change(allowed, changed, supply, targets, units, weight, modes, kinds)
         if best is None or best[0] < min_gain:
             break
         gain, node, gpu, layout = best
@@ -183,7 +164,7 @@ def plan_layouts(
         if node.name not in chosen_nodes:
             chosen_nodes.append(node.name)
     if len(changes) == settings.max_gpus_per_round:
-        best = _best_change(eligible, changed, supply, targets, units, weight, modes)
+        best = _best_change(eligible, changed, supply, targets, units, weight, modes, kinds)
         if best is not None and best[0] >= min_gain:
             held_back.append(
                 NodeHold(best[1].name, f"budget of {settings.max_gpus_per_round} GPU changes per round spent")
@@ -197,6 +178,37 @@ def plan_layouts(
         "and no allowed change lowers it"
     )
     return MigPlan(changes=tuple(changes), held_back=tuple(held_back), summary=summary)
+
+
+def _eligible(
+    nodes: Sequence[NodePlanState], now_s: float, settings: PlanSettings
+) -> tuple[list[NodePlanState], int, list[NodeHold]]:
+    """The nodes that may change this round, how many of them may, and the others with why not."""
+    held_back: list[NodeHold] = []
+    eligible: list[NodePlanState] = []
+    busy = sum(1 for node in nodes if node.reconfiguring)
+    for node in nodes:
+        reason = _hold_reason(node, now_s, settings)
+        if reason is None:
+            eligible.append(node)
+        elif _could_change(node):
+            held_back.append(NodeHold(node.name, reason))
+    node_budget = settings.max_nodes_per_round - busy
+    if node_budget <= 0 and eligible:
+        reason = f"{busy} node(s) still reconfiguring (at most {settings.max_nodes_per_round})"
+        held_back.append(NodeHold(eligible[0].name, reason))
+        eligible = []
+    return eligible, node_budget, held_back
+
+
+def _kinds(nodes: Sequence[NodePlanState]) -> dict[tuple[NodeName, int], object]:
+    """GPUs alike for the choice share one evaluation: the same model (by identity: hashing frozen
+    dataclasses of dataclasses for every GPU dominated a round), layout and instances held."""
+    return {
+        (n.name, g.index): (id(g.model), g.layout is None, _keys(g.layout), g.held_starts)
+        for n in nodes
+        for g in n.gpus
+    }
 
 
 def _hold_reason(node: NodePlanState, now_s: float, settings: PlanSettings) -> str | None:
@@ -226,6 +238,7 @@ def _best_change(
     units: Mapping[str, float],
     weight: float,
     modes: Mapping[NodeName, Counter[bool]],
+    kinds: Mapping[tuple[NodeName, int], object],
 ) -> tuple[float, NodePlanState, GpuPlanState, Layout] | None:
     """The GPU and layout that lower unmet demand most (ties: see the module's docstring)."""
     memo: dict[object, tuple[float, float, int, Layout] | None] = {}
@@ -234,7 +247,7 @@ def _best_change(
         for gpu in node.gpus:
             if (node.name, gpu.index) in changed or not gpu.model.mig_capable or gpu.whole_held:
                 continue
-            key = (gpu.model, gpu.layout, gpu.held_starts)
+            key = kinds[node.name, gpu.index]
             if key not in memo:
                 memo[key] = _best_layout(gpu, supply, targets, units, weight)
             found = memo[key]
@@ -271,7 +284,7 @@ def _best_layout(
         if keys == before and (layout is None) == (gpu.layout is None):
             continue
         gain = waste = 0.0
-        for resource in current.keys() | offered.keys():
+        for resource in sorted(current.keys() | offered.keys()):  # sorted: the same sums in every process
             unit = units.get(resource, 1.0)
             want = targets.get(resource, 0.0)
             now = supply.get(resource, 0)
@@ -374,7 +387,7 @@ def _unmet(
     """The cost of a state: demand unmet, plus free MIG instances beyond it (weighted)."""
     return sum(
         _cost(r, supply.get(r, 0), targets.get(r, 0.0), units.get(r, 1.0), weight)
-        for r in {*supply, *targets}
+        for r in sorted({*supply, *targets})
     )
 
 
