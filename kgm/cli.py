@@ -138,6 +138,10 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
+#: kgm agent's kubelet PodResources client speaks gRPC, an extra that a controller-only install lacks.
+AGENT_EXTRA_MISSING = "kgm agent: grpcio is not installed: pip install 'k8s-gpu-management[agent]'"
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     environ = read_environment() if environ is None else environ
     args = _parser(environ).parse_args(argv)
@@ -151,8 +155,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
             return run_simulate(args)
         if args.command == "agent":
-            from kgm.agent import run_agent  # noqa: PLC0415  (NVML and the kube client load only here)
-
+            try:
+                from kgm.agent import run_agent  # noqa: PLC0415  (NVML and the kube client load only here)
+            except ModuleNotFoundError as error:
+                if error.name != "grpc":
+                    raise
+                print(AGENT_EXTRA_MISSING, file=sys.stderr)
+                return 2
             return run_agent(args, environ)
         return _serve(args, environ)
     except (ClusterFileError, CatalogueError, PriceError, TLSConfigError, OSError, ValueError) as error:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kgm.cli import choose_inventory, kube_config_found, main
+from kgm.cli import AGENT_EXTRA_MISSING, choose_inventory, kube_config_found, main
 from kgm.logs import JsonFormatter
 
 
@@ -126,3 +126,21 @@ def test_serve_with_an_unreachable_ledger_says_so_and_exits_2() -> None:
     assert run.returncode == 2
     assert "kgm serve: ledger" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_the_agent_without_its_extra_says_which_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for module in ("kgm.agent", "inventory.node.podresources"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setitem(sys.modules, "grpc", None)  # what an install without [agent] sees
+    assert main(["agent", "--node-name", "gpu-a1", "--once"], environ={}) == 2
+    assert capsys.readouterr().err.strip() == AGENT_EXTRA_MISSING
+
+
+def test_a_postgresql_ledger_without_its_extra_says_which_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inventory.ledger.sql import SqlLedger  # noqa: PLC0415
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without [postgres] sees
+    with pytest.raises(ValueError, match=r"pip install 'k8s-gpu-management\[postgres\]'"):
+        SqlLedger.open("postgresql://kgm@db.example.test/kgm")
