@@ -144,6 +144,9 @@ def mig_report(
                 "idle_mig_pct": round(statistics.median(r.idle_mig_pct for r in mine), 4),
                 "idle_whole_pct": round(statistics.median(r.idle_whole_pct for r in mine), 4),
                 "layout_changes": statistics.median(r.layout_changes for r in mine),
+                # One seed's end state and first reasons: what the planner did, in its own words.
+                "final_layouts": mine[0].final_layouts,
+                "first_changes": mine[0].change_reasons[:10],
             }
     return {
         "protocol": "fgd",

@@ -15,7 +15,6 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from inventory.domain.catalogue import GpuModel
 from inventory.domain.gpunode import build_status, new_gpunode
@@ -71,6 +70,7 @@ class SimLayouts:
         heartbeat: datetime,
         recent_window: int = 200,
     ) -> None:
+        """``recent_window``: how many of the last admitted pods make the recent mix."""
         self._cluster = cluster
         self._cache = cache
         self._settings = settings
@@ -199,7 +199,7 @@ class SimLayouts:
     def mig_gpus(self) -> int:
         return sum(1 for n in self._nodes.values() for g in n.gpus if g.layout is not None)
 
-    def layouts(self) -> dict[str, Any]:
+    def layouts(self) -> dict[str, int]:
         """How many GPUs have each layout (for the report)."""
         return dict(Counter(describe(g.layout) for n in self._nodes.values() for g in n.gpus).most_common())
 

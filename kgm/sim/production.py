@@ -34,7 +34,7 @@ from inventory.domain.labels import (
     PLACEMENT_POLICY,
     WORKLOAD_TYPE,
 )
-from inventory.domain.mig_candidates import plannable_offer
+from inventory.domain.mig_candidates import describe, plannable_offer
 from inventory.domain.mig_plan import PlanSettings
 from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import offer_of
@@ -80,6 +80,10 @@ class MigRun:
     #: GPUs whose layout the planner changed, and GPUs with MIG on at the end.
     layout_changes: int = 0
     mig_gpus: int = 0
+    #: How many GPUs end with each layout (``MIG off``, ``2 x 3g.40gb``, ...).
+    final_layouts: dict[str, int] = field(default_factory=dict)
+    #: The planner's reason for each change, in order.
+    change_reasons: list[str] = field(default_factory=list)
 
 
 def inflate(
@@ -160,10 +164,7 @@ def run_mig(
         next_mark += 1
     scheduler.give_up()
     run.idle_whole_pct, run.idle_mig_pct = _idle_split(cache, names, capacity)
-    run.layout_changes = layouts.changes if layouts else 0
-    run.mig_gpus = (
-        layouts.mig_gpus() if layouts else sum(g.mig_enabled for n in cluster.nodes for g in n.gpus)
-    )
+    _record_layouts(run, cluster, layouts)
     active = ledger.find(AllocationFilter(), limit=100_000).items
     run.cost_per_hour = sum((a.hourly_price * a.count for a in active), Decimal(0))
     run.cost_total = sum((a.cost(clock()) for a in active), Decimal(0))
@@ -172,6 +173,20 @@ def run_mig(
 
 
 _NO_ROOM = "no node had room"
+
+
+def _record_layouts(run: MigRun, cluster: ClusterInventory, layouts: SimLayouts | None) -> None:
+    """The layouts at the end of the run, and what the planner changed to get there."""
+    if layouts is not None:
+        run.layout_changes = layouts.changes
+        run.change_reasons = list(layouts.reasons)
+        run.final_layouts = layouts.layouts()
+        run.mig_gpus = layouts.mig_gpus()
+        return
+    gpus = [g for n in cluster.nodes for g in n.gpus]
+    found = Counter(describe(tuple(g.mig_instances) if g.mig_enabled else None) for g in gpus)
+    run.final_layouts = dict(found.most_common())
+    run.mig_gpus = sum(g.mig_enabled for g in gpus)
 
 
 def _extender(

@@ -4,6 +4,7 @@ destroyed, and a re-laid-out GPU offers nothing until its reconfiguration time h
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,11 +169,18 @@ def _args(tmp_path: Path, **overrides: object) -> argparse.Namespace:
 def test_the_summary_prints_the_static_figure_beside_the_planned_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], planner: str | None, rows: list[str]
 ) -> None:
-    assert run_simulate(_args(tmp_path, mig_planner=planner)) == 0
+    report = tmp_path / "report.json"
+    assert run_simulate(_args(tmp_path, mig_planner=planner, report=report)) == 0
     out = capsys.readouterr().out
     printed = [" ".join(line.split()[:2]) for line in out.splitlines() if line.startswith("fragmentation")]
     assert printed == rows
     assert ("static -> planned" in out) == (planner is None)
+    policies = json.loads(report.read_text())["policies"]
+    assert [p["layouts"] for p in policies.values()] == [row.split()[1] for row in reversed(rows)]
+    if planner is None:  # what the planner did, in its own words, and where the GPUs ended up
+        assert policies["fragmentation"]["first_changes"]
+        assert all("unmet demand" in reason for reason in policies["fragmentation"]["first_changes"])
+        assert sum(policies["fragmentation"]["final_layouts"].values()) == 4
 
 
 @pytest.mark.parametrize(
