@@ -2,11 +2,14 @@
 
 The planner shapes the cluster's *free* GPU capacity after the workload: pods waiting for a profile
 no free instance offers come first, then the recent mix of requests, spread over the next
-``horizon_gpus`` of free capacity. It measures a state by its unmet demand (GPU-equivalents wanted
-but not offered, each resource counted apart: a pod moved to 3g.40gb cannot use a 4g.40gb) and
-changes, one GPU at a time, the GPU whose new layout lowers that most. Whole GPU (MIG off) is one of
-the layouts. Ties go to the change that creates the least capacity nobody wants, destroys the
-fewest instances, and keeps each node's GPUs in one mode (whole nodes stay free for multi-GPU pods).
+``horizon_gpus`` of free capacity. It prices a state by its unmet demand (GPU-equivalents wanted
+but not offered, each resource counted apart: a pod moved to 3g.40gb cannot use a 4g.40gb) plus,
+weighted, the free MIG instances beyond it (stranded capacity, and bait that scatters small pods
+over GPUs that could have stayed whole), and changes, one GPU at a time, the GPU whose new layout
+lowers that price most, by at least ``min_gain_gpus`` (less for a waiting pod's one unit). Whole
+GPU (MIG off) is one of the layouts. Ties go to the change that creates the least capacity nobody
+wants, destroys and creates the fewest instances, and keeps each node's GPUs in one mode (whole
+nodes stay free for multi-GPU pods).
 
 Safety, whatever the demand: an instance holding an allocation keeps its profile and place (a
 layout is only ever *extended* around it), a whole GPU holding one is never touched, so a change
