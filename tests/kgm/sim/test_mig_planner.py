@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,3 +197,51 @@ def test_planner_flags_are_refused_where_they_mean_nothing(
 ) -> None:
     assert run_simulate(_args(tmp_path, **overrides)) == 2
     assert "--mig-" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_through_many_rounds_no_held_instance_is_ever_lost(seed: int) -> None:
+    """Pods take whatever the nodes report free, the planner re-lays GPUs out for shifting demand:
+    every instance a pod holds is still there, at its place, after every round."""
+    rng = random.Random(seed)
+    cluster = _cluster(
+        {"model": "H100-80GB", "count": 2},
+        {"model": "H100-80GB", "count": 2, "mig": ["1g.10gb"] * 7},
+        {"model": "H100-80GB", "count": 2, "mig": ["3g.40gb", "2g.20gb", "1g.20gb"]},
+        nodes=2,
+    )
+    cache = cache_of(cluster)
+    settings = PlanSettings(min_seconds_between_changes=120.0, horizon_gpus=2.0)
+    layouts = SimLayouts(
+        cluster, cache, settings=settings, reconfigure_s=60.0, heartbeat=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    resources = [FULL_GPU_RESOURCE, ONE_G, THREE_G, "nvidia.com/mig-1g.20gb", "nvidia.com/mig-2g.20gb"]
+    held: list[tuple[str, str]] = []
+    for minute in range(60):
+        now_s = 60.0 * minute
+        layouts.finish(now_s)
+        wanted = rng.choice(resources)
+        free = [n for n in ("n0", "n1") if _free(cache, n, wanted) > 0]
+        if free and rng.random() < 0.5:
+            node = rng.choice(free)
+            uid = f"p{minute}"
+            limits = {wanted: "1"}
+            pod = {"name": "c", "resources": {"limits": limits, "requests": limits}}
+            cache.apply_pod(
+                "ADDED",
+                {
+                    "metadata": {"name": uid, "namespace": "sim", "uid": uid},
+                    "spec": {"nodeName": node, "containers": [pod]},
+                    "status": {"phase": "Running"},
+                },
+            )
+            layouts.bound(node, {wanted: 1})
+            held.append((node, wanted))
+        layouts.requested({wanted: 1})
+        layouts.plan(now_s, {rng.choice(resources): rng.randint(0, 2)})
+        for node in ("n0", "n1"):
+            shape = cache.snapshot().states[NodeName(node)].shape
+            for resource in resources:
+                taken = sum(1 for n, r in held if (n, r) == (node, resource))
+                assert shape.total(resource) >= taken, (minute, node, resource)
+    assert layouts.changes > 0
