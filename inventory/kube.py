@@ -165,7 +165,7 @@ def _event(line: bytes, what: str) -> WatchEvent:
 
 
 class KubeClient:
-    """GpuNodes, pods and nodes over the Kubernetes API; synchronous, thread-safe (urllib3's pool)."""
+    """GpuNodes, pods, nodes, ConfigMaps through the Kubernetes API; synchronous, thread-safe (urllib3)."""
 
     def __init__(
         self,
@@ -326,6 +326,57 @@ class KubeClient:
             self._core.list_node,
             resource_version=resource_version,
             timeout_seconds=timeout_seconds,
+        )
+
+    def patch_node_metadata(
+        self,
+        name: str,
+        *,
+        labels: Mapping[str, str | None],
+        annotations: Mapping[str, str | None] | None = None,
+    ) -> dict[str, Any]:
+        """Set (or, with None, remove) labels and annotations of a node, others untouched: a JSON merge
+        patch of ``metadata`` only. :class:`KubeNotFoundError` when the node is gone."""
+        metadata: dict[str, Any] = {"labels": dict(labels)}
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        return self._call(
+            f"patch node {name} metadata",
+            self._core.patch_node,
+            name,
+            {"metadata": metadata},
+            _content_type="application/merge-patch+json",
+        )
+
+    # ConfigMaps (the MIG manager's config)
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call(
+                f"get configmap {namespace}/{name}", self._core.read_namespaced_config_map, name, namespace
+            )
+        except KubeNotFoundError:
+            return None
+
+    def create_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """:class:`KubeConflictError` when it exists already."""
+        return self._call(
+            f"create configmap in {namespace}", self._core.create_namespaced_config_map, namespace, body
+        )
+
+    def update_configmap_data(
+        self, namespace: str, name: str, data: Mapping[str, str], *, resource_version: str
+    ) -> dict[str, Any]:
+        """Set keys of a ConfigMap's ``data`` if nobody wrote it since ``resource_version`` (a merge
+        patch that carries it: the API server answers 409, :class:`KubeConflictError`, otherwise)."""
+        patch = {"metadata": {"resourceVersion": resource_version}, "data": dict(data)}
+        return self._call(
+            f"update configmap {namespace}/{name}",
+            self._core.patch_namespaced_config_map,
+            name,
+            namespace,
+            patch,
+            _content_type="application/merge-patch+json",
         )
 
     # Pods: one, and binding one to a node
