@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from inventory.domain.allocation import MAX_DURATION_HOURS
+from inventory.reservations.request import MAX_COST_LIMIT, MAX_MEMORY_GB
 
 _REF = "#/components/schemas/"
 
@@ -140,15 +141,14 @@ _SCHEMAS: dict[str, Any] = {
                 "namespace": {"type": "string", "maxLength": 63},
                 "podName": {"type": "string", "maxLength": 253},
                 "workloadType": {"type": "string", "enum": ["Training", "Inference", "Development"]},
-                "requiredMemoryGb": {"type": "number", "exclusiveMinimum": 0},
+                "requiredMemoryGb": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MEMORY_GB},
                 "useMig": _nullable("boolean"),
                 "userId": {"type": "string", "maxLength": 63},
                 "teamId": {"type": "string", "maxLength": 63},
                 "maxDurationHours": {"type": "integer", "minimum": 1, "maximum": MAX_DURATION_HOURS},
-                "costLimit": {"type": "number", "exclusiveMinimum": 0},
+                "costLimit": {"type": "number", "exclusiveMinimum": 0, "maximum": int(MAX_COST_LIMIT)},
             },
-            required=["namespace", "podName"],
-            closed=False,  # fields we do not know are ignored: reference clients send more
+            required=["namespace", "podName"],  # any other field is refused by name (400)
         ),
     },
     "Reservation": _object(

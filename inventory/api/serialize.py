@@ -36,11 +36,19 @@ class BadRequestError(ValueError):
 
 
 def money(amount: Decimal) -> float:
-    return float(amount.quantize(_CENT, rounding=ROUND_HALF_EVEN))
+    return _rounded(amount, _CENT)
 
 
 def rate(amount: Decimal) -> float:
-    return float(amount.quantize(_RATE, rounding=ROUND_HALF_EVEN))
+    return _rounded(amount, _RATE)
+
+
+def _rounded(amount: Decimal, step: Decimal) -> float:
+    # Rounding needs every digit of the result in the context's 28: an amount of more than 20 whole
+    # digits (a row an older version let in) is shown unrounded rather than failing the whole answer.
+    if not amount.is_finite() or amount.adjusted() >= 20:
+        return float(amount)
+    return float(amount.quantize(step, rounding=ROUND_HALF_EVEN))
 
 
 def timestamp(moment: datetime | None) -> str | None:

@@ -124,6 +124,17 @@ def _aware(moment: datetime) -> datetime:
     return moment
 
 
+#: Amounts are at least 0 and under this: an hourly price or a cost limit of more digits is a mistake,
+#: and one the API could not round to cents for every answer that shows it.
+MAX_AMOUNT = Decimal(10) ** 15
+
+
+def _amount(amount: Decimal) -> Decimal:
+    if not amount.is_finite() or not 0 <= amount < MAX_AMOUNT:
+        raise ValueError(f"the ledger takes amounts from 0 to under {MAX_AMOUNT:,}, not {amount!r}")
+    return amount
+
+
 def _iso_utc(moment: datetime) -> str:
     # Fixed width (always microseconds, always +00:00): comparing the text compares the times.
     return _aware(moment).astimezone(UTC).isoformat(timespec="microseconds")
@@ -342,7 +353,11 @@ class SqlLedger:
             return int(cursor.fetchone()[0] or 0)
 
     def _row(self, a: Allocation) -> tuple[object, ...]:
-        time, money = self._dialect.time_in, self._dialect.money_in
+        time = self._dialect.time_in
+
+        def money(amount: Decimal) -> object:
+            return self._dialect.money_in(_amount(amount))
+
         return (
             a.id, a.namespace, a.pod, a.pod_uid, a.node, a.resource, a.count, a.gpu_model,
             money(a.hourly_price), str(a.status), time(a.start), None if a.end is None else time(a.end),

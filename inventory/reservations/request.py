@@ -26,6 +26,17 @@ from inventory.domain.names import (
 from inventory.domain.pods import WorkloadType
 from inventory.reservations.service import ReservationRequest
 
+#: The most GPU memory a request may ask for, in GB (no GPU has a terabyte; the CRD's ``maximum``).
+MAX_MEMORY_GB = 1024
+#: The largest ``costLimit``, in the price table's currency (the CRD's ``maximum``): every amount
+#: the API shows is rounded to cents, which a ``Decimal`` does exactly only for amounts of a few digits.
+MAX_COST_LIMIT = Decimal(1_000_000_000)
+#: Every field a request may have; any other, or one of these cased otherwise, is refused by name.
+FIELDS = (
+    "namespace", "podName", "workloadType", "requiredMemoryGb", "useMig", "userId", "teamId",
+    "maxDurationHours", "costLimit",
+)  # fmt: skip
+
 
 class RequestError(ValueError):
     """A request that cannot be acted on; the message names the first bad field."""
@@ -94,12 +105,14 @@ SPEC = Wire(
 def parse_request(
     fields: Mapping[str, Any], wire: Wire, *, namespace: str | None = None, pod_name: str | None = None
 ) -> ReservationRequest:
-    """The reservation ``fields`` ask for, read as ``wire`` says; fields it does not know are ignored.
+    """The reservation ``fields`` ask for, read as ``wire`` says; a field it does not know is refused (a
+    mis-cased ``requiredMemoryGB`` silently ignored would reserve something else than was asked for).
 
     ``namespace``: where the request comes from (a GpuAllocation's own); None reads it from ``fields``,
     where it is then required. ``pod_name``: the pod name when ``fields`` has none; None makes it required.
     Raises :class:`RequestError` naming the first bad field.
     """
+    _refuse_unknown(fields, wire, namespaced=namespace is None)
     reader = _Reader(fields, wire)
     if namespace is None:
         namespace = reader.name("namespace", DNS_LABEL, DNS_LABEL_MAX, required=True) or ""
@@ -108,12 +121,12 @@ def parse_request(
         namespace=namespace,
         pod_name=pod or pod_name or "",
         workload_type=reader.workload_type("workloadType"),
-        required_memory_gb=reader.number("requiredMemoryGb", zero_allowed=False),
+        required_memory_gb=reader.number("requiredMemoryGb", zero_allowed=False, most=Decimal(MAX_MEMORY_GB)),
         use_mig=reader.boolean("useMig"),
         user_id=reader.name("userId", LABEL_VALUE, LABEL_VALUE_MAX),
         team_id=reader.name("teamId", LABEL_VALUE, LABEL_VALUE_MAX),
         max_duration_hours=reader.hours("maxDurationHours"),
-        cost_limit=reader.number("costLimit", zero_allowed=wire.zero_cost_limit),
+        cost_limit=reader.number("costLimit", zero_allowed=wire.zero_cost_limit, most=MAX_COST_LIMIT),
     )
 
 
@@ -122,6 +135,21 @@ def body_request(body: object) -> ReservationRequest:
     if not isinstance(body, Mapping):
         raise RequestError("the body must be a JSON object")
     return parse_request(body, BODY)
+
+
+def _refuse_unknown(fields: Mapping[str, Any], wire: Wire, *, namespaced: bool) -> None:
+    known = {name for name in FIELDS if namespaced or name != "namespace"}
+    unknown = sorted(str(name) for name in fields if name not in known)
+    if not unknown:
+        return
+    by_case = {name.lower(): name for name in known}
+    named = []
+    for name in unknown[:20]:
+        meant = by_case.get(name.lower())
+        shown = f"{wire.prefix}{name[:80]}"
+        named.append(f"{shown} ({meant}?)" if meant else shown)
+    more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+    raise RequestError(f"unknown fields: {', '.join(named)}{more}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,19 +194,21 @@ class _Reader:
             f"{self.wire.prefix}{field} must be one of {', '.join(WorkloadType)}, not {value!r}"
         )
 
-    def number(self, field: str, *, zero_allowed: bool) -> Decimal | None:
+    def number(self, field: str, *, zero_allowed: bool, most: Decimal) -> Decimal | None:
         value = self.fields.get(field)
         if value is None:
             return None
-        bound = "at least 0" if zero_allowed else "greater than 0"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._error(self.wire.not_a_number, field, value, bound=bound)
+        bound = f"{'at least 0' if zero_allowed else 'greater than 0'} and at most {most}"
+        shown = _shown(value)
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            raise self._error(self.wire.not_a_number, field, shown, bound=bound)
         try:
-            amount = Decimal(str(value))
+            # An int straight (str() of one past 4,300 digits raises); a float through its shortest text.
+            amount = Decimal(value) if isinstance(value, int | Decimal) else Decimal(str(value))
         except InvalidOperation:  # pragma: no cover - str() of a JSON number is always a decimal
-            raise self._error(self.wire.not_a_number, field, value, bound=bound) from None
-        if not amount.is_finite() or amount < 0 or (amount == 0 and not zero_allowed):
-            raise self._error(self.wire.out_of_bounds, field, value, bound=bound)
+            raise self._error(self.wire.not_a_number, field, shown, bound=bound) from None
+        if not amount.is_finite() or amount < 0 or (amount == 0 and not zero_allowed) or amount > most:
+            raise self._error(self.wire.out_of_bounds, field, shown, bound=bound)
         return amount
 
     def boolean(self, field: str) -> bool | None:
@@ -200,3 +230,10 @@ class _Reader:
         if hours is None or not 1 <= hours <= MAX_DURATION_HOURS:
             raise self._error(self.wire.bad_hours, field, value, most=MAX_DURATION_HOURS)
         return hours
+
+
+def _shown(value: object) -> object:
+    """``value`` fit for a message: a number of thousands of digits is not echoed whole."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"a number of {value.bit_length()} bits"
+    return value

@@ -31,7 +31,6 @@ BODY = {
     "teamId": "ml-platform",
     "maxDurationHours": 24,
     "costLimit": 99.5,
-    "priority": "ignored: fields we do not know are ignored",
 }
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from inventory.domain.catalogue import builtin_catalogue
 from inventory.domain.cluster_file import parse_cluster
 from inventory.domain.offer import offer_of
 from inventory.domain.prices import PriceTable
+from inventory.ledger import sql
 from inventory.ledger.sql import SqlLedger
 from inventory.live.static import cache_of
 from inventory.reservations.reserver import Reserver
@@ -93,3 +96,37 @@ def test_the_reservers_own_refusals_keep_their_status(h: Harness) -> None:
     reply = h.request("POST", LIST, json={"namespace": "a", "podName": "p", "requiredMemoryGb": 500})
     assert reply.status_code == 400
     assert "requiredMemoryGb 500 is more than any GPU here" in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        pytest.param({"costLimit": 1e26}, "costLimit must be", id="a cost limit no ledger can show"),
+        pytest.param({"requiredMemoryGb": 1e26}, "requiredMemoryGb must be", id="memory past any GPU"),
+        pytest.param({"requiredMemoryGB": 40}, "unknown fields: requiredMemoryGB (requiredMemoryGb?)",
+                     id="a mis-cased field"),
+    ],
+)  # fmt: skip
+def test_out_of_range_numbers_and_unknown_fields_are_refused_and_listing_still_works(
+    h: Harness, body: dict[str, Any], says: str
+) -> None:
+    reply = h.request("POST", LIST, json={"namespace": "ml", "podName": "p", **body})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["message"].startswith(says)
+    assert h.get(LIST).status_code == 200
+
+
+def test_amounts_already_in_the_ledger_past_any_bound_still_list(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rows an older version let in (costLimit 1e26) must not turn GET /allocations into a 500 forever.
+    made = h.request("POST", LIST, json=MIG_40GB).json()["data"]
+    row = h.ledger.get(made["allocationId"])
+    assert row is not None
+    with monkeypatch.context() as older_version:
+        older_version.setattr(sql, "MAX_AMOUNT", Decimal("1e30"))
+        h.ledger.record_start(dataclasses.replace(row, id="old-row", cost_limit=Decimal("1E+26")))
+    reply = h.get(LIST)
+    assert reply.status_code == 200, reply.text
+    shown = {item["id"]: item for item in reply.json()["data"]}
+    assert shown["old-row"]["costLimit"] == 1e26

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -133,3 +134,23 @@ def test_naive_datetimes_are_refused(ledger: SqlLedger) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         ledger.record_start(alloc("a", start=datetime(2026, 3, 1)))
     assert ledger.find(AllocationFilter()).total == 0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"cost_limit": Decimal("1e26")}, id="a cost limit no answer can round"),
+        pytest.param({"cost_limit": Decimal("NaN")}, id="not a number"),
+        pytest.param({"hourly_price": Decimal("Infinity")}, id="an infinite price"),
+        pytest.param({"hourly_price": Decimal("-1")}, id="a negative price"),
+    ],
+)
+def test_amounts_out_of_range_are_refused_and_nothing_is_written(
+    ledger: SqlLedger, fields: dict[str, Decimal]
+) -> None:
+    row = dataclasses.replace(RESERVATION, **fields)
+    with pytest.raises(ValueError, match="amounts"):
+        ledger.record_start(row)
+    with pytest.raises(ValueError, match="amounts"):
+        ledger.record_many([row], [])
+    assert ledger.get(row.id) is None

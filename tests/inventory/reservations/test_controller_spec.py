@@ -14,6 +14,7 @@ from inventory.domain.allocation import MAX_DURATION_HOURS
 from inventory.domain.pods import WorkloadType
 from inventory.kube import GPUALLOCATIONS, GROUP, VERSION
 from inventory.reservations.controller import Phase, request_of
+from inventory.reservations.request import MAX_COST_LIMIT, MAX_MEMORY_GB
 from inventory.reservations.service import ReservationRequest
 from tests.inventory.reservations.controller_support import ga
 from tests.support.data import REPO
@@ -150,6 +151,10 @@ def test_the_crd_enums_and_bounds_are_the_codes() -> None:
         1,
         MAX_DURATION_HOURS,
     )
+    # The parser's bounds are the schema's: what the API server admits, the controller accepts.
+    assert (spec["requiredMemoryGb"]["minimum"], spec["requiredMemoryGb"]["maximum"]) == (0, MAX_MEMORY_GB)
+    assert spec["requiredMemoryGb"]["exclusiveMinimum"] is True
+    assert (spec["costLimit"]["minimum"], Decimal(str(spec["costLimit"]["maximum"]))) == (0, MAX_COST_LIMIT)
 
 
 def test_the_crd_schema_is_structural_and_has_the_columns() -> None:

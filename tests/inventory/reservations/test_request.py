@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from inventory.reservations.request import SPEC, RequestError, body_request, parse_request
+from inventory.reservations.request import (
+    MAX_COST_LIMIT,
+    MAX_MEMORY_GB,
+    SPEC,
+    RequestError,
+    body_request,
+    parse_request,
+)
 from inventory.reservations.service import ReservationRequest
 
 NAMES = {"namespace": "ml", "podName": "train"}
@@ -40,7 +47,6 @@ def refusal(parse: Any, fields: dict[str, Any]) -> str:
                 "teamId": "ml.platform",
                 "maxDurationHours": 168,
                 "costLimit": 12,
-                "unknownField": "ignored",
             },
             ReservationRequest(
                 namespace="ml",
@@ -53,7 +59,7 @@ def refusal(parse: Any, fields: dict[str, Any]) -> str:
                 max_duration_hours=168,
                 cost_limit=Decimal(12),
             ),
-            id="every field, any case, unknown ones ignored",
+            id="every field, any case",
         ),
         pytest.param(
             {"useMig": None, "maxDurationHours": 1, "podName": "a.b-c"},
@@ -83,6 +89,12 @@ def test_both_ways_read_the_same_request(fields: dict[str, Any], expected: Reser
         ({"maxDurationHours": True}, "maxDurationHours"),
         ({"maxDurationHours": "24"}, "maxDurationHours"),
         ({"costLimit": -0.01}, "costLimit"),
+        ({"costLimit": 1e26}, "costLimit"),
+        ({"costLimit": 10**5000}, "costLimit"),
+        ({"costLimit": MAX_COST_LIMIT + Decimal("0.01")}, "costLimit"),
+        ({"requiredMemoryGb": 1e26}, "requiredMemoryGb"),
+        ({"requiredMemoryGb": MAX_MEMORY_GB + 1}, "requiredMemoryGb"),
+        ({"requiredMemoryGb": 1.7976931348623157e308}, "requiredMemoryGb"),
         ({"costLimit": "5"}, "costLimit"),
         ({"podName": "Train_1"}, "podName"),
         ({"podName": "a" * 254}, "podName"),
@@ -132,3 +144,23 @@ def test_a_body_names_its_namespace_and_pod(body: object, says: str) -> None:
 
 def test_a_spec_without_a_pod_name_reserves_for_the_object_name() -> None:
     assert parse_request({}, SPEC, namespace="ml", pod_name="object-name").pod_name == "object-name"
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        pytest.param({"requiredMemoryGB": 40}, "requiredMemoryGB (requiredMemoryGb?)", id="mis-cased"),
+        pytest.param({"costlimit": 5}, "costlimit (costLimit?)", id="lower case"),
+        pytest.param({"unknownField": 1, "gpus": 2}, "gpus, unknownField", id="two unknown, sorted"),
+    ],
+)
+def test_both_ways_refuse_unknown_fields_by_name(fields: dict[str, Any], says: str) -> None:
+    assert refusal(from_body, fields) == f"unknown fields: {says}"
+    spec_says = ", ".join(f"spec.{name}" for name in says.split(", "))
+    assert refusal(from_spec, fields) == f"unknown fields: {spec_says}"
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    fields = {"requiredMemoryGb": MAX_MEMORY_GB, "costLimit": MAX_COST_LIMIT}
+    assert from_body(fields) == from_spec(fields)
+    assert from_body(fields).cost_limit == MAX_COST_LIMIT
