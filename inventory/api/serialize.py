@@ -7,6 +7,7 @@ to 4 decimal places (a MIG slice of a GPU is a fraction of its price). Times are
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -20,6 +21,7 @@ from inventory.domain.prices import PriceTable
 from inventory.domain.snapshot import InventorySnapshot
 
 _CENT = Decimal("0.01")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _RATE = Decimal("0.0001")
 #: The words the reference clients read for an allocation's state.
 STATUS_WORDS = {
@@ -226,13 +228,17 @@ def _amounts(costs: Mapping[str, Decimal]) -> dict[str, float]:
 
 
 def query_params(query_string: bytes) -> dict[str, str]:
-    """The query's parameters; a blank value means the parameter is not set, a repeated one is refused."""
+    """The query's parameters; a blank value means the parameter is not set, a repeated one is refused,
+    and so is a value with a control character (no name, label or cursor has one; PostgreSQL refuses a
+    NUL in text, which would otherwise come back as a database failure)."""
     query: dict[str, str] = {}
     seen: set[str] = set()
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if name in seen:
-            raise BadRequestError(f"query parameter {name} is given more than once")
+            raise BadRequestError(f"query parameter {name[:40]} is given more than once")
         seen.add(name)
+        if _CONTROL.search(value):
+            raise BadRequestError(f"{name[:40]} must not contain control characters")
         if value:
             query[name] = value
     return query
@@ -242,6 +248,8 @@ def int_param(query: Mapping[str, str], name: str, *, default: int, low: int, hi
     value = query.get(name)
     if value is None:
         return default
-    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+    # Digits are counted before int() reads them: 5,000 of them would raise (Python's int limit).
+    digits = len(value.lstrip("0"))
+    if not (value.isascii() and value.isdigit()) or digits > 18 or not low <= int(value) <= high:
         raise BadRequestError(f"{name} must be a whole number from {low} to {high}, not {value[:40]!r}")
     return int(value)

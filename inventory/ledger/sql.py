@@ -475,9 +475,21 @@ def _encode_cursor(last: Allocation) -> str:
     return base64.urlsafe_b64encode(position).decode().rstrip("=")
 
 
+#: Longer than any cursor :func:`_encode_cursor` writes (a time and an id), short enough to refuse
+#: unread: what is longer is not ours (a deeply nested JSON array, say), and not worth decoding.
+_CURSOR_MAX = 1024
+_ID = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The position a page's ``next_cursor`` names; ``ValueError`` for anything else, whatever it holds
+    (not base64, not JSON, nested too deep, a time outside the years 1..9999 once in UTC, a bad id)."""
     try:
+        if len(cursor) > _CURSOR_MAX:
+            raise ValueError("too long")
         start, last_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return _aware(datetime.fromisoformat(start)), str(last_id)
-    except (binascii.Error, ValueError, TypeError) as e:
-        raise ValueError(f"not a page cursor: {cursor!r}") from e
+        if not isinstance(start, str) or not isinstance(last_id, str) or not _ID.fullmatch(last_id):
+            raise ValueError("not a time and an id")
+        return _aware(datetime.fromisoformat(start)).astimezone(UTC), last_id
+    except (binascii.Error, ValueError, TypeError, OverflowError, RecursionError) as e:
+        raise ValueError(f"not a page cursor: {cursor[:80]!r}") from e
