@@ -298,7 +298,7 @@ class Reconciler:
                 )
                 self._ledger.record_many(plan.starts, plan.ends)
                 for reservation, at in plan.expired:
-                    self._ledger.record_end(reservation, at, status=Status.EXPIRED)
+                    self._ledger.end_reservation(reservation, at, status=Status.EXPIRED)
         except LedgerError as error:
             self._on_error()
             self._log.error("resync failed", extra={"event": "reconciler.resync_failed", "error": str(error)})

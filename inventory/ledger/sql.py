@@ -93,6 +93,8 @@ _STATEMENTS = {
     "ON CONFLICT (id) DO NOTHING",
     "end": f'UPDATE allocations SET "end" = ?, end_inferred = ?, status = ? '
     f"WHERE id = ? AND status IN {_OPEN}",
+    "end_reserved": 'UPDATE allocations SET "end" = ?, end_inferred = ?, status = ? '
+    "WHERE id = ? AND status = 'reserved'",
     "claim": "UPDATE allocations SET status = 'active', pod_uid = ?, pod = ?, \"start\" = ? "
     "WHERE id = ? AND status = 'reserved'",
     "get": f"{_SELECT} WHERE id = ?",
@@ -386,6 +388,15 @@ class SqlLedger:
         params = self._end_params(allocation_id, end, inferred, status)
         with self._transaction(write=True) as cursor:
             cursor.execute(self._sql["end"], params)
+            return cursor.rowcount == 1
+
+    def end_reservation(
+        self, reservation_id: str, end: datetime, *, status: Status = Status.RELEASED
+    ) -> bool:
+        # The status is checked by the UPDATE itself: a claim committed since the caller's read is seen.
+        params = self._end_params(reservation_id, end, False, status)
+        with self._transaction(write=True) as cursor:
+            cursor.execute(self._sql["end_reserved"], params)
             return cursor.rowcount == 1
 
     def claim(self, reservation_id: str, *, pod_uid: str, pod: str, start: datetime) -> bool:

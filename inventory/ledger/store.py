@@ -31,6 +31,13 @@ class Ledger(Protocol):
         """Close an open allocation; False if it is unknown or already closed (idempotent)."""
         ...
 
+    def end_reservation(
+        self, reservation_id: str, end: datetime, *, status: Status = Status.RELEASED
+    ) -> bool:
+        """End a reservation no pod has claimed, in one step: False if the row is not ``reserved`` (unknown,
+        ended, or claimed, even a moment ago), and then nothing changes."""
+        ...
+
     def claim(self, reservation_id: str, *, pod_uid: str, pod: str, start: datetime) -> bool:
         """Turn a reservation into the active allocation of the pod that claimed it."""
         ...

@@ -100,17 +100,21 @@ class Reserver:
         return allocation
 
     def release(self, allocation_id: str) -> Allocation | None:
+        """End a reservation no pod has claimed; a claimed one (an active allocation) is refused (409),
+        also when its pod claims it between this read and the end: the ledger ends only a row still
+        ``reserved``, in the same statement that checks it."""
         found = self._ledger.get(allocation_id)
         if found is None or not found.is_open:
             return None
-        if found.status is Status.ACTIVE:
-            raise ReservationRefusedError(
-                f"allocation {allocation_id} is held by pod {found.namespace}/{found.pod}: delete the pod",
-                status=409,
-            )
-        self._ledger.record_end(allocation_id, self._clock())
-        self._cache.forget(allocation_id)
-        return self._ledger.get(allocation_id)
+        if found.status is Status.RESERVED and self._ledger.end_reservation(allocation_id, self._clock()):
+            self._cache.forget(allocation_id)
+            return self._ledger.get(allocation_id)
+        now = self._ledger.get(allocation_id)
+        if now is None or now.status is not Status.ACTIVE:
+            return None  # ended meanwhile (expired, or released by another call)
+        raise ReservationRefusedError(
+            f"allocation {allocation_id} is held by pod {now.namespace}/{now.pod}: delete the pod", status=409
+        )
 
     def restore(self) -> int:
         """Hold again what open reservations hold (after a restart): how many were restored."""

@@ -110,6 +110,12 @@ class ListLedger:
         self.rows[allocation_id] = replace(found, end=end, end_inferred=inferred, status=status)
         return True
 
+    def end_reservation(
+        self, reservation_id: str, end: datetime, *, status: Status = Status.RELEASED
+    ) -> bool:
+        found = self.rows.get(reservation_id)
+        return found is not None and found.status is Status.RESERVED and self.record_end(reservation_id, end)
+
     def claim(self, reservation_id: str, *, pod_uid: str, pod: str, start: datetime) -> bool:
         raise AssertionError("the API never claims")
 

@@ -154,3 +154,19 @@ def test_amounts_out_of_range_are_refused_and_nothing_is_written(
     with pytest.raises(ValueError, match="amounts"):
         ledger.record_many([row], [])
     assert ledger.get(row.id) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "ended"),
+    [(Status.RESERVED, True), (Status.ACTIVE, False), (Status.RELEASED, False), (Status.EXPIRED, False)],
+)
+def test_end_reservation_ends_only_a_row_still_reserved(
+    ledger: SqlLedger, status: Status, ended: bool
+) -> None:
+    row = dataclasses.replace(RESERVATION, status=status)
+    ledger.record_start(row)
+    assert ledger.end_reservation(row.id, T0 + H) is ended
+    got = ledger.get(row.id)
+    assert got is not None
+    assert got.status is (Status.RELEASED if ended else status)
+    assert ledger.end_reservation("nobody", T0) is False
