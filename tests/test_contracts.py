@@ -1,9 +1,9 @@
 """The layering is enforced: the import-linter contracts in pyproject.toml hold, checked with the tests.
 
 The contracts say that dependencies point one way (``kgm`` -> ``webhook``, ``extender`` -> ``inventory``),
-that inside ``inventory`` the data flow reads top-down (api; reservations, notify; ledger, live; node,
-leader; kube; domain), that the domain core imports no I/O library, and that each outside client
-library is imported by its one adapter only.
+that inside ``inventory`` the data flow reads top-down (api; reservations, notify; layouts; ledger,
+live; node, leader; kube; domain), that the domain core imports no I/O library, and that each outside
+client library is imported by its one adapter only.
 """
 
 from __future__ import annotations
@@ -62,3 +62,16 @@ def test_the_domain_may_not_import_io_libraries_or_the_layers_above_it() -> None
         "threading",
     } <= forbidden
     assert {"inventory.live", "inventory.node", "inventory.ledger", "inventory.api"} <= forbidden
+
+
+def test_inside_inventory_the_layers_read_as_the_data_flows() -> None:
+    (contract,) = [c for c in contracts() if c.get("containers") == ["inventory"]]
+    assert contract["layers"] == [
+        "api",
+        "reservations | notify",
+        "layouts",
+        "ledger | live",
+        "node | leader",
+        "kube",
+        "domain",
+    ]

@@ -9,6 +9,7 @@ thread, as the ledger and the reservation service wait on a database.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,11 +21,14 @@ from starlette.types import Scope
 
 from inventory.api import auth, openapi, serialize
 from inventory.api.auth import Caller, Role, TokenStore
+from inventory.api.mig_plan import plan_view
 from inventory.api.serialize import BadRequestError
 from inventory.domain import cost
 from inventory.domain.allocation import AllocationFilter, Status
 from inventory.domain.prices import PriceTable
 from inventory.domain.snapshot import InventorySnapshot
+from inventory.layouts.planner import PlanView
+from inventory.layouts.settings import PlannerMode
 from inventory.ledger.store import Ledger, LedgerError
 from inventory.reservations.request import RequestError, body_request
 from inventory.reservations.service import ReservationRefusedError, ReservationService
@@ -184,6 +188,8 @@ class GpuApi:
     reservations: ReservationService
     prices: PriceTable
     clock: Callable[[], datetime]
+    #: The MIG planner's last plan (a planner that is off shows an empty one).
+    mig_plan: Callable[[], PlanView] = lambda: PlanView(mode=PlannerMode.OFF)
 
     def health(self, call: Call) -> Answer:
         return Answer(200, {"data": {"status": "ok"}})
@@ -247,6 +253,9 @@ class GpuApi:
         data = serialize.overview(self.snapshot(), self.ledger.open_allocations(), self.prices)
         return Answer(200, {"data": data})
 
+    def mig_plan_view(self, call: Call) -> Answer:
+        return Answer(200, {"data": plan_view(self.mig_plan())})
+
     def cost_analysis(self, call: Call) -> Answer:
         days = serialize.int_param(call.query, "days", default=7, low=1, high=90)
         end = self.clock()
@@ -269,9 +278,12 @@ def api_paths(
     prices: PriceTable,
     tokens: TokenStore,
     clock: Callable[[], datetime],
+    mig_plan: Callable[[], PlanView] | None = None,
 ) -> list[ApiPath]:
     """The paths of ``/api/v1``, each with its handlers and roles (``kgm.web.routes`` serves them)."""
     api = GpuApi(ledger=ledger, snapshot=snapshot, reservations=reservations, prices=prices, clock=clock)
+    if mig_plan is not None:
+        api = dataclasses.replace(api, mig_plan=mig_plan)
     table: list[tuple[str, dict[str, Handler], frozenset[Role] | None]] = [
         ("/api/v1/health", {"GET": api.health}, None),
         ("/api/v1/openapi.json", {"GET": api.openapi}, None),
@@ -283,6 +295,7 @@ def api_paths(
             auth.ALLOCATIONS,
         ),
         ("/api/v1/gpu/overview", {"GET": api.overview}, auth.OVERVIEW),
+        ("/api/v1/gpu/mig/plan", {"GET": api.mig_plan_view}, auth.OVERVIEW),
         ("/api/v1/gpu/cost/analysis", {"GET": api.cost_analysis}, auth.COST),
     ]
     return [ApiPath(path, handlers, roles, tokens) for path, handlers, roles in table]

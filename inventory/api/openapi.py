@@ -202,6 +202,55 @@ _SCHEMAS: dict[str, Any] = {
         }
     ),
     "Health": _object({"status": {"type": "string", "const": "ok"}}),
+    "MigLayout": _object(
+        {
+            "migEnabled": {"type": "boolean"},
+            "profiles": {
+                "type": ["object", "null"],
+                "additionalProperties": {"type": "integer", "minimum": 0},
+                "description": "MIG profile -> instances; null with MIG off (one whole GPU).",
+            },
+            "description": {"type": "string", "examples": ["3g.40gb + 2 x 1g.10gb", "MIG off"]},
+        }
+    ),
+    "MigPlan": _object(
+        {
+            "mode": {"type": "string", "enum": ["off", "recommend", "apply"]},
+            "applies": {
+                "type": "boolean",
+                "description": "This replica applies the plan (apply mode, and it holds the Lease).",
+            },
+            "plannedAt": _nullable("string", format="date-time", description="Null before the first round."),
+            "summary": _nullable("string"),
+            "changes": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "nodeName": {"type": "string"},
+                        "gpu": {"type": "integer", "minimum": 0},
+                        "model": {"type": "string"},
+                        "before": _ref("MigLayout"),
+                        "after": _ref("MigLayout"),
+                        "destroyed": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "Free instances the change destroys (never a held one).",
+                        },
+                        "reason": {"type": "string"},
+                    }
+                ),
+            },
+            "heldBack": {
+                "type": "array",
+                "items": _object({"nodeName": {"type": "string"}, "reason": {"type": "string"}}),
+            },
+            "reconfiguring": {
+                "type": "array",
+                "items": _object({"nodeName": {"type": "string"}, "config": {"type": "string"}}),
+                "description": "Nodes asked for a new layout whose report has not shown it yet.",
+            },
+        }
+    ),
 }
 
 _ALLOCATION_ID = {"name": "allocationId", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -304,6 +353,14 @@ _PATHS: dict[str, Any] = {
             "operationId": "overview",
             "summary": "Capacity, use and spend at a glance. Every role.",
             "responses": {"200": _json(_data(_ref("Overview")), "The overview."), **_errors(401, 503)},
+        }
+    },
+    "/api/v1/gpu/mig/plan": {
+        "get": {
+            "operationId": "migPlan",
+            "summary": "The MIG planner's last plan: layout changes with their reasons, nodes held back. "
+            "Every role.",
+            "responses": {"200": _json(_data(_ref("MigPlan")), "The plan."), **_errors(401)},
         }
     },
     "/api/v1/gpu/cost/analysis": {

@@ -53,3 +53,6 @@ MIG_RESOURCE_PREFIX: Final = RESOURCE_PREFIX + "mig-"
 PRODUCT_LABEL: Final = RESOURCE_PREFIX + "gpu.product"
 #: Node label, by mig-manager: ``success``, or ``pending``/``rebooting``/``failed`` mid-reconfiguration.
 MIG_CONFIG_STATE_LABEL: Final = RESOURCE_PREFIX + "mig.config.state"
+#: Node label, for mig-manager: the named mig-parted config the node should have (kgm's MIG planner
+#: sets it in apply mode, together with the state ``pending`` until mig-manager takes over).
+MIG_CONFIG_LABEL: Final = RESOURCE_PREFIX + "mig.config"

@@ -19,17 +19,20 @@ def cache_reflectors(
     *,
     watch_timeout_seconds: int = 300,
     pod_listeners: Sequence[PodListener] = (),
+    node_listeners: Sequence[PodListener] = (),
 ) -> list[Reflector]:
     """GpuNodes (what each node has), pods (what is held) and nodes (MIG manager state), each
     reflected into ``cache`` by the :meth:`Reflector.run` loop that the caller runs on a thread of its
     own (none is started here); a loop notices its ``stop`` at the end of its current watch, at most
     ``watch_timeout_seconds`` later. ``pod_listeners`` (the reconciler) get the pod relists and events
-    too, after the cache: one watch serves both."""
+    too, after the cache: one watch serves both; ``node_listeners`` (the MIG planner) likewise get
+    the nodes'."""
     replace_pods, apply_pod = _fan_out([(cache.replace_pods, cache.apply_pod), *pod_listeners])
+    replace_nodes, apply_node = _fan_out([(cache.replace_nodes, cache.apply_node), *node_listeners])
     watched = (
         ("gpunodes", kube.list_gpunodes, kube.watch_gpunodes, cache.replace_gpunodes, cache.apply_gpunode),
         ("pods", kube.list_pods, kube.watch_pods, replace_pods, apply_pod),
-        ("nodes", kube.list_nodes, kube.watch_nodes, cache.replace_nodes, cache.apply_node),
+        ("nodes", kube.list_nodes, kube.watch_nodes, replace_nodes, apply_node),
     )
     reflectors = []
     for name, list_fn, watch_fn, on_replace, apply in watched:

@@ -19,6 +19,7 @@ from inventory.domain.allocation import Allocation
 from inventory.domain.offer import Offer
 from inventory.domain.prices import PriceTable
 from inventory.domain.snapshot import InventorySnapshot
+from inventory.layouts.planner import PlanView
 from inventory.ledger.store import Ledger
 from inventory.reservations.service import ReservationService
 from kgm.web.endpoint import JsonEndpoint, NotFound, Wording
@@ -130,12 +131,19 @@ def build_api_routes(
     registry: CollectorRegistry | None = None,
     logger: logging.Logger | None = None,
     read_timeout: float = 10.0,
+    mig_plan: Callable[[], PlanView] | None = None,
 ) -> list[BaseRoute]:
     """The routes of ``/api/v1``, the last one answering 404 for any other path under it."""
     metrics = RouteMetrics.api(registry) if registry is not None else None
     log = logger or logging.getLogger("kgm.api")
     paths = api_paths(
-        ledger=ledger, snapshot=snapshot, reservations=reservations, prices=prices, tokens=tokens, clock=clock
+        ledger=ledger,
+        snapshot=snapshot,
+        reservations=reservations,
+        prices=prices,
+        tokens=tokens,
+        clock=clock,
+        mig_plan=mig_plan,
     )
     routes: list[BaseRoute] = [
         Route(
