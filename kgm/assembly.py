@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from prometheus_client import CollectorRegistry
@@ -35,6 +35,10 @@ from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import Offer, offer_of
 from inventory.domain.prices import PriceTable, parse_price_table
 from inventory.domain.shape import NodeShape
+from inventory.layouts.metrics import PlanCollector, PlanMetrics
+from inventory.layouts.planner import LayoutPlanner
+from inventory.layouts.settings import PlannerMode
+from inventory.layouts.signals import WorkloadSignals
 from inventory.ledger.metrics import LedgerCollector, ReconcileMetrics
 from inventory.ledger.reconciler import Reconciler
 from inventory.ledger.sql import SqlLedger, redact
@@ -53,6 +57,9 @@ from inventory.reservations.reserver import Reserver
 from kgm.lifespan import Background, Service, Worker
 from kgm.settings import ServeSettings
 from kgm.web.routes import build_api_routes
+
+if TYPE_CHECKING:
+    from inventory.layouts.applier import MigConfigStore
 
 logger = logging.getLogger("kgm.serve")
 
@@ -105,6 +112,8 @@ def load_inventory(settings: ServeSettings) -> ClusterInventory:
 
 
 def static_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
+    if settings.layouts.mode is PlannerMode.APPLY:
+        raise ValueError("--mig-planner apply changes a cluster's layouts: it needs the live inventory")
     cluster = load_inventory(settings)
     offer = offer_of(cluster)
     cache = cache_of(cluster)
@@ -145,6 +154,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         identity=f"{socket.gethostname()}-{os.getpid()}",
     )
     offer = LiveOffer(cache, prices, catalogue)
+    signals = WorkloadSignals(recent_pods=settings.layouts.recent_pods)
     core = _core(
         settings,
         registry,
@@ -158,6 +168,8 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         is_leader=leader.is_leader,
         description={"inventory": "live", "identity": leader.identity},
         closers=[kube.close],
+        signals=signals,
+        mig_store=kube,
     )
     reconciler, background = core.reconciler, core.parts.background
 
@@ -168,11 +180,16 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     resync = _logged(resync_from_listing)
     background.add(Worker("leader", functools.partial(leader.run, on_leading=resync)))
     background.add(Worker("resync", functools.partial(_every, settings.resync_interval_s, action=resync)))
+    planning = settings.layouts.mode is not PlannerMode.OFF
     for reflector in cache_reflectors(
         kube,
         cache,
         watch_timeout_seconds=settings.watch_timeout_s,
-        pod_listeners=[(reconciler.resync, reconciler.on_pod)],
+        pod_listeners=[
+            (reconciler.resync, reconciler.on_pod),
+            *([(signals.replace_pods, signals.apply_pod)] if planning else []),
+        ],
+        node_listeners=[(signals.replace_nodes, signals.apply_node)] if planning else [],
     ):
         background.add(Worker(f"reflector-{reflector.name}", reflector.run))
     background.add(
@@ -200,6 +217,8 @@ def _core(
     fetch_pod: PodFetcher | None = None,
     is_leader: Callable[[], bool] = lambda: True,
     closers: Sequence[Callable[[], None]] = (),
+    signals: WorkloadSignals | None = None,
+    mig_store: MigConfigStore | None = None,
 ) -> _Core:
     """What both ways have in common: the ledger and its reconciler, reservations, the extender, the
     API, metrics and notifications, over the cache and offer each way builds."""
@@ -214,18 +233,58 @@ def _core(
     )
     registry.register(InventoryCollector(cache))
     registry.register(LedgerCollector(ledger))
+    planner = _planner(
+        settings, registry, background, cache, signals or WorkloadSignals(), mig_store, is_leader
+    )
     parts = Parts(
         offer=offer,
         ready=ready,
         description={**description, "ledger": redact(ledger_url)},
         extender=extender,
-        api_routes=_api(settings, ledger, cache, reserver, prices, registry),
+        api_routes=_api(settings, ledger, cache, reserver, prices, registry, planner),
         reservation=ledger.get,
         background=background,
         closers=[ledger.close, *closers],
     )
     _watch(background, settings, cache, ledger, notifier, is_leader=is_leader)
     return _Core(parts=parts, reconciler=reconciler, reserver=reserver)
+
+
+def _planner(
+    settings: ServeSettings,
+    registry: CollectorRegistry,
+    background: Background,
+    cache: InventoryCache,
+    signals: WorkloadSignals,
+    store: MigConfigStore | None,
+    is_leader: Callable[[], bool],
+) -> LayoutPlanner | None:
+    """The MIG planner and its loop (none when off); in apply mode it writes through ``store`` while
+    this replica holds the Lease, like the reconciler."""
+    layouts = settings.layouts
+    if layouts.mode is PlannerMode.OFF:
+        return None
+    applier = None
+    if layouts.mode is PlannerMode.APPLY and store is not None:
+        from inventory.layouts.applier import MigApplier  # noqa: PLC0415  (it loads the kube client)
+
+        applier = MigApplier(
+            store,
+            namespace=layouts.configmap_namespace,
+            configmap=layouts.configmap_name,
+            timeout_s=layouts.apply_timeout_s,
+        )
+    planner = LayoutPlanner(
+        snapshot=cache.snapshot,
+        signals=signals,
+        settings=layouts,
+        metrics=PlanMetrics.register(registry),
+        applier=applier,
+        is_leader=is_leader,
+    )
+    registry.register(PlanCollector(planner.view))
+    background.add(Worker("mig-planner", planner.run))
+    return planner
 
 
 def _notifier(
@@ -315,6 +374,7 @@ def _api(
     reserver: Reserver,
     prices: PriceTable,
     registry: CollectorRegistry,
+    planner: LayoutPlanner | None,
 ) -> list[BaseRoute]:
     tokens = TokenStore.load(settings.api_tokens) if settings.api_tokens is not None else TokenStore()
     return build_api_routes(
@@ -326,6 +386,7 @@ def _api(
         clock=lambda: datetime.now(UTC),
         registry=registry,
         logger=logging.getLogger("kgm.api"),
+        mig_plan=planner.view if planner is not None else None,
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from inventory.domain.catalogue import CatalogueError
 from inventory.domain.cluster_file import DEMO, ClusterFileError
 from inventory.domain.prices import PriceError
+from inventory.layouts.settings import LayoutSettings, PlannerMode
 from kgm.certs import make_webhook_certificates, write_webhook_certificates
 from kgm.client.commands import COMMANDS, add_commands, run_client_command
 from kgm.logs import configure_logging
@@ -69,6 +70,24 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--daily-cost-threshold", type=Decimal, default=environ.get("KGM_DAILY_COST_THRESHOLD")
+    )
+    serve.add_argument(
+        "--mig-planner",
+        choices=[mode.value for mode in PlannerMode],
+        default=environ.get("KGM_MIG_PLANNER", LayoutSettings().mode.value),
+        help="MIG layouts from the demand: off; recommend (the default: GET /api/v1/gpu/mig/plan, metrics "
+        "and logs, nothing changed); apply (the leader applies them through NVIDIA's MIG manager; needs "
+        "the live inventory and the RBAC of manifests/components/mig-apply)",
+    )
+    serve.add_argument(
+        "--mig-config-namespace",
+        default=environ.get("KGM_MIG_CONFIG_NAMESPACE", LayoutSettings().configmap_namespace),
+        help="namespace of the MIG manager's ConfigMap (the GPU Operator's)",
+    )
+    serve.add_argument(
+        "--mig-config-name",
+        default=environ.get("KGM_MIG_CONFIG_NAME", LayoutSettings().configmap_name),
+        help="the ConfigMap kgm writes its mig-parted configs into (the operator's migManager.config.name)",
     )
     serve.add_argument("--log-level", default=environ.get("KGM_LOG_LEVEL", "info"))
 
@@ -197,6 +216,11 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         log_level=args.log_level,
         tls=TlsSettings(cert_file=args.tls_cert, key_file=args.tls_key),
         webhook=WebhookSettings(scheduler_name=args.scheduler_name),
+        layouts=LayoutSettings(
+            mode=PlannerMode(args.mig_planner),
+            configmap_namespace=args.mig_config_namespace,
+            configmap_name=args.mig_config_name,
+        ),
     )
     configure_logging(settings.log_level)
     from inventory.api.auth import TokenFileError  # noqa: PLC0415

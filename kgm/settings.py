@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from inventory.domain.snapshot import CacheSettings
+from inventory.layouts.settings import LayoutSettings
 from webhook.settings import WebhookSettings
 
 
@@ -72,6 +73,9 @@ class ServeSettings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    layouts: LayoutSettings = field(default_factory=LayoutSettings)
+    """The MIG planner: ``--mig-planner off|recommend|apply`` (``KGM_MIG_PLANNER``), the MIG manager's
+    ConfigMap (``KGM_MIG_CONFIG_NAMESPACE``, ``KGM_MIG_CONFIG_NAME``)."""
 
 
 def read_environment() -> dict[str, str]:

@@ -30,6 +30,7 @@ LIVE_THREADS = {
     "restore-reservations",
     "reflector-gpuallocations",
     "gpuallocation-resync",
+    "mig-planner",  # the default recommend mode plans every 30 s
 }
 
 
