@@ -130,7 +130,7 @@ def static_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         binder=lambda reconciler: InMemoryBinder(cache, on_bound=lambda pod: reconciler.on_pod("ADDED", pod)),
         description={"inventory": settings.inventory, "nodes": nodes, "gpus": gpus},
     )
-    core.reserver.restore()
+    core.reserver.restore(bound=True)  # no watch will show the pods bound before the restart
     return core.parts
 
 

@@ -9,6 +9,7 @@ cache, so concurrent reservations and binds never overbook. An unclaimed reserva
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -116,12 +117,23 @@ class Reserver:
             f"allocation {allocation_id} is held by pod {now.namespace}/{now.pod}: delete the pod", status=409
         )
 
-    def restore(self) -> int:
-        """Hold again what open reservations hold (after a restart): how many were restored."""
+    def restore(self, *, bound: bool = False) -> int:
+        """Hold again what open reservations hold (after a restart): how many holds were restored.
+
+        ``bound``: also what the active allocations' pods hold, one hold per pod (keyed by its UID, as
+        a bind's is), for as long as the process runs. Only where no watch shows bound pods (standalone):
+        with one, the pods themselves are the holds, and a pod gone while we were down holds nothing.
+        """
         now = self._clock()
         restored = 0
+        pods: dict[str, tuple[NodeName, dict[str, int]]] = {}
         for allocation in self._ledger.open_allocations():
-            if allocation.status is not Status.RESERVED or allocation.node is None:
+            if allocation.node is None:
+                continue
+            if allocation.status is Status.ACTIVE:
+                if bound and allocation.pod_uid:
+                    node, held = pods.setdefault(allocation.pod_uid, (NodeName(allocation.node), {}))
+                    held[allocation.resource] = held.get(allocation.resource, 0) + allocation.count
                 continue
             remaining = (allocation.expires_at - now).total_seconds() if allocation.expires_at else 0
             if remaining > 0:
@@ -132,6 +144,9 @@ class Reserver:
                     ttl_s=remaining,
                 )
                 restored += 1
+        for uid, (node, held) in pods.items():
+            self._cache.assume(uid, node, held, ttl_s=math.inf)
+            restored += 1
         return restored
 
     def _resource_for(self, request: ReservationRequest) -> str:
