@@ -18,6 +18,7 @@ from starlette.types import Scope
 
 from extender import wire
 from extender.service import ExtenderService
+from inventory.domain.pods import PodError
 
 LogLine = tuple[str, tuple[object, ...], Mapping[str, object]]
 
@@ -176,6 +177,8 @@ class VerbHandler(Generic[Call]):
             return Refused(name, "bad_request", 400, str(error)), None
         if call is None and isinstance(error, wire.WireError):
             return self._error("invalid", str(error), 400, logging.WARNING), None
+        if isinstance(error, PodError):  # the service could not read the call's pod: the caller's bug
+            return self._error("invalid", f"Pod: {error}", 400, logging.WARNING), None
         pod = call.pod_ref if call is not None else None
         line: LogLine = ("%s failed", (name,), {"event": "extender.error", "verb": name, "pod": pod})
         return self._error("error", wire.INTERNAL_ERROR, 500, 0), line

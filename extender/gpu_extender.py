@@ -54,8 +54,8 @@ class GpuExtender:
         self._memo_guard = threading.Lock()
 
     def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome:
+        demand = demand_of(pod)  # first: a pod it cannot read (PodError) is neither judged nor kept
         self._remember(pod)
-        demand = demand_of(pod)
         if demand.allocation_id is not None:
             reserved = self._cache.assumed(demand.allocation_id)
             if reserved is not None:
@@ -67,8 +67,8 @@ class GpuExtender:
         return filter_nodes(demand, node_names, snapshot, memo)
 
     def prioritize(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> dict[str, int]:
-        self._remember(pod)
         demand = demand_of(pod)
+        self._remember(pod)
         snapshot = self._cache.snapshot()
         settings = self._settings
         version, workload = self._learned_workload()
@@ -120,7 +120,8 @@ class GpuExtender:
         return kept
 
     def _remember(self, pod: Mapping[str, Any]) -> None:
-        uid = (pod.get("metadata") or {}).get("uid")
+        metadata = pod.get("metadata")
+        uid = metadata.get("uid") if isinstance(metadata, Mapping) else None
         if not uid:
             return
         with self._seen_guard:

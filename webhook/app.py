@@ -24,6 +24,13 @@ from webhook.settings import WebhookSettings
 
 LogLine = tuple[str, tuple[object, ...], Mapping[str, object]]
 _FAILED = "the GPU admission webhook failed on this pod; see its logs"
+#: The operations of ``admission.k8s.io/v1``. A label value lives in memory and on /metrics for as long
+#: as the process does, so the caller never chooses one: any other operation is counted as ``other``.
+OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+
+
+def operation_label(operation: str) -> str:
+    return operation if operation in OPERATIONS else "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +52,7 @@ class Reviewed:
 
     @property
     def labels(self) -> tuple[str, str]:
-        return (self.request.operation, self.result.outcome.value)
+        return (operation_label(self.request.operation), self.result.outcome.value)
 
     @property
     def level(self) -> int:
@@ -126,7 +133,7 @@ class Admission:
         if request is None:  # not even the review was read: there is no uid to answer
             return Refused(500, _FAILED, ("", "error"), level=0), ("admission failed", (), extra)
         body = denied(request.uid, _FAILED, code=500, reason="InternalError")
-        return Refused(200, _FAILED, (request.operation, "error"), body, level=0), (
+        return Refused(200, _FAILED, (operation_label(request.operation), "error"), body, level=0), (
             "admission failed",
             (),
             extra,

@@ -40,6 +40,8 @@ from inventory.domain.pods import (
     ContainerGpus,
     GpuIntent,
     IntentError,
+    InvalidPodError,
+    PodError,
     container_gpus,
     parse_intent,
     pod_gpu_total,
@@ -83,18 +85,23 @@ def mutate_pod(
     assert isinstance(metadata, Mapping)
     annotations = _string_map(metadata.get("annotations"))
     labels = _string_map(metadata.get("labels"))
-    containers = container_gpus(pod)
+    containers = _gpu_containers(pod)
+    if not isinstance(containers, tuple):
+        return containers  # a denial
     if not containers:
         return Admit()  # not a GPU pod: none of our business
-    if annotations.get(MUTATED) == fingerprint(containers, annotations):
-        return Admit()
+    spec = pod["spec"]  # container_gpus found containers, so spec is a mapping
+    scheduler = spec.get("schedulerName")
+    routed = settings.scheduler_name if scheduler in (None, *_DEFAULT_SCHEDULERS) else scheduler
+    if annotations.get(MUTATED) == fingerprint(containers, annotations, scheduler=routed):
+        # Judged before. If a later webhook put the default scheduler back (reinvocation), route
+        # the pod again, and nothing else: the rest of what the first pass wrote stays.
+        return Admit() if routed == scheduler else Admit(patch=[_route(settings)])
 
     try:
         intent = parse_intent(annotations)
     except IntentError as error:
         return Deny(message=str(error), code=422, reason="Invalid")
-    spec = pod.get("spec")
-    assert isinstance(spec, Mapping)  # container_gpus found containers, so spec is a mapping
     selector = spec.get("nodeSelector")
     product = selector.get(PRODUCT_LABEL) if isinstance(selector, Mapping) else None
     refusal = _refusal(containers, intent, offer, product, settings)
@@ -107,10 +114,7 @@ def mutate_pod(
     target, fallback = _mig_choice(containers, intent, offer, product)
     if held is not None:
         target, fallback = _reserved_target(held, offer), None
-    moved = tuple(c for c in containers if target and _single_gpu(c))
-    final = tuple(
-        replace(c, resources={target.resource_name: 1}) if c in moved and target else c for c in containers
-    )
+    moved, final = _moves(containers, target)
     total = pod_gpu_total(final)
     if held is not None and dict(total) != {held.resource: held.count}:
         asked = ", ".join(f"{n} x {r}" for r, n in sorted(total.items()))
@@ -124,11 +128,7 @@ def mutate_pod(
         if held is not None
         else _hourly_cost(total, offer, product, intent.memory_gb)
     )
-    warnings = [
-        f"kgm: container {c.name} moved from {FULL_GPU_RESOURCE} to {t.resource_name}"
-        for c in moved
-        if (t := target)
-    ]
+    warnings = _moved_warnings(moved, target)
     if cost is None:
         warnings.append("kgm: no node offers what this pod asks for; cost per hour unknown")
 
@@ -142,31 +142,91 @@ def mutate_pod(
         wanted_annotations[COST_PER_HOUR] = f"{cost:.4f}"
     if fallback:
         wanted_annotations[MIG_FALLBACK] = fallback
-    wanted_annotations[MUTATED] = fingerprint(final, annotations)
+    wanted_annotations[MUTATED] = fingerprint(final, annotations, scheduler=routed)
+    too_long = _annotations_too_long(metadata.get("annotations"), wanted_annotations, len(containers))
+    if too_long:
+        return too_long
 
     patch = [op for c in moved if target for op in _move_to_mig(pod, c, target)]
     patch += set_entries("/metadata/labels", metadata.get("labels"), wanted_labels)
     patch += set_entries("/metadata/annotations", metadata.get("annotations"), wanted_annotations)
     if held is not None and held.node:
         patch += pin_to_node(spec, held.node)
-    if spec.get("schedulerName") in (None, *_DEFAULT_SCHEDULERS):
-        patch.append({"op": "add", "path": "/spec/schedulerName", "value": settings.scheduler_name})
+    if routed != scheduler:
+        patch.append(_route(settings))
     if not isinstance(pod.get("metadata"), Mapping):
         patch.insert(0, {"op": "add", "path": "/metadata", "value": {}})
     return Admit(patch=patch, warnings=warnings)
 
 
-def fingerprint(containers: tuple[ContainerGpus, ...], annotations: Mapping[str, str]) -> str:
-    """A digest of everything the decision depends on in the pod, stored on the pod we produce.
+def _gpu_containers(pod: Mapping[str, Any]) -> tuple[ContainerGpus, ...] | Deny:
+    """The pod's GPU containers, or the denial the API server would give a pod we cannot read."""
+    try:
+        return container_gpus(pod, strict=True)
+    except InvalidPodError as error:  # what the API server's validation refuses, said first
+        return Deny(message=str(error), code=422, reason="Invalid")
+    except PodError as error:
+        return Deny(message=str(error), code=400, reason="BadRequest")
+
+
+def fingerprint(
+    containers: tuple[ContainerGpus, ...], annotations: Mapping[str, str], *, scheduler: str
+) -> str:
+    """A digest of the pod we produce: what the decision depends on and the scheduler it routes to.
 
     If someone later edits the GPU request or our annotations (a copied manifest, a reinvocation
-    after another webhook), the digest no longer matches and the pod is judged afresh.
+    after another webhook), the digest no longer matches and the pod is judged afresh; if a later
+    webhook puts the default scheduler back, the pod is routed again.
     """
     state = {
         "containers": [[c.kind, c.index, c.name, dict(sorted(c.resources.items()))] for c in containers],
         "intent": {key: annotations.get(key) for key in _INTENT_KEYS},
+        "scheduler": scheduler,
     }
-    return "v1-" + hashlib.sha256(orjson.dumps(state, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    return "v2-" + hashlib.sha256(orjson.dumps(state, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _route(settings: WebhookSettings) -> PatchOp:
+    return {"op": "add", "path": "/spec/schedulerName", "value": settings.scheduler_name}
+
+
+#: Warnings and reasons name at most this many containers: the API server keeps only the first few
+#: KB of warnings, and the annotations of a pod hold 256 KiB in all.
+_NAMED_CONTAINERS = 8
+#: apimachinery's TotalAnnotationSizeLimitB: the most a pod's annotations (keys and values) may hold.
+ANNOTATIONS_LIMIT_BYTES = 256 * 1024
+
+
+def _annotations_too_long(current: object, wanted: Mapping[str, str], containers: int) -> Deny | None:
+    """A denial when our annotations take the pod past the API server's limit: it would refuse the
+    pod we produce, in words about annotations the user never wrote. (A pod already past it is
+    refused by the API server in its own words.)"""
+    before = _string_map(current)
+    size = _size({**before, **wanted})
+    if size <= ANNOTATIONS_LIMIT_BYTES or _size(before) > ANNOTATIONS_LIMIT_BYTES:
+        return None
+    return Deny(
+        message=f"metadata.annotations: Too long: with {ORIGINAL_REQUEST} for its {containers} GPU "
+        f"containers the pod's annotations would take {size} bytes, more than the "
+        f"{ANNOTATIONS_LIMIT_BYTES} Kubernetes allows; split the work into several pods",
+        code=422,
+        reason="Invalid",
+    )
+
+
+def _moved_warnings(moved: list[ContainerGpus], target: OfferedResource | None) -> list[str]:
+    if target is None or not moved:
+        return []
+    warnings = [
+        f"kgm: container {c.name} moved from {FULL_GPU_RESOURCE} to {target.resource_name}"
+        for c in moved[:_NAMED_CONTAINERS]
+    ]
+    if len(moved) > _NAMED_CONTAINERS:
+        warnings.append(
+            f"kgm: {len(moved) - _NAMED_CONTAINERS} more containers moved from {FULL_GPU_RESOURCE} "
+            f"to {target.resource_name}"
+        )
+    return warnings
 
 
 def _refusal(
@@ -205,12 +265,14 @@ def _mig_choice(
     """The MIG instance single-GPU containers move to, or why they keep their whole GPU."""
     if not wants_mig(use_mig=intent.use_mig, memory_gb=intent.memory_gb, workload_type=intent.workload_type):
         return None, None
+    several = [c for c in containers if c.resources.get(FULL_GPU_RESOURCE, 0) > 1]
     reasons = [
         f"container {c.name} asks for {c.resources[FULL_GPU_RESOURCE]} GPUs; "
         "multi-GPU requests are never turned into MIG"
-        for c in containers
-        if c.resources.get(FULL_GPU_RESOURCE, 0) > 1
+        for c in several[:_NAMED_CONTAINERS]
     ]
+    if len(several) > _NAMED_CONTAINERS:
+        reasons.append(f"{len(several) - _NAMED_CONTAINERS} more containers ask for several GPUs")
     target = None
     if any(_single_gpu(c) for c in containers):
         target = smallest_mig_fit(offer, intent.memory_gb, product)
@@ -234,6 +296,32 @@ def _reservation(
             reason="Forbidden",
         )
     return held
+
+
+def _moves(
+    containers: tuple[ContainerGpus, ...], target: OfferedResource | None
+) -> tuple[list[ContainerGpus], tuple[ContainerGpus, ...]]:
+    """The containers that move to ``target``, and every container as it will be.
+
+    One pass: a pod may carry thousands of containers (a membership test over the moved ones for
+    each container made admission quadratic: 10,000 containers took 7 s).
+    """
+    if target is None:
+        return [], containers
+    moved: list[ContainerGpus] = []
+    final: list[ContainerGpus] = []
+    for container in containers:
+        if _single_gpu(container):
+            moved.append(container)
+            final.append(replace(container, resources={target.resource_name: 1}))
+        else:
+            final.append(container)
+    return moved, tuple(final)
+
+
+def _size(annotations: Mapping[str, str]) -> int:
+    """Bytes of keys and values, as apimachinery's ValidateAnnotationsSize counts them."""
+    return sum(len(key.encode()) + len(value.encode()) for key, value in annotations.items())
 
 
 def _reserved_target(held: Allocation, offer: Offer) -> OfferedResource | None:

@@ -14,7 +14,16 @@ from inventory.domain.labels import (
     PLACEMENT_POLICY,
     PRODUCT_LABEL,
 )
-from inventory.domain.pods import IntentError, container_gpus, parse_intent, pod_gpu_total
+from inventory.domain.pods import (
+    IntentError,
+    PodError,
+    container_gpus,
+    list_at,
+    mapping_at,
+    parse_intent,
+    pod_gpu_total,
+    strings_at,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,50 +52,65 @@ class GpuDemand:
 
 def demand_of(pod: Mapping[str, Any]) -> GpuDemand:
     """The pod's GPU demand. Bad annotations (which admission refuses) are read as absent here:
-    the scheduler must still place a pod created before the webhook was installed."""
-    metadata = pod.get("metadata") or {}
-    annotations = metadata.get("annotations") or {}
+    the scheduler must still place a pod created before the webhook was installed.
+
+    Raises :class:`~inventory.domain.pods.PodError` naming the first field of the wrong type, or
+    ``InvalidPodError`` for a GPU count Kubernetes refuses: the caller sent something that is not a
+    valid pod (kube-scheduler never does), and gets a refusal rather than a guess.
+    """
+    metadata = mapping_at(pod.get("metadata"), "metadata") or {}
+    annotations = strings_at(metadata.get("annotations"), "metadata.annotations")
+    spec = mapping_at(pod.get("spec"), "spec") or {}
+    resources = pod_gpu_total(container_gpus(pod, strict=True))
     try:
         memory_gb = parse_intent(annotations).memory_gb
     except IntentError:
         memory_gb = None
-    policy = annotations.get(PLACEMENT_POLICY)
-    allocation_id = annotations.get(ALLOCATION_ID)
     return GpuDemand(
-        resources=pod_gpu_total(container_gpus(pod)),
+        resources=resources,
         memory_gb=memory_gb,
-        products=_products(pod.get("spec") or {}),
-        policy=policy if isinstance(policy, str) else None,
-        allocation_id=allocation_id if isinstance(allocation_id, str) else None,
+        products=_products(spec),
+        policy=annotations.get(PLACEMENT_POLICY),
+        allocation_id=annotations.get(ALLOCATION_ID),
     )
+
+
+_REQUIRED = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
 
 
 def _products(spec: Mapping[str, Any]) -> frozenset[str] | None:
     """Products allowed by the node selector and the required node affinity (their intersection)."""
     allowed: frozenset[str] | None = None
-    selector = spec.get("nodeSelector") or {}
-    if isinstance(selector, Mapping) and isinstance(selector.get(PRODUCT_LABEL), str):
+    selector = strings_at(spec.get("nodeSelector"), "spec.nodeSelector")
+    if PRODUCT_LABEL in selector:
         allowed = frozenset({selector[PRODUCT_LABEL].lower()})
-    terms = (
-        ((spec.get("affinity") or {}).get("nodeAffinity") or {})
-        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
-        .get("nodeSelectorTerms")
-    )
-    if isinstance(terms, list) and terms:
-        # Terms are ORed: the affinity limits the product only if every term does.
-        per_term = [_term_products(term) for term in terms if isinstance(term, Mapping)]
-        if per_term and all(values is not None for values in per_term):
-            union = frozenset(v for values in per_term if values is not None for v in values)
-            allowed = union if allowed is None else allowed & union
+    affinity = mapping_at(spec.get("affinity"), "spec.affinity") or {}
+    node_affinity = mapping_at(affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity") or {}
+    required = mapping_at(node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"), _REQUIRED)
+    terms = list_at((required or {}).get("nodeSelectorTerms"), f"{_REQUIRED}.nodeSelectorTerms")
+    # Terms are ORed: the affinity limits the product only if every term does.
+    per_term = [_term_products(term, f"{_REQUIRED}.nodeSelectorTerms[{i}]") for i, term in enumerate(terms)]
+    if per_term and all(values is not None for values in per_term):
+        union = frozenset(v for values in per_term if values is not None for v in values)
+        allowed = union if allowed is None else allowed & union
     return allowed
 
 
-def _term_products(term: Mapping[str, Any]) -> frozenset[str] | None:
-    for expression in term.get("matchExpressions") or []:
-        if (
-            isinstance(expression, Mapping)
-            and expression.get("key") == PRODUCT_LABEL
-            and expression.get("operator") == "In"
-        ):
-            return frozenset(str(v).lower() for v in expression.get("values") or [])
-    return None
+def _term_products(term: object, path: str) -> frozenset[str] | None:
+    """The products one node selector term allows (None: any), its expressions checked as read."""
+    found = mapping_at(term, path) or {}
+    products = None
+    for index, item in enumerate(list_at(found.get("matchExpressions"), f"{path}.matchExpressions")):
+        where = f"{path}.matchExpressions[{index}]"
+        expression = mapping_at(item, where) or {}
+        key, operator = expression.get("key"), expression.get("operator")
+        values = list_at(expression.get("values"), f"{where}.values")
+        for name, value in (("key", key), ("operator", operator)):
+            if not isinstance(value, str):
+                raise PodError(f"{where}.{name} must be a string")
+        for position, value in enumerate(values):
+            if not isinstance(value, str):
+                raise PodError(f"{where}.values[{position}] must be a string")
+        if products is None and key == PRODUCT_LABEL and operator == "In":
+            products = frozenset(value.lower() for value in values)
+    return products

@@ -6,12 +6,11 @@ both read a pod the same way.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from inventory.domain.labels import (
     FULL_GPU_RESOURCE,
@@ -23,11 +22,15 @@ from inventory.domain.labels import (
     WORKLOAD_TYPE,
 )
 from inventory.domain.names import is_label_value
+from inventory.domain.quantity import QuantityError, quantity_value
 
 #: Pod phases after which a pod holds nothing: its GPUs are free again.
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
-_INTEGER = re.compile(r"^\+?[0-9]+$")
+#: Far more of one GPU resource than any node holds (the largest have 8 to 16 GPUs of at most 7 MIG
+#: instances each), yet small enough that sums over a pod's containers stay far from int64 (what the
+#: ledger stores). A container asking for more is a mistake or an attack, and is refused as such.
+MAX_GPU_COUNT: Final = 65_536
 
 ContainerKind = Literal["containers", "initContainers"]
 
@@ -54,24 +57,35 @@ class ContainerGpus:
     sidecar: bool = False
 
 
-def container_gpus(pod: Mapping[str, Any]) -> tuple[ContainerGpus, ...]:
+class PodError(ValueError):
+    """A pod we cannot read: a field of the wrong type. The message names the field (a bad request)."""
+
+
+class InvalidPodError(PodError):
+    """A readable pod that Kubernetes refuses: a GPU count that is not a quantity, not a whole
+    number, negative, or more than any node holds (an invalid value, as the API server's 422)."""
+
+
+def container_gpus(pod: Mapping[str, Any], *, strict: bool = False) -> tuple[ContainerGpus, ...]:
     """Every container and init container of ``pod`` that holds a GPU resource, in pod order.
 
-    A count that is not a whole number is left out: the API server rejects such a pod anyway, and
-    admission must not fail on it first.
+    Counts are Kubernetes quantities (``"1"``, ``"1000m"``, ``"1e0"`` are one GPU). ``strict`` (a pod
+    from a caller: admission, the extender) raises :class:`PodError` naming the first field we cannot
+    read or :class:`InvalidPodError` for a count Kubernetes refuses; otherwise (pods from the watch,
+    which the API server has validated) such a field or count is left out.
     """
-    spec = pod.get("spec")
-    if not isinstance(spec, Mapping):
+    spec = mapping_at(pod.get("spec"), "spec", strict=strict)
+    if spec is None:
         return ()
     found: list[ContainerGpus] = []
     for kind in ("initContainers", "containers"):
-        containers = spec.get(kind)
-        if not isinstance(containers, list):
-            continue
-        for index, container in enumerate(containers):
-            if not isinstance(container, Mapping):
+        containers = list_at(spec.get(kind), f"spec.{kind}", strict=strict)
+        for index, item in enumerate(containers):
+            path = f"spec.{kind}[{index}]"
+            container = mapping_at(item, path, strict=strict)
+            if container is None:
                 continue
-            resources = _gpu_counts(container.get("resources"))
+            resources = _gpu_counts(container.get("resources"), f"{path}.resources", strict)
             if resources:
                 found.append(
                     ContainerGpus(
@@ -85,28 +99,82 @@ def container_gpus(pod: Mapping[str, Any]) -> tuple[ContainerGpus, ...]:
     return tuple(found)
 
 
-def _gpu_counts(resources: object) -> dict[str, int]:
-    if not isinstance(resources, Mapping):
+def mapping_at(value: object, path: str, *, strict: bool = True) -> Mapping[str, Any] | None:
+    """``value`` if it is a JSON object; None if absent (or, not strict, of another type)."""
+    if value is None or isinstance(value, Mapping):
+        return value
+    if strict:
+        raise PodError(f"{path} must be an object, not {_json_type(value)}")
+    return None
+
+
+def list_at(value: object, path: str, *, strict: bool = True) -> list[Any]:
+    """``value`` if it is a JSON array; empty if absent (or, not strict, of another type)."""
+    if isinstance(value, list):
+        return value
+    if value is not None and strict:
+        raise PodError(f"{path} must be an array, not {_json_type(value)}")
+    return []
+
+
+def strings_at(value: object, path: str) -> Mapping[str, str]:
+    """``value`` if it is a JSON object of strings (labels, annotations, a node selector); empty if absent."""
+    found = mapping_at(value, path)
+    if found is None:
+        return {}
+    for key, item in found.items():
+        if not isinstance(item, str):
+            raise PodError(f"{path}[{key}] must be a string, not {_json_type(item)}")
+    return found
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number"}
+    return names.get(type(value), "a number" if isinstance(value, float) else type(value).__name__)
+
+
+def _gpu_counts(resources: object, path: str, strict: bool) -> dict[str, int]:
+    found = mapping_at(resources, path, strict=strict)
+    if found is None:
         return {}
     counts: dict[str, int] = {}
-    # Limits first: extended resources must be set there; requests are defaulted from them.
-    for section in ("requests", "limits"):
-        values = resources.get(section)
-        if not isinstance(values, Mapping):
+    # Limits win: extended resources must be set there; requests are defaulted from them.
+    for section in ("limits", "requests"):
+        values = mapping_at(found.get(section), f"{path}.{section}", strict=strict)
+        if values is None:
             continue
         for name, value in values.items():
-            count = parse_count(value)
-            if is_gpu_resource(name) and count is not None and count > 0:
-                counts[name] = count
+            if is_gpu_resource(name):
+                count = gpu_count(value, f"{path}.{section}[{name}]", strict=strict)
+                if count:
+                    counts.setdefault(name, count)
     return counts
 
 
-def parse_count(value: object) -> int | None:
-    """A whole-number quantity (``"2"`` or ``2``), else None."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and _INTEGER.match(value):
-        return int(value)
+def gpu_count(value: object, path: str, *, strict: bool = True) -> int | None:
+    """A GPU resource's count: a whole-number quantity from 0 to :data:`MAX_GPU_COUNT`.
+
+    Kubernetes refuses fractional extended resources (``must be an integer``) and negative ones;
+    not strict, such a value is None.
+    """
+    try:
+        quantity = quantity_value(value)
+    except QuantityError as error:
+        if strict:
+            raise InvalidPodError(f"{path}: {error}") from error
+        return None
+    problem = None
+    if quantity < 0:
+        problem = "must be greater than or equal to 0"
+    elif quantity > MAX_GPU_COUNT:
+        problem = f"is more than any node holds (at most {MAX_GPU_COUNT})"
+    elif quantity != quantity.to_integral_value():
+        problem = "must be an integer (extended resources cannot be fractional)"
+    if problem is None:
+        return int(quantity)
+    if strict:
+        shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:37] + "...")
+        raise InvalidPodError(f"{path}: Invalid value: {shown}: {problem}")
     return None
 
 

@@ -2,7 +2,9 @@
 
 Each route family has its own names, labels and buckets (dashboards and alerts read them:
 ``manifests/``); :class:`kgm.web.endpoint.JsonEndpoint` counts and times with them, and the handlers'
-answers give the label values.
+answers give the label values. Every value comes from a fixed set (an admission ``operation`` outside
+the four of ``admission.k8s.io/v1`` is ``other``): a label value lives in memory and on /metrics for
+as long as the process does, so no caller may choose one.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class RouteMetrics:
 
     @classmethod
     def admission(cls, registry: CollectorRegistry) -> RouteMetrics:
-        """Labels: operation, outcome (mutated, unchanged, denied, bad_request, error); no latency labels."""
+        """Labels: operation (CREATE, UPDATE, DELETE, CONNECT, ``other``; empty when no review was read),
+        outcome (mutated, unchanged, denied, bad_request, error); no latency labels."""
         return cls(
             requests=Counter(
                 "kgm_admission_requests",

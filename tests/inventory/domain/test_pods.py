@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from inventory.domain.pods import container_gpus, pod_gpu_total, wants_mig
+from inventory.domain.pods import (
+    MAX_GPU_COUNT,
+    InvalidPodError,
+    PodError,
+    container_gpus,
+    gpu_count,
+    pod_gpu_total,
+    wants_mig,
+)
 
 
 def c(name: str, gpus: int | None = None, *, mig: str | None = None, sidecar: bool = False) -> dict[str, Any]:
@@ -78,3 +87,69 @@ def test_a_count_in_requests_only_is_read_and_a_fraction_is_ignored() -> None:
 )
 def test_wants_mig(use_mig: bool | None, memory_gb: Decimal | None, workload: str, wanted: bool) -> None:
     assert wants_mig(use_mig=use_mig, memory_gb=memory_gb, workload_type=workload) is wanted
+
+
+@pytest.mark.parametrize(
+    ("value", "count"),
+    [
+        pytest.param("1", 1, id="plain"),
+        pytest.param(2, 2, id="a JSON number"),
+        pytest.param("1k", 1000, id="kilo"),
+        pytest.param("2Ki", 2048, id="kibi"),
+        pytest.param("1e3", 1000, id="exponent"),
+        pytest.param("1000m", 1, id="a whole number written in milli"),
+        pytest.param("0", 0, id="zero"),
+    ],
+)
+def test_a_gpu_count_is_a_kubernetes_quantity(value: object, count: int) -> None:
+    pod = {"spec": {"containers": [{"name": "a", "resources": {"limits": {"nvidia.com/gpu": value}}}]}}
+    assert gpu_count(value, "x") == count
+    expected = [("a", {"nvidia.com/gpu": count})] if count else []
+    assert [(g.name, dict(g.resources)) for g in container_gpus(pod, strict=True)] == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        pytest.param("99999999999999999999", "more than any node holds", id="past int64"),
+        pytest.param("1e30", "more than any node holds", id="an exponent past int64"),
+        pytest.param(str(MAX_GPU_COUNT + 1), "more than any node holds", id="just past the bound"),
+        pytest.param("1.5", "must be an integer", id="fraction"),
+        pytest.param("500m", "must be an integer", id="milli fraction"),
+        pytest.param("-1", "greater than or equal to 0", id="negative"),
+        pytest.param("one", "not a quantity", id="not a quantity"),
+        pytest.param(True, "not a quantity", id="a boolean"),
+        pytest.param(["1"], "not a quantity", id="a list"),
+    ],
+)
+def test_a_count_kubernetes_refuses_is_refused_naming_the_field(value: object, says: str) -> None:
+    pod = {"spec": {"containers": [{"name": "a", "resources": {"limits": {"nvidia.com/gpu": value}}}]}}
+    with pytest.raises(InvalidPodError, match=re.escape(says)) as raised:
+        container_gpus(pod, strict=True)
+    assert "spec.containers[0].resources.limits[nvidia.com/gpu]" in str(raised.value)
+    assert container_gpus(pod) == ()  # read from the watch: left out, never a failure
+
+
+@pytest.mark.parametrize(
+    ("pod", "field"),
+    [
+        pytest.param({"spec": "x"}, "spec", id="spec a string"),
+        pytest.param({"spec": {"containers": "x"}}, "spec.containers", id="containers a string"),
+        pytest.param({"spec": {"initContainers": {"a": 1}}}, "spec.initContainers", id="init an object"),
+        pytest.param({"spec": {"containers": [5]}}, "spec.containers[0]", id="a container a number"),
+        pytest.param(
+            {"spec": {"containers": [{"resources": []}]}},
+            "spec.containers[0].resources",
+            id="resources a list",
+        ),
+        pytest.param(
+            {"spec": {"containers": [{"resources": {"limits": "1"}}]}},
+            "spec.containers[0].resources.limits",
+            id="limits a string",
+        ),
+    ],
+)
+def test_a_pod_of_the_wrong_shape_is_refused_naming_the_field(pod: dict[str, Any], field: str) -> None:
+    with pytest.raises(PodError, match=re.escape(field)):
+        container_gpus(pod, strict=True)
+    assert container_gpus(pod) == ()
