@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kgm.cli import AGENT_EXTRA_MISSING, choose_inventory, kube_config_found, main
+from kgm.cli import AGENT_EXTRA_MISSING, _parser, choose_inventory, kube_config_found, main
 from kgm.logs import JsonFormatter
 
 
@@ -144,3 +144,46 @@ def test_a_postgresql_ledger_without_its_extra_says_which_to_install(monkeypatch
     monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without [postgres] sees
     with pytest.raises(ValueError, match=r"pip install 'k8s-gpu-management\[postgres\]'"):
         SqlLedger.open("postgresql://kgm@db.example.test/kgm")
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "mode"),
+    [
+        ([], {}, "recommend"),
+        ([], {"KGM_MIG_PLANNER": "off"}, "off"),
+        (["--mig-planner", "apply"], {"KGM_MIG_PLANNER": "off"}, "apply"),
+    ],
+)
+def test_the_mig_planner_recommends_unless_told_otherwise(
+    argv: list[str], environ: dict[str, str], mode: str
+) -> None:
+    args = _parser(environ).parse_args(["serve", *argv])
+    assert args.mig_planner == mode
+    assert (args.mig_config_namespace, args.mig_config_name) == ("gpu-operator", "kgm-mig-parted-config")
+
+
+def test_applying_mig_layouts_without_a_cluster_is_refused_in_one_line() -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kgm.cli",
+            "serve",
+            "--inventory",
+            "demo",
+            "--port",
+            "0",
+            "--mig-planner",
+            "apply",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert (
+        "kgm serve: --mig-planner apply changes a cluster's layouts: it needs the live inventory"
+        in run.stderr
+    )
+    assert "Traceback" not in run.stderr
