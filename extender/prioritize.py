@@ -4,11 +4,13 @@ Each policy gives a raw number per node (higher is better); raw numbers are scal
 the candidates (the best gets 10, the worst 0, all equal all 10), then hot GPUs lose points. Same
 inputs, same scores: no randomness, no dependence on the order of the candidates.
 
-``fragmentation`` (the default) follows "Beware of Fragmentation" (Weng et al., USENIX ATC'23):
-a node's fragmentation for a request type is the free GPU capacity that type cannot use there, and
-the node's fragmentation is its expectation over the typical workload. The pod goes where that
-expectation grows least. Units are GPUs: a whole GPU is 1, a MIG instance its share of compute
-slices, so MIG slices and whole GPUs are weighed alike.
+``fragmentation`` (the default) is the one placement policy of ``inventory.domain.fragmentation``
+(which ``kgm simulate`` runs too): a node's fragmentation for a request type is the free GPU
+capacity that type cannot use there ("Beware of Fragmentation", Weng et al., USENIX ATC'23), its
+expectation over the typical workload, plus the GPU the node's free CPU and memory cannot feed
+(where the node's Node object gives them). The pod goes where that grows least. Units are GPUs: a
+whole GPU is 1, a MIG instance its share of compute slices, so MIG slices and whole GPUs are
+weighed alike.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from math import inf
 
 from inventory.domain.demand import GpuDemand
+from inventory.domain.fragmentation import TaskType, stranded_total
 from inventory.domain.labels import FULL_GPU_RESOURCE
 from inventory.domain.prices import PriceTable
 from inventory.domain.shape import NodeShape
@@ -41,6 +45,10 @@ class PrioritySettings:
     workload: Mapping[RequestType, float] | None = None
     """Popularity of request types for ``fragmentation``; None: learned from what is allocated now."""
 
+    feed: tuple[float, float] | None = None
+    """(CPU milli, memory MiB) that a GPU's worth of the typical work requests, for ``fragmentation``'s
+    stranded-GPU term; None: learned from the nodes that give their CPU and memory (``learned_feed``)."""
+
 
 def prioritize(
     demand: GpuDemand,
@@ -55,6 +63,12 @@ def prioritize(
     policy = demand.policy if demand.policy in POLICIES else settings.default_policy
     memo = {} if memo is None else memo
     workload = settings.workload or learned_workload(snapshot)
+    feed = settings.feed
+    if policy == "fragmentation" and feed is None:
+        # The ratios the memo's scores were computed with live beside them: one memo never mixes two.
+        if _FEED_KEYS[0] not in memo:
+            memo[_FEED_KEYS[0]], memo[_FEED_KEYS[1]] = learned_feed(snapshot)
+        feed = memo[_FEED_KEYS[0]], memo[_FEED_KEYS[1]]
     states = snapshot.states
     # Everything is decided per shape (few), then looked up per node (many).
     shape_of_node: list[tuple[str, int]] = []
@@ -70,7 +84,7 @@ def prioritize(
     for shape_id, shape in shapes.items():
         value = memo.get(shape_id)
         if value is None:
-            value = memo[shape_id] = raw_score(policy, demand, shape, prices, workload)
+            value = memo[shape_id] = raw_score(policy, demand, shape, prices, workload, feed)
         raw[shape_id] = value
     scaled = _scale(raw)
     for shape_id, shape in shapes.items():
@@ -85,12 +99,13 @@ def raw_score(
     shape: NodeShape,
     prices: PriceTable,
     workload: Mapping[RequestType, float],
+    feed: tuple[float, float] | None = None,
 ) -> float:
     """Higher is better; only the order among candidates matters (scores are rescaled)."""
     if not demand.wants_gpus:
         return 0.0
     if policy == "fragmentation":
-        return -fragmentation_growth(demand, shape, workload)
+        return -fragmentation_growth(demand, shape, workload, feed or (0.0, 0.0))
     if policy == "cost":
         return -float(node_cost(demand, shape, prices))
     used = utilization_after(demand, shape)
@@ -158,23 +173,56 @@ def learned_workload(snapshot: InventorySnapshot) -> dict[RequestType, float]:
     return {kind: weight / total for kind, weight in workload.items()}
 
 
-def fragmentation_growth(demand: GpuDemand, shape: NodeShape, workload: Mapping[RequestType, float]) -> float:
-    """How much the node's expected fragmentation grows if the pod is placed there (in GPUs)."""
+def learned_feed(snapshot: InventorySnapshot) -> tuple[float, float]:
+    """(CPU milli, memory MiB) requested per GPU-equivalent allocated, over the nodes whose Node
+    objects give their CPU and memory; (0, 0) where none does or nothing is allocated there."""
+    cpu = memory = gpus = 0.0
+    for state in snapshot.states.values():
+        shape, room = state.shape, state.shape.room
+        if room is None:
+            continue
+        cpu += room.cpu_milli - room.cpu_free_milli
+        memory += room.memory_mib - room.memory_free_mib
+        gpus += _allocated_gpus(shape)
+    return (cpu / gpus, memory / gpus) if gpus > 0 else (0.0, 0.0)
+
+
+def fragmentation_growth(
+    demand: GpuDemand,
+    shape: NodeShape,
+    workload: Mapping[RequestType, float],
+    feed: tuple[float, float] = (0.0, 0.0),
+) -> float:
+    """How much the node's stranded capacity (``inventory.domain.fragmentation``) grows if the pod
+    is placed there, in GPUs. The pod's own CPU and memory are not known here (its GPU demand is):
+    the stranded term sees the GPU it takes."""
     share = {resource: fraction for resource, _, fraction in shape.resources}
     before = {FULL_GPU_RESOURCE: shape.full_gpus_free, **dict(shape.mig_free)}
     after = dict(before)
     for resource, count in demand.resources.items():
         after[resource] = after.get(resource, 0) - count
-    return _fragmentation(after, share, workload) - _fragmentation(before, share, workload)
+    types = tuple(
+        TaskType(popularity, 0, 0, count, share.get(resource, 1.0), resource)
+        for (resource, count), popularity in workload.items()
+    )
+    room = shape.room
+    cpu, memory = (room.cpu_free_milli, room.memory_free_mib) if room else (inf, inf)
+    ratios = feed if room else (0.0, 0.0)
+
+    def stranded(free: Mapping[str, int]) -> float:
+        pieces = {r: (share.get(r, 1.0),) * n for r, n in free.items() if n > 0}
+        return stranded_total(cpu, memory, pieces, 0.0, types, ratios)
+
+    return stranded(after) - stranded(before)
 
 
-def _fragmentation(
-    free: Mapping[str, int], share: Mapping[str, float], workload: Mapping[RequestType, float]
-) -> float:
-    capacity = sum(max(0, n) * share.get(r, 1.0) for r, n in free.items())
-    expected = 0.0
-    for (resource, count), popularity in workload.items():
-        available = max(0, free.get(resource, 0))
-        usable = available * share.get(resource, 1.0) if available >= count else 0.0
-        expected += popularity * (capacity - usable)
-    return expected
+#: Memo keys of the learned feed ratios (shape ids are never negative).
+_FEED_KEYS = (-1, -2)
+
+
+def _allocated_gpus(shape: NodeShape) -> float:
+    share = {resource: fraction for resource, _, fraction in shape.resources}
+    used = float(shape.full_gpus_total - shape.full_gpus_free)
+    for (resource, total), (_, free) in zip(shape.mig_total, shape.mig_free, strict=True):
+        used += (total - free) * share.get(resource, 0.0)
+    return used

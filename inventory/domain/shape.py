@@ -11,12 +11,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from inventory.domain.labels import FULL_GPU_RESOURCE, MIG_CONFIG_STATE_LABEL
 from inventory.domain.model import GpuDevice, NodeName
 
 #: States of NVIDIA's MIG manager in which the node's MIG layout cannot be trusted.
 MIG_UNSETTLED_STATES = frozenset({"pending", "rebooting", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRoom:
+    """A node's CPU and memory: allocatable (its Node object) and what the requests of the pods
+    bound there leave. The placement policy counts the GPU that CPU and memory cannot feed."""
+
+    cpu_milli: int
+    memory_mib: int
+    cpu_free_milli: int
+    memory_free_mib: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,8 @@ class NodeShape:
     unhealthy: tuple[tuple[str, str], ...]
     #: A GPU at or above the hot threshold: it will throttle soon.
     hot: bool
+    #: CPU and memory, where the node's Node object said (None: not known, e.g. a cluster file).
+    room: NodeRoom | None = None
 
     def free(self, resource: str) -> int:
         if resource == FULL_GPU_RESOURCE:
@@ -56,6 +70,7 @@ def shape_of(
     mig_state: str | None,
     *,
     hot_celsius: int,
+    room: NodeRoom | None = None,
 ) -> NodeShape:
     whole = [g for g in gpus if g.healthy and not g.mig_enabled]
     mig_total: dict[str, int] = {}
@@ -91,7 +106,70 @@ def shape_of(
             (g.uuid or f"GPU {g.index}", g.unhealthy_reason or "unhealthy") for g in gpus if not g.healthy
         ),
         hot=any((g.temperature_c or 0) >= hot_celsius for g in gpus),
+        room=room,
     )
+
+
+def room_of(allocatable: tuple[int, int] | None, requested: tuple[int, int]) -> NodeRoom | None:
+    """The node's room from its allocatable (CPU milli, memory MiB) and its pods' requests."""
+    if allocatable is None:
+        return None
+    cpu, memory = allocatable
+    return NodeRoom(cpu, memory, max(0, cpu - requested[0]), max(0, memory - requested[1]))
+
+
+def node_allocatable(node: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(CPU milli, memory MiB) a Node object offers pods (``status.allocatable``), or None."""
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    if not isinstance(allocatable, Mapping) or "cpu" not in allocatable or "memory" not in allocatable:
+        return None
+    try:
+        return int(quantity(allocatable["cpu"]) * 1000), int(quantity(allocatable["memory"]) / _MIB)
+    except ValueError:
+        return None
+
+
+def pod_requests(pod: Mapping[str, Any]) -> tuple[int, int]:
+    """(CPU milli, memory MiB) a pod requests: its containers' sum, or an init container's if larger
+    (what the scheduler counts; pod overhead aside). Quantities that do not parse count 0."""
+    spec = pod.get("spec") or {}
+
+    def of(container: Any) -> tuple[float, float]:
+        requests = ((container or {}).get("resources") or {}).get("requests") or {}
+        if not isinstance(requests, Mapping):
+            return 0.0, 0.0
+        return _or_zero(requests.get("cpu")), _or_zero(requests.get("memory"))
+
+    main = [of(c) for c in spec.get("containers") or []]
+    init = [of(c) for c in spec.get("initContainers") or []]
+    cpu = max([sum(c for c, _ in main), *(c for c, _ in init)])
+    memory = max([sum(m for _, m in main), *(m for _, m in init)])
+    return int(cpu * 1000), int(memory / _MIB)
+
+
+_MIB = 1024 * 1024
+_SUFFIXES = {
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+def quantity(value: object) -> float:
+    """A Kubernetes quantity (``500m``, ``2``, ``4Gi``, ``1e3``) as a number; ValueError if not one."""
+    text = str(value).strip()
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * _SUFFIXES[suffix]
+    return float(text)
+
+
+def _or_zero(value: object) -> float:
+    if value is None:
+        return 0.0
+    try:
+        return max(0.0, quantity(value))
+    except ValueError:
+        return 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,9 @@ from inventory.domain.gpunode import ParsedGpuNode, parse_gpunode
 from inventory.domain.labels import MIG_CONFIG_STATE_LABEL
 from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import Offer, offer_of
+from inventory.domain.pods import TERMINAL_PHASES
 from inventory.domain.prices import PriceTable
-from inventory.domain.shape import NodeShape, shape_of
+from inventory.domain.shape import NodeShape, node_allocatable, pod_requests, room_of, shape_of
 from inventory.domain.snapshot import (
     AssumedAllocation,
     CacheSettings,
@@ -61,6 +62,10 @@ class InventoryCache:
         self._allocated_total: dict[str, int] = {}
         self._synced: set[str] = set()
         self._snapshot: InventorySnapshot | None = None
+        # CPU and memory for the placement policy: allocatable per node, requests per bound pod
+        self._allocatable: dict[NodeName, tuple[int, int]] = {}
+        self._requests: dict[str, tuple[NodeName, int, int]] = {}
+        self._requested: dict[NodeName, tuple[int, int]] = {}
 
     # -- GpuNode objects ---------------------------------------------------------------------------
 
@@ -104,8 +109,13 @@ class InventoryCache:
     # -- Pods --------------------------------------------------------------------------------------
 
     def replace_pods(self, items: Iterable[Mapping[str, Any]], resource_version: str = "") -> None:
+        items = list(items)
         allocations = [a for a in map(pod_allocation, items) if a is not None]
+        requests = [r for r in map(_requests_of, items) if r is not None]
         with self._lock:
+            self._requests, self._requested = {}, {}
+            for uid, request in requests:
+                self._request(uid, request)
             self._pods = {a.uid: a for a in allocations}
             self._allocated, self._allocated_total = {}, {}
             for allocation in allocations:
@@ -121,7 +131,9 @@ class InventoryCache:
     def apply_pod(self, event_type: str, obj: Mapping[str, Any]) -> None:
         uid = str(obj.get("metadata", {}).get("uid", ""))
         allocation = None if event_type == "DELETED" else pod_allocation(obj)
+        requested = None if event_type == "DELETED" else _requests_of(obj)
         with self._lock:
+            self._request(uid, requested[1] if requested else None)
             previous = self._pods.pop(uid, None)
             if previous is not None:
                 self._add(previous.node, previous.resources, -1)
@@ -132,6 +144,21 @@ class InventoryCache:
                 if assumption is not None:
                     self._add(assumption.node, assumption.resources, -1)
             self._snapshot = None
+
+    def _request(self, uid: str, request: tuple[NodeName, int, int] | None) -> None:
+        """Count (or stop counting) a bound pod's CPU and memory requests on its node."""
+        old = self._requests.pop(uid, None)
+        if old is not None:
+            self._count(old, -1)
+        if request is not None:
+            self._requests[uid] = request
+            self._count(request, +1)
+
+    def _count(self, request: tuple[NodeName, int, int], sign: int) -> None:
+        node, cpu, memory = request
+        had = self._requested.get(node, (0, 0))
+        self._requested[node] = (had[0] + sign * cpu, had[1] + sign * memory)
+        self._refresh(node)
 
     def _add(self, node: NodeName, resources: Mapping[str, int], sign: int) -> None:
         held = self._allocated.setdefault(node, {})
@@ -157,6 +184,7 @@ class InventoryCache:
             self._allocated.get(name, {}),
             self._mig_states.get(name),
             hot_celsius=self._settings.hot_celsius,
+            room=room_of(self._allocatable.get(name), self._requested.get(name, (0, 0))),
         )
         previous = self._states.get(name)
         if previous is not None and previous.shape == shape and previous.seen_at == record.seen_at:
@@ -184,12 +212,22 @@ class InventoryCache:
     # -- Nodes (MIG manager state) -----------------------------------------------------------------
 
     def replace_nodes(self, items: Iterable[Mapping[str, Any]], resource_version: str = "") -> None:
+        items = list(items)
         states = {NodeName(n["metadata"]["name"]): s for n in items if (s := _mig_state(n)) is not None}
+        allocatable = {
+            NodeName(n["metadata"]["name"]): a for n in items if (a := node_allocatable(n)) is not None
+        }
         with self._lock:
             changed = set(states) ^ set(self._mig_states) | {
                 n for n in states if states[n] != self._mig_states.get(n)
             }
+            changed |= {
+                n
+                for n in allocatable.keys() | self._allocatable
+                if allocatable.get(n) != self._allocatable.get(n)
+            }
             self._mig_states = states
+            self._allocatable = allocatable
             for name in changed:
                 self._refresh(name)
             self._synced.add("nodes")
@@ -198,7 +236,12 @@ class InventoryCache:
     def apply_node(self, event_type: str, obj: Mapping[str, Any]) -> None:
         name = NodeName(obj["metadata"]["name"])
         state = None if event_type == "DELETED" else _mig_state(obj)
+        allocatable = None if event_type == "DELETED" else node_allocatable(obj)
         with self._lock:
+            if allocatable is None:
+                self._allocatable.pop(name, None)
+            else:
+                self._allocatable[name] = allocatable
             if state is None:
                 self._mig_states.pop(name, None)
             else:
@@ -312,6 +355,15 @@ class InventoryCache:
             )
             self._snapshot = snapshot
             return snapshot
+
+
+def _requests_of(pod: Mapping[str, Any]) -> tuple[str, tuple[NodeName, int, int]] | None:
+    """(uid, (node, CPU milli, memory MiB)) of a bound pod that holds its requests, else None."""
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node or (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
+        return None
+    cpu, memory = pod_requests(pod)
+    return str((pod.get("metadata") or {}).get("uid", "")), (NodeName(str(node)), cpu, memory)
 
 
 def _mig_state(node: Mapping[str, Any]) -> str | None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kgm.sim.cluster import make_cluster
-from kgm.sim.policies import POLICY_NAMES
+from kgm.sim.policies import POLICY_CLASSES, POLICY_NAMES
 from kgm.sim.trace import TraceNode, TracePod
 from kgm.sim.workload import PodDemand
 
@@ -76,7 +76,7 @@ def run_protocol(
     on_step: Callable[[int], None] | None = None,
 ) -> Curve:
     """Run one policy with one seed; see the module docstring. ``on_step(pct)`` is called per step."""
-    if policy not in POLICIES:
+    if policy not in POLICY_CLASSES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     if step_pct <= 0:
         raise ValueError("step_pct must be positive")

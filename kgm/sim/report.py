@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from kgm.sim.fgd import POLICIES, Curve, run_protocol
+from kgm.sim.policies import POLICY_CLASSES
 from kgm.sim.trace import load_nodes, load_pods
 
 __all__ = ["PUBLISHED_UNALLOCATED_AT_100", "build_report", "plot_svg", "run_fgd", "summary_table"]
@@ -247,7 +248,7 @@ def run_fgd(
     step_pct: int = 1,
 ) -> dict[str, Any]:
     """Run every (policy, seed), write the report JSON / SVG plot when asked, and return the report."""
-    unknown = [p for p in policies if p not in POLICIES]
+    unknown = [p for p in policies if p not in POLICY_CLASSES]
     if unknown:
         raise ValueError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
     if not policies or not seeds:

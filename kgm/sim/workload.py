@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from inventory.domain.fragmentation import TaskType
 from kgm.sim.trace import MILLI, TracePod
 
 __all__ = [
@@ -72,17 +73,17 @@ class TypicalPod:
 class TypicalWorkload:
     pods: tuple[TypicalPod, ...]
 
-    def for_model(self, model: str) -> tuple[float, tuple[tuple[float, int, int, int, int], ...]]:
-        """(weight of the tasks that cannot use this model, [(weight, cpu, mem, num_gpu, gpu_milli)] of
-        the others)."""
+    def for_model(self, model: str) -> tuple[float, tuple[TaskType, ...]]:
+        """(weight of the tasks that cannot use this model, the others as the placement policy's task
+        types: ``num_gpu`` GPUs with ``gpu_milli`` idle each)."""
         no_access = 0.0
-        usable: list[tuple[float, int, int, int, int]] = []
+        usable: list[TaskType] = []
         for t in self.pods:
             # a CPU-only task leaves all idle GPU unused (XL/XR in the source: counted as fragment)
             if t.num_gpu == 0 or (t.spec and (not model or model not in t.spec)):
                 no_access += t.weight
             else:
-                usable.append((t.weight, t.cpu, t.mem, t.num_gpu, t.gpu_milli))
+                usable.append(TaskType(t.weight, t.cpu, t.mem, t.num_gpu, t.gpu_milli))
         return no_access, tuple(usable)
 
 

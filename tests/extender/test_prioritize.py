@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
+from extender.prioritize import _scale, learned_feed, raw_score
+from inventory.domain.demand import GpuDemand
 from inventory.domain.model import NodeName
+from inventory.domain.prices import PriceTable
+from inventory.domain.shape import NodeRoom, NodeShape
+from tests.extender.clusters import cache as make_cache
 from tests.extender.clusters import extender, gpu_pod, node
 from tests.inventory.gpunodes import gpu, gpunode
 
@@ -82,3 +87,96 @@ def test_scores_are_deterministic_and_independent_of_candidate_order() -> None:
     assert all(0 <= s <= 10 for s in forward.values())
     assert cache.snapshot().capacity(NodeName("n5")).full_gpus_free == 3
     assert forward["n5"] == 10  # the fullest node that still fits: a 2-GPU pod breaks no big block there
+
+
+H100 = "H100-80GB"
+SHARE = {"nvidia.com/gpu": 1.0, "nvidia.com/mig-1g.10gb": 1 / 7, "nvidia.com/mig-2g.20gb": 2 / 7}
+SHARE |= {"nvidia.com/mig-3g.40gb": 3 / 7, "nvidia.com/mig-7g.80gb": 1.0}
+
+
+def shape(whole: tuple[int, int], mig: dict[str, tuple[int, int]], room: NodeRoom | None = None) -> NodeShape:
+    """A shape of H100s: (whole GPUs, free), per MIG resource (instances, free)."""
+    resources = [r for r in SHARE if (r == "nvidia.com/gpu" and whole[0]) or r in mig]
+    return NodeShape(
+        full_gpus_total=whole[0],
+        full_gpus_free=whole[1],
+        mig_total=tuple(sorted((r, n) for r, (n, _) in mig.items())),
+        mig_free=tuple(sorted((r, f) for r, (_, f) in mig.items())),
+        full_gpu_memory_gb=(80,) * whole[0],
+        mig_blocked=None,
+        aliases=frozenset(),
+        models=(H100,),
+        resources=tuple(sorted((r, H100, SHARE[r]) for r in resources)),
+        unhealthy=(),
+        hot=False,
+        room=room,
+    )
+
+
+M2, M3, M7 = "nvidia.com/mig-2g.20gb", "nvidia.com/mig-3g.40gb", "nvidia.com/mig-7g.80gb"
+
+
+# Scores computed by the extender's fragmentation before it became the shared policy
+# (inventory.domain.fragmentation); the shapes have no CPU or memory, so nothing may change.
+@pytest.mark.parametrize(
+    ("shapes", "workload", "resources", "expected"),
+    [
+        pytest.param(
+            [shape((7, 2), {M2: (2, 0), M3: (6, 3), M7: (1, 0)}), shape((2, 1), {M2: (5, 0), M3: (0, 0)})],
+            {("nvidia.com/gpu", 8): 0.079, ("nvidia.com/mig-1g.10gb", 1): 0.35, (M2, 1): 0.47, (M7, 1): 0.1},
+            {M3: 1},
+            [10, 0],
+            id="MIG and whole GPUs",
+        ),
+        pytest.param(
+            [
+                shape((3, 1), {M2: (1, 0), M3: (4, 2), M7: (3, 3)}),
+                shape((3, 0), {"nvidia.com/mig-1g.10gb": (4, 2), M7: (3, 1)}),
+                shape((5, 4), {M3: (6, 1), M7: (5, 3)}),
+            ],
+            {("nvidia.com/gpu", 2): 0.45, ("nvidia.com/gpu", 4): 0.55},
+            {M3: 1},
+            [10, 0, 10],
+            id="whole-GPU workload",
+        ),
+    ],
+)
+def test_fragmentation_scores_as_before_without_cpu(
+    shapes: list[NodeShape],
+    workload: dict[tuple[str, int], float],
+    resources: dict[str, int],
+    expected: list[int],
+) -> None:
+    raw = {
+        i: raw_score("fragmentation", GpuDemand(resources), s, PriceTable(), workload)
+        for i, s in enumerate(shapes)
+    }
+    assert _scale(raw) == dict(enumerate(expected))
+
+
+def test_fragmentation_takes_the_gpu_a_node_cannot_feed() -> None:
+    # Both nodes have 4 of 8 GPUs free; 'starved' has the CPU for one more GPU task only: its other
+    # free GPUs are stranded, and a GPU pod there strands nothing new.
+    starved = shape((8, 4), {}, NodeRoom(96000, 10**6, 12000, 10**6))
+    roomy = shape((8, 4), {}, NodeRoom(96000, 10**6, 48000, 10**6))
+    workload = {("nvidia.com/gpu", 1): 1.0}
+    demand = GpuDemand({"nvidia.com/gpu": 1})
+    feed = (12000.0, 0.0)  # CPU milli per GPU
+    starved_score = raw_score("fragmentation", demand, starved, PriceTable(), workload, feed)
+    assert starved_score > raw_score("fragmentation", demand, roomy, PriceTable(), workload, feed)
+    # without the ratios (or CPU) the two are alike
+    assert raw_score("fragmentation", demand, starved, PriceTable(), workload) == raw_score(
+        "fragmentation", demand, roomy, PriceTable(), workload
+    )
+
+
+def test_the_feed_ratios_are_learned_from_the_nodes_that_give_cpu() -> None:
+    cache = make_cache([node("a", count=8), node("b", count=8)])
+    cache.apply_node(
+        "ADDED", {"metadata": {"name": "a"}, "status": {"allocatable": {"cpu": "96", "memory": "96Gi"}}}
+    )
+    bound = gpu_pod("x", {"nvidia.com/gpu": "2"}, node_name="a")
+    bound["spec"]["containers"][0]["resources"]["requests"] |= {"cpu": "24", "memory": "8Gi"}
+    cache.apply_pod("ADDED", bound)
+    cache.apply_pod("ADDED", gpu_pod("y", {"nvidia.com/gpu": "2"}, node_name="b"))  # b gives no CPU
+    assert learned_feed(cache.snapshot()) == (12000.0, 4096.0)

@@ -114,7 +114,8 @@ def _prepare(policy: str) -> Cluster:
         ("gpu-packing", 1),  # a partially used GPU
         ("gpu-clustering", 1),  # the only node hosting share-gpu pods
         ("fgd", 1),  # filling the 500 hole decreases fragmentation
-        ("kgm", 1),
+        ("fragmentation", 1),
+        ("kgm", 1),  # the old name of fragmentation
         ("dot-product", 1),  # 99.4 vs 99.2 both truncate to 99: a tie, to the node of smallest rank
     ],
 )
@@ -181,6 +182,16 @@ def test_kgm_keeps_cpu_tight_nodes_for_gpu_tasks() -> None:
         c = cluster(nodes, policy, wl((11000, 1, 1000, 1.0)))
         assert c.rank == [0, 1]
         assert c.choose(big, random.Random(0)) == expected
+
+
+def test_kgm_is_an_alias_of_fragmentation_run_once_by_all() -> None:
+    assert "fragmentation" in POLICIES and "kgm" not in POLICIES
+    nodes, pods = (
+        [node("a", gpu=8, cpu=96000), node("b", gpu=2, cpu=104000)],
+        [pod(milli=300), pod(cpu=20000)],
+    )
+    curves = [run_protocol(nodes, pods, policy=p, seed=3) for p in ("kgm", "fragmentation")]
+    assert curves[0].unallocated_gpu_pct == curves[1].unallocated_gpu_pct
 
 
 def test_random_policy_spreads() -> None:
