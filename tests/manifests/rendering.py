@@ -26,6 +26,8 @@ MANIFESTS = REPO / "manifests"
 INSTALL = MANIFESTS
 CERT_MANAGER = MANIFESTS / "overlays" / "cert-manager"
 MONITORING = MANIFESTS / "monitoring"
+#: The install with kgm applying MIG layouts (the component manifests/components/mig-apply).
+MIG_APPLY = MANIFESTS / "overlays" / "mig-apply"
 
 NAMESPACE = "kgm-system"
 SERVICE = "kgm"
@@ -104,7 +106,12 @@ def env_of(c: Obj) -> dict[str, Obj]:
 
 
 WORKLOAD_KINDS = ("Deployment", "DaemonSet", "Job")
-VARIANTS = {"install": INSTALL, "cert-manager": CERT_MANAGER, "monitoring": MONITORING}
+VARIANTS = {
+    "install": INSTALL,
+    "cert-manager": CERT_MANAGER,
+    "monitoring": MONITORING,
+    "mig-apply": MIG_APPLY,
+}
 
 
 def service_port() -> tuple[Obj, Obj]:
