@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from inventory.domain.cluster_file import load_cluster
+from kgm.sim.alibaba_nodes import trace_cluster
 from kgm.sim.production import POLICIES, MigRun, run_mig, summary
-from kgm.sim.trace import load_pods
+from kgm.sim.progress import Progress
+from kgm.sim.trace import load_nodes, load_pods
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -34,55 +36,85 @@ def _packaged(name: str) -> str:
     return str(resources.files("kgm").joinpath(f"data/{name}"))
 
 
+def refusal(args: argparse.Namespace, sharing: str) -> str | None:
+    """Why these flags mean nothing together (one line), or None: no flag is silently ignored."""
+    planner = getattr(args, "mig_planner", None)
+    reconfigure_s = getattr(args, "mig_reconfigure_seconds", None)
+    if args.plot is not None and Path(args.plot).suffix.lower() != ".svg":
+        return f"--plot writes an SVG image; give a path ending in .svg, not {args.plot}"
+    if sharing == "fraction":
+        if planner is not None or reconfigure_s is not None:
+            return "--mig-planner and --mig-reconfigure-seconds need --sharing mig"
+        if args.cluster:
+            return "--cluster describes a MIG cluster (--sharing mig); with --sharing fraction give --nodes"
+        return None
+    if args.cluster and args.nodes:
+        return "--cluster and --nodes both describe the cluster; give one of them"
+    if reconfigure_s is not None and reconfigure_s < 0:
+        return "--mig-reconfigure-seconds must be 0 or more"
+    if planner == "off" and reconfigure_s is not None:
+        return "--mig-reconfigure-seconds means nothing with --mig-planner off (no GPU is re-laid out)"
+    unknown = [p for p in _policies(args.policy, POLICIES) if p not in POLICIES]
+    if unknown:
+        return f"with --sharing mig the policies are {', '.join(POLICIES)}; not {unknown[0]}"
+    return None
+
+
+def _policies(name: str, known: tuple[str, ...]) -> list[str]:
+    return list(known) if name == "all" else [name]
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     sharing = args.sharing or ("fraction" if args.nodes else "mig")
     pods_path = args.pods or _packaged("sample-pods.csv")
-    planner = getattr(args, "mig_planner", None)
-    reconfigure_s = getattr(args, "mig_reconfigure_seconds", None)
+    why = refusal(args, sharing)
+    if why is not None:
+        print(f"kgm simulate: {why}", file=sys.stderr)
+        return 2
     if sharing == "fraction":
-        if planner is not None or reconfigure_s is not None:
-            print(
-                "kgm simulate: --mig-planner and --mig-reconfigure-seconds need --sharing mig",
-                file=sys.stderr,
-            )
-            return 2
         from kgm.sim.fgd import POLICIES as FRACTION_POLICIES  # noqa: PLC0415
         from kgm.sim.report import run_fgd, summary_table  # noqa: PLC0415
 
-        policies = list(FRACTION_POLICIES) if args.policy == "all" else [args.policy]
         report = run_fgd(
             nodes_path=args.nodes or _packaged("sample-nodes.csv"),
             pods_path=pods_path,
-            policies=policies,
+            policies=_policies(args.policy, FRACTION_POLICIES),
             seeds=seeds,
             report_path=args.report,
             plot_path=args.plot,
-            progress=sys.stderr.isatty(),
+            progress=Progress(len(_policies(args.policy, FRACTION_POLICIES)) * len(seeds)),
         )
         print(summary_table(report))
         return 0
-    policies = list(POLICIES) if args.policy == "all" else [args.policy]
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown:
-        print(
-            f"kgm simulate: with --sharing mig the policies are {', '.join(POLICIES)}; not {unknown[0]}",
-            file=sys.stderr,
-        )
-        return 2
-    if reconfigure_s is not None and reconfigure_s < 0:
-        print("kgm simulate: --mig-reconfigure-seconds must be 0 or more", file=sys.stderr)
-        return 2
+    return _run_mig(args, pods_path, seeds)
+
+
+def _run_mig(args: argparse.Namespace, pods_path: str, seeds: list[int]) -> int:
+    planner = getattr(args, "mig_planner", None)
+    reconfigure_s = getattr(args, "mig_reconfigure_seconds", None)
+    policies = _policies(args.policy, POLICIES)
     modes = ["off"] if planner == "off" else ["off", "apply"]
-    cluster_source = args.cluster or _packaged("sample-cluster.yaml")
-    cluster = load_cluster(cluster_source)
+    allocatable: dict[str, tuple[int, int]] = {}
+    if args.nodes:
+        cluster_source = str(args.nodes)
+        traced = trace_cluster(load_nodes(args.nodes))
+        cluster, allocatable = traced.cluster, traced.allocatable
+    else:
+        cluster_source = args.cluster or _packaged("sample-cluster.yaml")
+        cluster = load_cluster(cluster_source)
     pods = load_pods(pods_path)
     started = time.perf_counter()
     runs: list[MigRun] = []
-    total = len(policies) * len(seeds) * len(modes)
+    bar = Progress(len(policies) * len(seeds) * len(modes))
     for policy in policies:
         for seed in seeds:
             for mode in modes:
+                done, label = len(runs), f"{policy} seed {seed} {'planned' if mode == 'apply' else 'static'}"
+
+                def on_step(pct: int, done: int = done, label: str = label) -> None:
+                    bar.update(done, pct / 130, label)
+
                 run = run_mig(
                     cluster,
                     pods,
@@ -90,13 +122,17 @@ def run_simulate(args: argparse.Namespace) -> int:
                     seed=seed,
                     planner=mode,
                     reconfigure_s=60.0 if reconfigure_s is None else reconfigure_s,
+                    allocatable=allocatable,
+                    on_step=on_step,
                 )
                 runs.append(run)
-                _progress(len(runs), total, started)
+    bar.close()
     elapsed = time.perf_counter() - started
     gpus = sum(len(node.gpus) for node in cluster.nodes)
+    models = ", ".join(sorted({g.model.name for node in cluster.nodes for g in node.gpus}))
+    mapped = f"; Alibaba's GPU models simulated as {models} (kgm/sim/alibaba_nodes.py)" if args.nodes else ""
     print(
-        f"kgm simulate: {len(cluster.nodes)} nodes, {gpus} GPUs ({Path(cluster_source).name}); "
+        f"kgm simulate: {len(cluster.nodes)} nodes, {gpus} GPUs ({Path(cluster_source).name}{mapped}); "
         f"{len(pods)} trace pods ({Path(pods_path).name}) inflated to 130% of capacity; sharing mig; "
         f"seeds {args.seeds}; {elapsed:.1f} s"
     )
@@ -157,15 +193,3 @@ def mig_report(
         "elapsed_s": round(elapsed, 2),
         "policies": policies,
     }
-
-
-def _progress(done: int, total: int, started: float) -> None:
-    if total > 1 and sys.stderr.isatty():
-        width = 30
-        filled = width * done // total
-        sys.stderr.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {time.perf_counter() - started:.0f} s"
-        )
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()

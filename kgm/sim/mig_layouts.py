@@ -15,6 +15,7 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from inventory.domain.catalogue import GpuModel
 from inventory.domain.gpunode import build_status, new_gpunode
@@ -69,8 +70,11 @@ class SimLayouts:
         reconfigure_s: float,
         heartbeat: datetime,
         recent_window: int = 200,
+        allocatable: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
-        """``recent_window``: how many of the last admitted pods make the recent mix."""
+        """``recent_window``: how many of the last admitted pods make the recent mix;
+        ``allocatable``: per node (CPU milli, memory MiB), kept in the Node objects published."""
+        self._allocatable = dict(allocatable or {})
         self._cluster = cluster
         self._cache = cache
         self._settings = settings
@@ -192,7 +196,7 @@ class SimLayouts:
         )
         self._cache.apply_gpunode("MODIFIED", {**new_gpunode(node.name), "status": status})
         labels = {MIG_CONFIG_STATE_LABEL: state}
-        self._cache.apply_node("MODIFIED", {"metadata": {"name": node.name, "labels": labels}})
+        self._cache.apply_node("MODIFIED", node_object(node.name, self._allocatable, labels))
 
     # -- Readings ----------------------------------------------------------------------------------
 
@@ -202,6 +206,17 @@ class SimLayouts:
     def layouts(self) -> dict[str, int]:
         """How many GPUs have each layout (for the report)."""
         return dict(Counter(describe(g.layout) for n in self._nodes.values() for g in n.gpus).most_common())
+
+
+def node_object(
+    name: str, allocatable: Mapping[str, tuple[int, int]], labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """A Node object as the cache's node watch reads it: labels, and allocatable where known."""
+    node: dict[str, Any] = {"metadata": {"name": name, "labels": dict(labels)}}
+    if name in allocatable:
+        cpu, memory = allocatable[name]
+        node["status"] = {"allocatable": {"cpu": f"{cpu}m", "memory": f"{memory}Mi"}}
+    return node
 
 
 def _layout_of(gpu: GpuDevice) -> Layout:

@@ -14,7 +14,7 @@ import math
 import random
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -44,7 +44,7 @@ from inventory.ledger.reconciler import Reconciler
 from inventory.ledger.sql import SqlLedger
 from inventory.live.cache import InventoryCache
 from inventory.live.static import cache_of
-from kgm.sim.mig_layouts import SimLayouts
+from kgm.sim.mig_layouts import SimLayouts, node_object
 from kgm.sim.trace import TracePod
 from webhook.mutation import Admit, mutate_pod
 from webhook.settings import WebhookSettings
@@ -114,15 +114,26 @@ def run_mig(
     planner: str = "off",
     reconfigure_s: float = 60.0,
     plan_settings: PlanSettings = SIM_PLAN,
+    allocatable: Mapping[str, tuple[int, int]] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> MigRun:
     """One run. With ``planner="apply"`` admission offers the profiles the planner may create, a
     pod no node has room for waits (up to ``MAX_WAIT_S``) while the planner, after each arrival,
-    changes layouts; a changed GPU offers nothing new for ``reconfigure_s`` simulated seconds."""
-    cache = cache_of(cluster)
+    changes layouts; a changed GPU offers nothing new for ``reconfigure_s`` simulated seconds.
+    ``allocatable``: per node (CPU milli, memory MiB), published as its Node object would; pods
+    request the trace's CPU and memory, so the placement policy sees what they leave. ``on_step(pct)``
+    is called as each percent of arrived workload (0..130) is recorded."""
+    allocatable = dict(allocatable or {})
+    cache = _cache(cluster, allocatable)
     layouts = None
     if planner == "apply":
         layouts = SimLayouts(
-            cluster, cache, settings=plan_settings, reconfigure_s=reconfigure_s, heartbeat=START
+            cluster,
+            cache,
+            settings=plan_settings,
+            reconfigure_s=reconfigure_s,
+            heartbeat=START,
+            allocatable=allocatable,
         )
     offer = plannable_offer(cluster) if layouts else offer_of(cluster)
     ledger = SqlLedger.open("sqlite:///:memory:")
@@ -144,6 +155,8 @@ def run_mig(
         # The state at x% arrived is the one after every pod whose arrival keeps the total within x%.
         while next_mark <= 130 and next_mark < 100 * requested / capacity:
             run.unallocated_pct[next_mark] = _unallocated_pct(cache, names, capacity)
+            if on_step is not None:
+                on_step(next_mark)
             next_mark += 1
         pod = _pod(trace_pod, index, policy=policy, memory_per_gpu_gb=memory_per_gpu_gb)
         decision = mutate_pod(pod, namespace="sim", offer=offer, settings=WebhookSettings())
@@ -165,14 +178,27 @@ def run_mig(
     scheduler.give_up()
     run.idle_whole_pct, run.idle_mig_pct = _idle_split(cache, names, capacity)
     _record_layouts(run, cluster, layouts)
+    _record_cost(run, ledger, clock)
+    return run
+
+
+def _record_cost(run: MigRun, ledger: SqlLedger, clock: _SimClock) -> None:
+    """What the placed pods cost, from the ledger the reconciler wrote (closed after)."""
     active = ledger.find(AllocationFilter(), limit=100_000).items
     run.cost_per_hour = sum((a.hourly_price * a.count for a in active), Decimal(0))
     run.cost_total = sum((a.cost(clock()) for a in active), Decimal(0))
     ledger.close()
-    return run
 
 
 _NO_ROOM = "no node had room"
+
+
+def _cache(cluster: ClusterInventory, allocatable: Mapping[str, tuple[int, int]]) -> InventoryCache:
+    """The cluster's cache, with the Node objects of the nodes whose CPU and memory are known."""
+    cache = cache_of(cluster)
+    for name in allocatable:
+        cache.apply_node("ADDED", node_object(name, allocatable, {}))
+    return cache
 
 
 def _record_layouts(run: MigRun, cluster: ClusterInventory, layouts: SimLayouts | None) -> None:
@@ -313,6 +339,7 @@ def _pod(trace_pod: TracePod, index: int, *, policy: str, memory_per_gpu_gb: int
     else:
         annotations[WORKLOAD_TYPE] = "Training"
     limits = {FULL_GPU_RESOURCE: str(trace_pod.num_gpu)}
+    requests = {**limits, "cpu": f"{trace_pod.cpu_milli}m", "memory": f"{trace_pod.memory_mib}Mi"}
     return {
         "metadata": {
             "name": f"{trace_pod.name}-{index}",
@@ -325,7 +352,7 @@ def _pod(trace_pod: TracePod, index: int, *, policy: str, memory_per_gpu_gb: int
                 {
                     "name": "main",
                     "image": "trace",
-                    "resources": {"limits": dict(limits), "requests": dict(limits)},
+                    "resources": {"limits": dict(limits), "requests": requests},
                 }
             ]
         },

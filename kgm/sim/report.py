@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 
 from kgm.sim.fgd import POLICIES, Curve, run_protocol
 from kgm.sim.policies import POLICY_CLASSES
+from kgm.sim.progress import Progress
 from kgm.sim.trace import load_nodes, load_pods
 
 __all__ = ["PUBLISHED_UNALLOCATED_AT_100", "build_report", "plot_svg", "run_fgd", "summary_table"]
@@ -243,7 +243,7 @@ def run_fgd(
     seeds: Sequence[int],
     report_path: Path | None = None,
     plot_path: Path | None = None,
-    progress: bool = False,
+    progress: bool | Progress = False,
     inflation: float = 1.3,
     step_pct: int = 1,
 ) -> dict[str, Any]:
@@ -258,16 +258,17 @@ def run_fgd(
     pods = load_pods(pods_path)
     curves: dict[CurveKey, Curve] = {}
     total = len(policies) * len(seeds)
-    for n, (policy, seed) in enumerate(((p, s) for p in policies for s in seeds), start=1):
-        if progress:
-            done = int(30 * (n - 1) / total)
-            sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {n - 1}/{total} {policy} seed {seed}   ")
-            sys.stderr.flush()
+    bar = progress if isinstance(progress, Progress) else Progress(total, enabled=progress or False)
+    last = round(inflation * 100)
+    for n, (policy, seed) in enumerate((p, s) for p in policies for s in seeds):
+
+        def on_step(pct: int, n: int = n, label: str = f"{policy} seed {seed}") -> None:
+            bar.update(n, pct / last, label)
+
         curves[(policy, seed)] = run_protocol(
-            nodes, pods, policy=policy, seed=seed, inflation=inflation, step_pct=step_pct
+            nodes, pods, policy=policy, seed=seed, inflation=inflation, step_pct=step_pct, on_step=on_step
         )
-    if progress:
-        sys.stderr.write(f"\r[{'#' * 30}] {total}/{total} done{' ' * 30}\n")
+    bar.close()
     report = build_report(
         curves,
         nodes_path=str(nodes_path),
