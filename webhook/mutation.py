@@ -42,6 +42,7 @@ from inventory.domain.pods import (
     IntentError,
     InvalidPodError,
     PodError,
+    TooManyGpuContainersError,
     container_gpus,
     parse_intent,
     pod_gpu_total,
@@ -160,9 +161,12 @@ def mutate_pod(
 
 
 def _gpu_containers(pod: Mapping[str, Any]) -> tuple[ContainerGpus, ...] | Deny:
-    """The pod's GPU containers, or the denial the API server would give a pod we cannot read."""
+    """The pod's GPU containers, or the denial the API server would give a pod we cannot read or the
+    pod we would produce."""
     try:
-        return container_gpus(pod, strict=True)
+        return container_gpus(pod, strict=True, most=MAX_GPU_CONTAINERS)
+    except TooManyGpuContainersError as error:
+        return Deny(message=f"{error}: {_TOO_LONG}", code=422, reason="Invalid")
     except InvalidPodError as error:  # what the API server's validation refuses, said first
         return Deny(message=str(error), code=422, reason="Invalid")
     except PodError as error:
@@ -195,6 +199,14 @@ def _route(settings: WebhookSettings) -> PatchOp:
 _NAMED_CONTAINERS = 8
 #: apimachinery's TotalAnnotationSizeLimitB: the most a pod's annotations (keys and values) may hold.
 ANNOTATIONS_LIMIT_BYTES = 256 * 1024
+#: Each GPU container takes at least 27 bytes of ``original-request`` (``"a":{"nvidia.com/gpu":"1"},``):
+#: past this many, the pod we would produce is one the API server refuses, so reading stops there
+#: (a 3 MiB review holds some 50,000 containers; judging them all blocked the event loop for seconds).
+MAX_GPU_CONTAINERS = ANNOTATIONS_LIMIT_BYTES // 27
+_TOO_LONG = (
+    f"{ORIGINAL_REQUEST} would take the pod's annotations past the {ANNOTATIONS_LIMIT_BYTES} bytes "
+    "Kubernetes allows; split the work into several pods"
+)
 
 
 def _annotations_too_long(current: object, wanted: Mapping[str, str], containers: int) -> Deny | None:

@@ -66,13 +66,20 @@ class InvalidPodError(PodError):
     number, negative, or more than any node holds (an invalid value, as the API server's 422)."""
 
 
-def container_gpus(pod: Mapping[str, Any], *, strict: bool = False) -> tuple[ContainerGpus, ...]:
+class TooManyGpuContainersError(InvalidPodError):
+    """More containers hold GPU resources than the caller can take (``most``)."""
+
+
+def container_gpus(
+    pod: Mapping[str, Any], *, strict: bool = False, most: int | None = None
+) -> tuple[ContainerGpus, ...]:
     """Every container and init container of ``pod`` that holds a GPU resource, in pod order.
 
     Counts are Kubernetes quantities (``"1"``, ``"1000m"``, ``"1e0"`` are one GPU). ``strict`` (a pod
     from a caller: admission, the extender) raises :class:`PodError` naming the first field we cannot
     read or :class:`InvalidPodError` for a count Kubernetes refuses; otherwise (pods from the watch,
-    which the API server has validated) such a field or count is left out.
+    which the API server has validated) such a field or count is left out. Past ``most`` GPU
+    containers, reading stops with :class:`TooManyGpuContainersError`.
     """
     spec = mapping_at(pod.get("spec"), "spec", strict=strict)
     if spec is None:
@@ -86,6 +93,8 @@ def container_gpus(pod: Mapping[str, Any], *, strict: bool = False) -> tuple[Con
             if container is None:
                 continue
             resources = _gpu_counts(container.get("resources"), f"{path}.resources", strict)
+            if resources and most is not None and len(found) == most:
+                raise TooManyGpuContainersError(f"spec: more than {most} containers hold GPU resources")
             if resources:
                 found.append(
                     ContainerGpus(
@@ -157,6 +166,8 @@ def gpu_count(value: object, path: str, *, strict: bool = True) -> int | None:
     Kubernetes refuses fractional extended resources (``must be an integer``) and negative ones;
     not strict, such a value is None.
     """
+    if type(value) is str and 0 < len(value) <= 4 and value.isascii() and value.isdigit():
+        return int(value)  # the usual "1" or "8": no Decimal (a pod may carry thousands of containers)
     try:
         quantity = quantity_value(value)
     except QuantityError as error:
