@@ -36,6 +36,7 @@ from inventory.domain.offer import Offer, offer_of
 from inventory.domain.prices import PriceTable, parse_price_table
 from inventory.domain.shape import NodeShape
 from inventory.layouts.metrics import PlanCollector, PlanMetrics
+from inventory.layouts.offer import PlannableOffer
 from inventory.layouts.planner import LayoutPlanner
 from inventory.layouts.settings import PlannerMode
 from inventory.layouts.signals import WorkloadSignals
@@ -153,7 +154,9 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         name="kgm-reconciler",
         identity=f"{socket.gethostname()}-{os.getpid()}",
     )
-    offer = LiveOffer(cache, prices, catalogue)
+    offer: LiveOffer | PlannableOffer = LiveOffer(cache, prices, catalogue)
+    if settings.layouts.mode is PlannerMode.APPLY:
+        offer = PlannableOffer(cache, prices, catalogue)  # admitted for a profile the planner will carve
     signals = WorkloadSignals(recent_pods=settings.layouts.recent_pods)
     core = _core(
         settings,

@@ -91,7 +91,7 @@ def serving(kube_emulator: KubeEmulator, tmp_path: Path, request: pytest.Fixture
     app, parts = assembled_app(_settings(kube_emulator, tmp_path, request.param), registry)
     try:
         with parts.background.running():
-            eventually(parts.ready, timeout=10)
+            eventually(parts.ready, timeout=20)
             yield Served(parts, registry, app)
     finally:
         parts.close()
@@ -118,17 +118,24 @@ def _mig_manager_applies(kube: KubeEmulator, node: str, config: str) -> None:
     kube.patch(GPUNODES, node, {"status": gpunode(laid_out, generation=2)["status"]}, subresource="status")
 
 
+def _offered(served: Served) -> set[str]:
+    return {r.profile.name for r in served.parts.offer().resources if r.profile is not None}
+
+
 @pytest.mark.parametrize("serving", [PlannerMode.APPLY], indirect=True)
 def test_apply_lays_a_node_out_through_the_mig_manager_and_then_the_waiting_pod_fits(
     kube_emulator: KubeEmulator, serving: Served
 ) -> None:
     before = serving.extender.filter(WAITING, ["gpu-free", "gpu-busy"])
     assert before.passed == []
+    # Admission offers what the planner may carve, not only what exists (here only 1g.10gb).
+    assert "3g.40gb" in _offered(serving)
 
     labels = eventually(
         lambda: (
             _labels(kube_emulator, "gpu-free").get(MIG_CONFIG_LABEL) and _labels(kube_emulator, "gpu-free")
-        )
+        ),
+        timeout=20,
     )
     config = labels[MIG_CONFIG_LABEL]
     assert config.startswith("kgm-") and labels[MIG_CONFIG_STATE_LABEL] == "pending"
@@ -143,11 +150,11 @@ def test_apply_lays_a_node_out_through_the_mig_manager_and_then_the_waiting_pod_
     assert serving.extender.filter(WAITING, ["gpu-free"]).passed == []
 
     _mig_manager_applies(kube_emulator, "gpu-free", config)
-    eventually(lambda: serving.sample("kgm_mig_plan_applications_total", result="applied") == 1, timeout=10)
+    eventually(lambda: serving.sample("kgm_mig_plan_applications_total", result="applied") == 1, timeout=20)
     assert serving.sample("kgm_mig_nodes_reconfiguring") == 0
-    assert eventually(lambda: serving.extender.filter(WAITING, ["gpu-free", "gpu-busy"]).passed) == [
-        "gpu-free"
-    ]
+    assert eventually(
+        lambda: serving.extender.filter(WAITING, ["gpu-free", "gpu-busy"]).passed, timeout=20
+    ) == ["gpu-free"]
 
     # The node whose GPU holds an instance was never labelled, nor any pod or GpuNode changed by kgm.
     assert MIG_CONFIG_LABEL not in _labels(kube_emulator, "gpu-busy")
@@ -180,7 +187,8 @@ def test_recommend_serves_the_plan_and_changes_nothing_in_the_cluster(
         data: dict[str, Any] = asyncio.run(get()).json()["data"]
         return data if data["changes"] else None
 
-    data = eventually(planned, timeout=10)
+    assert _offered(serving) == {"1g.10gb"}  # recommend changes nothing: admission offers what exists
+    data = eventually(planned, timeout=20)
     assert data["mode"] == "recommend" and data["applies"] is False
     assert {c["nodeName"] for c in data["changes"]} == {"gpu-free"}
     assert all("3g.40gb" in (c["after"]["profiles"] or {}) for c in data["changes"])
