@@ -46,6 +46,7 @@ from inventory.domain.pods import (
     container_gpus,
     parse_intent,
     pod_gpu_total,
+    strings_at,
     wants_mig,
 )
 from webhook.patch import PatchOp, replace_key, set_entries
@@ -103,8 +104,7 @@ def mutate_pod(
         intent = parse_intent(annotations)
     except IntentError as error:
         return Deny(message=str(error), code=422, reason="Invalid")
-    selector = spec.get("nodeSelector")
-    product = selector.get(PRODUCT_LABEL) if isinstance(selector, Mapping) else None
+    product = strings_at(spec.get("nodeSelector"), "spec.nodeSelector").get(PRODUCT_LABEL)
     refusal = _refusal(containers, intent, offer, product, settings)
     if refusal:
         return refusal
@@ -164,7 +164,10 @@ def _gpu_containers(pod: Mapping[str, Any]) -> tuple[ContainerGpus, ...] | Deny:
     """The pod's GPU containers, or the denial the API server would give a pod we cannot read or the
     pod we would produce."""
     try:
-        return container_gpus(pod, strict=True, most=MAX_GPU_CONTAINERS)
+        containers = container_gpus(pod, strict=True, most=MAX_GPU_CONTAINERS)
+        if containers:  # what else of a GPU pod is read as it is (the product wanted)
+            strings_at(pod["spec"].get("nodeSelector"), "spec.nodeSelector")
+        return containers
     except TooManyGpuContainersError as error:
         return Deny(message=f"{error}: {_TOO_LONG}", code=422, reason="Invalid")
     except InvalidPodError as error:  # what the API server's validation refuses, said first

@@ -99,6 +99,43 @@ def test_a_pod_of_the_wrong_shape_is_denied_400_naming_the_field(
     assert "spec" in decision.message
 
 
+JUNK: list[Any] = [None, True, 0, -1, 1.5, "", "x", [], [None], {}, {"": None}, [[[]]], {"a": {"b": {}}}]
+ODD_PLACES = [
+    ["metadata"],
+    ["metadata", "annotations"],
+    ["metadata", "labels"],
+    ["metadata", "annotations", MEM],
+    ["metadata", "labels", "gpu.kgm.io/team"],
+    ["spec"],
+    ["spec", "containers"],
+    ["spec", "containers", 0],
+    ["spec", "containers", 0, "name"],
+    ["spec", "containers", 0, "resources"],
+    ["spec", "containers", 0, "resources", "limits"],
+    ["spec", "containers", 0, "resources", "limits", "nvidia.com/gpu"],
+    ["spec", "nodeSelector"],
+    ["spec", "nodeSelector", "nvidia.com/gpu.product"],
+    ["spec", "schedulerName"],
+    ["spec", "initContainers"],
+]
+
+
+@pytest.mark.parametrize("value", JUNK, ids=repr)
+@pytest.mark.parametrize("place", ODD_PLACES, ids=lambda place: ".".join(map(str, place)))
+def test_no_shape_of_pod_makes_admission_fail_inside(
+    place: list[str | int], value: Any, demo_offer: Offer
+) -> None:
+    p = pod(
+        gpus(1), annotations={MEM: "10"}, labels={"app": "x"}, node_selector={"nvidia.com/gpu.product": "x"}
+    )
+    target: Any = p
+    for key in place[:-1]:
+        target = target[key]
+    target[place[-1]] = value
+    decision = judge(p, demo_offer)  # raising here was an InternalError denial
+    assert isinstance(decision, Admit) or decision.code in (400, 403, 422)
+
+
 # -- many containers ---------------------------------------------------------------------------------
 
 
