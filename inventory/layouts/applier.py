@@ -8,7 +8,8 @@
    off the node (``inventory.domain.shape``).
 3. Done when the node's labels show that config with ``state=success`` (a success seen with our
    config is later than our ``pending``) *and* the agent's GpuNode report shows the layout: only then
-   does the new capacity exist. ``failed``, or no end within ``apply_timeout_s``, ends it too, logged.
+   does the new capacity exist. ``failed``, or no end within ``apply_timeout_s``, ends it too, logged;
+   a change still ``pending`` then (the MIG manager never took it over) has its labels put back.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class Applying:
     targets: tuple[GpuTarget, ...]
     #: Monotonic seconds when the label was set.
     started_s: float
+    #: The node's MIG manager labels before ours, put back if the MIG manager never takes over.
+    previous: MigLabels
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,13 @@ class MigApplier:
         self._store.patch_node_metadata(
             node, labels={MIG_CONFIG_LABEL: name, MIG_CONFIG_STATE_LABEL: "pending"}
         )
-        applying = Applying(node=node, config=name, targets=targets, started_s=self._clock())
+        applying = Applying(
+            node=node,
+            config=name,
+            targets=targets,
+            started_s=self._clock(),
+            previous=labels.get(node, MigLabels()),
+        )
         self._applying[node] = applying
         return applying
 
@@ -168,7 +177,17 @@ class MigApplier:
                 result = "applied"
             elif now - applying.started_s > self._timeout_s:
                 result = "timed_out"
+                if label.config == applying.config and label.state == "pending":
+                    # Nobody took the change over (no MIG manager, or one pointed at another
+                    # ConfigMap): our "pending" would keep MIG pods off the node for good.
+                    self._restore(applying)
             if result is not None:
                 del self._applying[node]
                 ended.append(Outcome(applying=applying, result=result, seconds=now - applying.started_s))
         return ended
+
+    def _restore(self, applying: Applying) -> None:
+        previous = applying.previous
+        self._store.patch_node_metadata(
+            applying.node, labels={MIG_CONFIG_LABEL: previous.config, MIG_CONFIG_STATE_LABEL: previous.state}
+        )

@@ -72,6 +72,9 @@ class LayoutPlanner:
         self._wall_clock = wall_clock
         self._log = log
         self._last_changed: dict[NodeName, float] = {}
+        #: Nodes whose change nobody carried out (timed out): not asked again until a restart, or
+        #: they would spend most of their time pending, with no MIG pods.
+        self._given_up: set[NodeName] = set()
         self._seen: frozenset[tuple[str, ...]] = frozenset()
         self._view = PlanView(mode=settings.mode)
         self._lock = threading.Lock()
@@ -194,6 +197,8 @@ class LayoutPlanner:
         for change in plan.changes:
             by_node.setdefault(change.node, []).append(change)
         for node, changes in by_node.items():
+            if node in self._given_up:
+                continue
             try:
                 applying = applier.start(node, shown[node], changes, labels=labels)
             except Exception as error:  # the API server's refusal: the next round plans again
@@ -221,6 +226,8 @@ class LayoutPlanner:
     ) -> None:
         for outcome in applier.check(shown, labels):
             node = outcome.applying.node
+            if outcome.result == "timed_out":
+                self._given_up.add(node)
             self._metrics.applied.labels(outcome.result).inc()
             level = logging.INFO if outcome.result == "applied" else logging.ERROR
             self._log.log(

@@ -51,6 +51,7 @@ class World:
 
     def __init__(self, nodes: Sequence[NodeInventory], mode: PlannerMode, *, leader: bool = True) -> None:
         self.clock = Clock()
+        self.generation = 1
         self.cache = InventoryCache(catalogue=CATALOGUE, clock=self.clock)
         self.cache.replace_gpunodes([gpunode(n) for n in nodes])
         self.cache.replace_nodes([])
@@ -78,6 +79,11 @@ class World:
         objects = [self.store.node_object(n) for n in names]
         self.cache.replace_nodes(objects)
         self.signals.replace_nodes(objects)
+
+    def heartbeat(self, node: NodeInventory) -> None:
+        """The agent's next report (a node silent for 90 s is not planned on)."""
+        self.generation += 1
+        self.cache.apply_gpunode("MODIFIED", gpunode(node, generation=self.generation))
 
     def round(self) -> None:
         self.clock.now += 31  # past the snapshot's one-second reuse
@@ -241,3 +247,30 @@ def test_a_change_is_counted_as_serving_a_waiting_pod_when_it_adds_what_one_wait
 )
 def test_holds_are_counted_by_a_bounded_class_of_reason(reason: str, expected: str) -> None:
     assert hold_class(NodeHold(NodeName("a"), reason)) == expected
+
+
+def test_a_change_nobody_takes_over_is_taken_back_after_the_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    world = World([h100_node("a", None)], PlannerMode.APPLY)
+    world.store.node_labels["a"] = {MIG_CONFIG_LABEL: "all-disabled", MIG_CONFIG_STATE_LABEL: "success"}
+    world.labels_from_store("a")
+    world.pods(WAITING_3G)
+    world.round()
+    assert world.store.node_labels["a"][MIG_CONFIG_STATE_LABEL] == "pending"
+    world.labels_from_store("a")  # no MIG manager: it stays pending
+    world.clock.now += 601
+    world.heartbeat(h100_node("a", None))
+    with caplog.at_level(logging.ERROR, logger="kgm.layouts"):
+        world.round()
+    assert world.sample("kgm_mig_plan_applications_total", result="timed_out") == 1
+    assert world.store.node_labels["a"] == {
+        MIG_CONFIG_LABEL: "all-disabled",
+        MIG_CONFIG_STATE_LABEL: "success",
+    }
+    assert any(getattr(r, "result", None) == "timed_out" for r in caplog.records)
+    world.labels_from_store("a")
+    world.clock.now += 3600
+    world.heartbeat(h100_node("a", None))
+    world.round()  # still recommended, never asked again: it would keep the node pending
+    plan = world.planner.view().plan
+    assert plan is not None and plan.changes
+    assert world.store.node_labels["a"][MIG_CONFIG_STATE_LABEL] == "success"
