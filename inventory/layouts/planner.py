@@ -173,7 +173,8 @@ class LayoutPlanner:
                 },
             )
         for hold in plan.held_back:
-            hold_key: tuple[str, ...] = ("hold", hold.node, hold.reason)
+            # By class, not text: a reason such as "changed 40 s ago" words itself anew every round.
+            hold_key: tuple[str, ...] = ("hold", hold.node, hold_class(hold))
             seen.add(hold_key)
             if hold_key in self._seen:
                 continue

@@ -274,3 +274,20 @@ def test_a_change_nobody_takes_over_is_taken_back_after_the_timeout(caplog: pyte
     plan = world.planner.view().plan
     assert plan is not None and plan.changes
     assert world.store.node_labels["a"][MIG_CONFIG_STATE_LABEL] == "success"
+
+
+def test_a_node_held_back_is_logged_and_counted_once_while_its_reason_stays(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world = World([h100_node("a", None, None)], PlannerMode.APPLY)
+    world.pods(WAITING_3G, *FINISHED)
+    world.round()
+    world.store.node_labels["a"][MIG_CONFIG_STATE_LABEL] = "failed"
+    world.labels_from_store("a")
+    with caplog.at_level(logging.INFO, logger="kgm.layouts"):
+        for _ in range(3):
+            world.heartbeat(h100_node("a", None, None))
+            world.round()
+    holds = [r for r in caplog.records if getattr(r, "decision", None) == "hold"]
+    assert len(holds) == 1 and holds[0].node == "a"
+    assert world.sample("kgm_mig_plan_decisions_total", kind="hold", reason="mig-manager") == 1
