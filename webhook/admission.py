@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from inventory.domain.allocation import Allocation
+from inventory.domain.allocation import Allocation, Status
+from inventory.domain.labels import ALLOCATION_ID
 from inventory.domain.offer import Offer
 from webhook.mutation import Admit, mutate_pod
 from webhook.review import AdmissionRequest, allowed, denied
@@ -32,12 +34,22 @@ def answer(
     settings: WebhookSettings,
     reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
 ) -> Answer:
-    """Pod CREATEs are judged; every other request is allowed as it is."""
+    """Pod CREATEs are judged; a Pod UPDATE only for its claim of a reservation (set at creation, when
+    the pod is pinned to the reserved node, never after); every other request is allowed as it is."""
+    if request.is_pod_update:
+        before, after = _claim(request.old_object), _claim(request.object)
+        if before == after:
+            return Answer(Outcome.UNCHANGED, allowed(request.uid))
+        message = f"{ALLOCATION_ID} is set when a pod is created and never changes ({before!r} -> {after!r})"
+        return Answer(Outcome.DENIED, denied(request.uid, message, code=403, reason="Forbidden"), message)
     if not request.is_pod_create:
         return Answer(Outcome.UNCHANGED, allowed(request.uid))
     if request.object is None:
         message = "the review of a Pod CREATE carries no pod object"
         return Answer(Outcome.DENIED, denied(request.uid, message, code=400, reason="BadRequest"), message)
+    stranger = _not_its_reservation(request.object, request.namespace, reservation)
+    if stranger is not None:
+        return Answer(Outcome.DENIED, denied(request.uid, stranger, code=403, reason="Forbidden"), stranger)
     decision = mutate_pod(
         request.object, namespace=request.namespace, offer=offer, settings=settings, reservation=reservation
     )
@@ -46,3 +58,30 @@ def answer(
         return Answer(outcome, allowed(request.uid, decision.patch, decision.warnings))
     body = denied(request.uid, decision.message, code=decision.code, reason=decision.reason)
     return Answer(Outcome.DENIED, body, decision.message)
+
+
+def _claim(pod: Mapping[str, Any] | None) -> object:
+    metadata = pod.get("metadata") if isinstance(pod, Mapping) else None
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    return annotations.get(ALLOCATION_ID) if isinstance(annotations, Mapping) else None
+
+
+def _not_its_reservation(
+    pod: Mapping[str, Any], namespace: str, lookup: Callable[[str], Allocation | None]
+) -> str | None:
+    """Why the pod may not claim the reservation it names: it is another pod's of this namespace. (One
+    that is not an open reservation of this namespace at all is refused by the mutation, in its words.)"""
+    allocation_id = _claim(pod)
+    if not isinstance(allocation_id, str):
+        return None
+    held = lookup(allocation_id)
+    if held is None or held.status is not Status.RESERVED or held.namespace != namespace or not held.pod:
+        return None
+    metadata = pod.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    if name == held.pod:
+        return None
+    shown = repr(name[:253]) if isinstance(name, str) and name else "a pod named by generateName"
+    return (
+        f"reservation {allocation_id} is for pod {namespace}/{held.pod}, not {shown}: only that pod claims it"
+    )

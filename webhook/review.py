@@ -48,11 +48,19 @@ class AdmissionRequest:
     sub_resource: str
     object: dict[str, Any] | None
     dry_run: bool
+    #: The pod before an UPDATE (``oldObject``); None otherwise.
+    old_object: dict[str, Any] | None = None
 
     @property
     def is_pod_create(self) -> bool:
         return (
             self.operation == "CREATE" and self.group == "" and self.kind == "Pod" and not self.sub_resource
+        )
+
+    @property
+    def is_pod_update(self) -> bool:
+        return (
+            self.operation == "UPDATE" and self.group == "" and self.kind == "Pod" and not self.sub_resource
         )
 
 
@@ -89,6 +97,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         sub_resource=str(request.get("subResource") or ""),
         object=obj if isinstance(obj, dict) else None,
         dry_run=request.get("dryRun") is True,
+        old_object=old if isinstance(old := request.get("oldObject"), dict) else None,
     )
 
 

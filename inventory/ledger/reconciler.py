@@ -267,7 +267,12 @@ class Reconciler:
     def _open(self, view: PodView, now: datetime) -> None:
         for row in allocations_for(view, shape=self._shape_of(view.node or ""), prices=self._prices, now=now):
             if view.reservation and self._ledger.claim(
-                view.reservation, pod_uid=view.uid, pod=view.name, start=row.start
+                view.reservation,
+                namespace=view.namespace,
+                pod=view.name,
+                pod_uid=view.uid,
+                resource=row.resource,
+                start=row.start,
             ):
                 continue  # the reservation's row is now this pod's allocation
             with self._write():

@@ -73,6 +73,23 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX allocations_end ON allocations ("end")
         """,
     ),
+    (
+        2,
+        # One open reservation per namespace and pod: a claim is matched by them, so a second one would
+        # leave it to chance which is claimed. Older duplicates lapse first (the newest stays).
+        """
+        UPDATE allocations SET status = 'expired', "end" = COALESCE(expires_at, "start")
+        WHERE status = 'reserved' AND pod <> '' AND EXISTS (
+            SELECT 1 FROM allocations AS later
+            WHERE later.status = 'reserved' AND later.namespace = allocations.namespace
+                AND later.pod = allocations.pod
+                AND (later."start" > allocations."start"
+                    OR (later."start" = allocations."start" AND later.id > allocations.id))
+        );
+        CREATE UNIQUE INDEX allocations_one_reservation ON allocations ("namespace", "pod")
+            WHERE status = 'reserved' AND pod <> ''
+        """,
+    ),
 ]
 
 _SCHEMA_VERSION_TABLE = (
@@ -95,8 +112,12 @@ _STATEMENTS = {
     f"WHERE id = ? AND status IN {_OPEN}",
     "end_reserved": 'UPDATE allocations SET "end" = ?, end_inferred = ?, status = ? '
     "WHERE id = ? AND status = 'reserved'",
+    # Any conflict, the id's or one open reservation per namespace and pod: nothing is written.
+    "insert_reservation": f"INSERT INTO allocations ({_QUOTED}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
+    "ON CONFLICT DO NOTHING",
+    # Only the pod the reservation is for (its namespace, its pod when it names one, its resource).
     "claim": "UPDATE allocations SET status = 'active', pod_uid = ?, pod = ?, \"start\" = ? "
-    "WHERE id = ? AND status = 'reserved'",
+    "WHERE id = ? AND status = 'reserved' AND namespace = ? AND resource = ? AND (pod = '' OR pod = ?)",
     "get": f"{_SELECT} WHERE id = ?",
     "open": f'{_SELECT} WHERE status IN {_OPEN} ORDER BY "start", id',
     "overlapping": f'{_SELECT} WHERE "start" < ? AND ("end" IS NULL OR "end" > ?) '
@@ -399,8 +420,18 @@ class SqlLedger:
             cursor.execute(self._sql["end_reserved"], params)
             return cursor.rowcount == 1
 
-    def claim(self, reservation_id: str, *, pod_uid: str, pod: str, start: datetime) -> bool:
-        params = (pod_uid, pod, self._dialect.time_in(start), reservation_id)
+    def record_reservation(self, reservation: Allocation) -> bool:
+        if reservation.status is not Status.RESERVED:
+            raise ValueError(f"a reservation is recorded as reserved, not {reservation.status}")
+        row = self._row(reservation)
+        with self._transaction(write=True) as cursor:
+            cursor.execute(self._sql["insert_reservation"], row)
+            return cursor.rowcount == 1
+
+    def claim(
+        self, reservation_id: str, *, namespace: str, pod: str, pod_uid: str, resource: str, start: datetime
+    ) -> bool:
+        params = (pod_uid, pod, self._dialect.time_in(start), reservation_id, namespace, resource, pod)
         with self._transaction(write=True) as cursor:
             cursor.execute(self._sql["claim"], params)
             return cursor.rowcount == 1

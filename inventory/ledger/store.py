@@ -38,8 +38,17 @@ class Ledger(Protocol):
         ended, or claimed, even a moment ago), and then nothing changes."""
         ...
 
-    def claim(self, reservation_id: str, *, pod_uid: str, pod: str, start: datetime) -> bool:
-        """Turn a reservation into the active allocation of the pod that claimed it."""
+    def record_reservation(self, reservation: Allocation) -> bool:
+        """Insert a reservation (status ``reserved``) unless its namespace and pod already have an open
+        one (or its id exists); whether it was inserted. Checked and written in one statement."""
+        ...
+
+    def claim(
+        self, reservation_id: str, *, namespace: str, pod: str, pod_uid: str, resource: str, start: datetime
+    ) -> bool:
+        """Turn a reservation into the active allocation of the pod that claimed it: only a row still
+        ``reserved``, of that namespace and resource, and of that pod where the reservation names one,
+        matched in the write itself. False (and nothing changes) otherwise."""
         ...
 
     def get(self, allocation_id: str) -> Allocation | None: ...

@@ -94,10 +94,17 @@ class Reserver:
             cost_limit=request.cost_limit,
         )
         try:
-            self._ledger.record_start(allocation)
+            recorded = self._ledger.record_reservation(allocation)
         except LedgerError as error:
             self._cache.forget(reservation_id)
             raise ReservationRefusedError(f"the ledger is unavailable: {error}", status=503) from error
+        if not recorded:
+            # A claim is matched by namespace and pod: a second reservation would leave it to chance.
+            self._cache.forget(reservation_id)
+            raise ReservationRefusedError(
+                f"pod {request.namespace}/{request.pod_name} already has a reservation: release it first",
+                status=409,
+            )
         return allocation
 
     def release(self, allocation_id: str) -> Allocation | None:

@@ -48,4 +48,4 @@ def test_the_webhook_is_registered_for_pod_creates_with_v1_reviews() -> None:
     assert hook["admissionReviewVersions"] == ["v1"]
     assert hook["sideEffects"] == "None"
     assert hook["clientConfig"]["service"]["path"] == "/mutate"
-    assert hook["rules"][0]["operations"] == ["CREATE"]
+    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]  # UPDATE: claims, see test_webhook.py

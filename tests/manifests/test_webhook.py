@@ -42,9 +42,14 @@ def conditions() -> tuple[Any, ...]:
     return tuple(env.program(env.compile(c["expression"])) for c in hook["matchConditions"])
 
 
-def sent(pod: dict[str, Any]) -> bool:
-    """Whether the API server calls the webhook for this pod: every condition true."""
-    activation = {"object": celpy.json_to_cel(pod)}
+def sent(pod: dict[str, Any], *, old: dict[str, Any] | None = None) -> bool:
+    """Whether the API server calls the webhook for this pod (a CREATE; an UPDATE from ``old``): every
+    condition true."""
+    activation = {
+        "object": celpy.json_to_cel(pod),
+        "oldObject": celpy.json_to_cel(old),
+        "request": celpy.json_to_cel({"operation": "CREATE" if old is None else "UPDATE"}),
+    }
     return all(bool(program.evaluate(activation)) for program in conditions())
 
 
@@ -95,3 +100,26 @@ def test_the_webhook_sees_exactly_the_pods_the_extender_judges(resource: str, in
 )
 def test_pods_without_gpu_resources_are_not_sent(spec: dict[str, Any]) -> None:
     assert sent({"metadata": {}, "spec": spec}) is False
+
+
+def claiming(allocation_id: str | None) -> dict[str, Any]:
+    pod = pod_with("nvidia.com/gpu")
+    if allocation_id is not None:
+        pod["metadata"]["annotations"] = {"gpu.kgm.io/allocation-id": allocation_id}
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        pytest.param(None, "r1", True, id="a claim added"),
+        pytest.param("r1", "r2", True, id="a claim changed"),
+        pytest.param("r1", None, True, id="a claim removed"),
+        pytest.param("r1", "r1", False, id="the same claim"),
+        pytest.param(None, None, False, id="no claim"),
+    ],
+)
+def test_an_update_is_sent_only_when_it_changes_the_claim(
+    before: str | None, after: str | None, expected: bool
+) -> None:
+    assert sent(claiming(after), old=claiming(before)) is expected

@@ -116,7 +116,16 @@ class ListLedger:
         found = self.rows.get(reservation_id)
         return found is not None and found.status is Status.RESERVED and self.record_end(reservation_id, end)
 
-    def claim(self, reservation_id: str, *, pod_uid: str, pod: str, start: datetime) -> bool:
+    def record_reservation(self, reservation: Allocation) -> bool:
+        taken = any(
+            a.status is Status.RESERVED and (a.namespace, a.pod) == (reservation.namespace, reservation.pod)
+            for a in self.rows.values()
+        )
+        return not taken and self.record_start(reservation)
+
+    def claim(
+        self, reservation_id: str, *, namespace: str, pod: str, pod_uid: str, resource: str, start: datetime
+    ) -> bool:
         raise AssertionError("the API never claims")
 
     def get(self, allocation_id: str) -> Allocation | None:

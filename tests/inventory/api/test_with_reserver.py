@@ -125,8 +125,23 @@ def test_amounts_already_in_the_ledger_past_any_bound_still_list(
     assert row is not None
     with monkeypatch.context() as older_version:
         older_version.setattr(sql, "MAX_AMOUNT", Decimal("1e30"))
-        h.ledger.record_start(dataclasses.replace(row, id="old-row", cost_limit=Decimal("1E+26")))
+        h.ledger.record_start(dataclasses.replace(row, id="old-row", pod="old", cost_limit=Decimal("1E+26")))
     reply = h.get(LIST)
     assert reply.status_code == 200, reply.text
     shown = {item["id"]: item for item in reply.json()["data"]}
     assert shown["old-row"]["costLimit"] == 1e26
+
+
+def test_a_second_reservation_for_the_same_pod_is_refused_until_the_first_ends(h: Harness) -> None:
+    first = h.request("POST", LIST, json={"namespace": "ml", "podName": "train"})
+    assert first.status_code == 201, first.text
+    free = h.get("/api/v1/gpu/overview").json()["data"]["fullGpus"]["available"]
+    again = h.request("POST", LIST, json={"namespace": "ml", "podName": "train", "useMig": True})
+    assert (again.status_code, again.json()["error"]["message"]) == (
+        409,
+        "pod ml/train already has a reservation: release it first",
+    )
+    assert h.get("/api/v1/gpu/overview").json()["data"]["fullGpus"]["available"] == free  # no hold left
+    assert h.request("POST", LIST, json={"namespace": "other", "podName": "train"}).status_code == 201
+    h.request("DELETE", f"{LIST}/{first.json()['data']['allocationId']}")
+    assert h.request("POST", LIST, json={"namespace": "ml", "podName": "train"}).status_code == 201

@@ -226,6 +226,29 @@ def test_a_pod_that_claims_a_reservation_takes_over_its_row(
     assert ledger.get(allocation_id("a", MIG)) is None
 
 
+@pytest.mark.parametrize(
+    ("namespace", "name", "resources"),
+    [
+        pytest.param("elsewhere", "pod-a", {MIG: "1"}, id="a pod in another namespace"),
+        pytest.param("ml", "pod-b", {MIG: "1"}, id="another pod of the namespace"),
+        pytest.param("ml", "pod-a", {"nvidia.com/gpu": "1"}, id="another resource"),
+    ],
+)
+def test_a_stranger_carrying_a_reservations_id_does_not_take_its_row(
+    reconciler: Reconciler, ledger: SqlLedger, namespace: str, name: str, resources: dict[str, str]
+) -> None:
+    reserved_then_claimed(ledger)
+    stranger = pod("s", resources)
+    stranger["metadata"].update(
+        {"namespace": namespace, "name": name, "annotations": {"gpu.kgm.io/allocation-id": "r1"}}
+    )
+    reconciler.on_pod("ADDED", stranger)
+    assert ledger.get("r1") == reservation_r1(pod="pod-a")  # still the reservation, still reserved
+    (resource,) = resources
+    own = ledger.get(allocation_id("s", resource))
+    assert own is not None and (own.namespace, own.pod, own.status) == (namespace, name, Status.ACTIVE)
+
+
 def test_a_follower_writes_nothing(ledger: SqlLedger) -> None:
     follower = Reconciler(ledger=ledger, shape_of=shape_of, prices=PriceTable(), is_leader=lambda: False)
     follower.on_pod("ADDED", pod("a", {"nvidia.com/gpu": "1"}))

@@ -12,13 +12,14 @@ import pytest
 from inventory.domain.allocation import AllocationFilter
 from inventory.ledger.sql import SqlLedger
 from inventory.ledger.store import LedgerError
-from tests.inventory.ledger.sql_support import T0, H, Store, alloc
+from tests.inventory.ledger.sql_support import RESERVATION, T0, H, Store, alloc
 from tests.support import postgres
 
 CALLS: dict[str, Callable[[SqlLedger], object]] = {
     "record_start": lambda ledger: ledger.record_start(alloc("a")),
     "record_end": lambda ledger: ledger.record_end("a", T0),
-    "claim": lambda ledger: ledger.claim("a", pod_uid="u", pod="p", start=T0),
+    "claim": lambda ledger: ledger.claim("a", namespace="n", pod="p", pod_uid="u", resource="r", start=T0),
+    "record_reservation": lambda ledger: ledger.record_reservation(RESERVATION),
     "get": lambda ledger: ledger.get("a"),
     "open_allocations": lambda ledger: ledger.open_allocations(),
     "find": lambda ledger: ledger.find(AllocationFilter()),

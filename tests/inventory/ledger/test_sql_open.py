@@ -11,10 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from inventory.domain.allocation import Allocation
+from inventory.domain.allocation import Allocation, Status
+from inventory.ledger import sql
 from inventory.ledger.sql import COLUMNS, MIGRATIONS, SqlLedger, redact
 from inventory.ledger.store import LedgerError
-from tests.inventory.ledger.sql_support import FULL, Store, sqlite_query
+from tests.inventory.ledger.sql_support import FULL, RESERVATION, T0, H, Store, sqlite_query
 from tests.support import postgres
 
 
@@ -44,8 +45,8 @@ def test_columns_keep_times_and_money_exact(ledger: SqlLedger, store: Store) -> 
 def test_a_second_open_applies_no_migration(store: Store) -> None:
     for _ in range(2):
         with SqlLedger.open(store.url) as ledger:
-            assert ledger.schema_version() == MIGRATIONS[-1][0] == 1
-    assert [row[0] for row in store.query("SELECT version FROM schema_version")] == [1]
+            assert ledger.schema_version() == MIGRATIONS[-1][0] == 2
+    assert sorted(row[0] for row in store.query("SELECT version FROM schema_version")) == [1, 2]
 
 
 def test_open_refuses_a_schema_newer_than_the_code(store: Store) -> None:
@@ -113,3 +114,17 @@ def test_postgresql_is_skipped_locally_but_fails_in_ci(monkeypatch: pytest.Monke
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI is set"):
         postgres.server_url_or_skip()
+
+
+def test_migration_2_leaves_one_open_reservation_per_pod(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    older = dataclasses.replace(RESERVATION, id="older", expires_at=T0 + H)
+    newer = dataclasses.replace(RESERVATION, id="newer", start=T0 + H)
+    with monkeypatch.context() as version_1:
+        version_1.setattr(sql, "MIGRATIONS", MIGRATIONS[:1])
+        with SqlLedger.open(store.url) as ledger:
+            assert ledger.record_start(older) and ledger.record_start(newer)
+    with SqlLedger.open(store.url) as ledger:
+        assert ledger.get("newer") == newer
+        assert ledger.get("older") == dataclasses.replace(older, status=Status.EXPIRED, end=T0 + H)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -67,25 +68,66 @@ def test_record_end_refuses_an_open_status(ledger: SqlLedger, status: Status) ->
         ledger.record_end("x", T0, status=status)
 
 
+def claim(ledger: SqlLedger, reservation_id: str, **fields: Any) -> bool:
+    """``ledger.claim`` by the pod RESERVATION is for (ml/notebook, a whole GPU), or as ``fields`` say."""
+    values: dict[str, Any] = {
+        "namespace": "ml", "pod": "notebook", "pod_uid": "uid-nb", "resource": "nvidia.com/gpu", "start": T0,
+        **fields,
+    }  # fmt: skip
+    return ledger.claim(reservation_id, **values)
+
+
 def test_claim_turns_a_reservation_into_the_pods_active_allocation(ledger: SqlLedger) -> None:
     ledger.record_start(RESERVATION)
     started = T0 + timedelta(minutes=5)
-    assert ledger.claim(RESERVATION.id, pod_uid="uid-nb", pod="notebook-0", start=started) is True
-    expected = dataclasses.replace(
-        RESERVATION, status=Status.ACTIVE, pod_uid="uid-nb", pod="notebook-0", start=started
-    )
+    assert claim(ledger, RESERVATION.id, start=started) is True
+    expected = dataclasses.replace(RESERVATION, status=Status.ACTIVE, pod_uid="uid-nb", start=started)
     assert ledger.get(RESERVATION.id) == expected
-    assert ledger.claim(RESERVATION.id, pod_uid="uid-other", pod="other", start=started) is False
+    assert claim(ledger, RESERVATION.id, pod_uid="uid-other", start=started) is False
     assert ledger.get(RESERVATION.id) == expected
+
+
+@pytest.mark.parametrize(
+    "stranger",
+    [
+        pytest.param({"namespace": "elsewhere"}, id="another namespace"),
+        pytest.param({"pod": "notebook-0"}, id="another pod"),
+        pytest.param({"resource": "nvidia.com/mig-1g.10gb"}, id="another resource"),
+    ],
+)
+def test_only_the_pod_a_reservation_names_claims_it(ledger: SqlLedger, stranger: dict[str, str]) -> None:
+    ledger.record_start(RESERVATION)
+    assert claim(ledger, RESERVATION.id, **stranger) is False
+    assert ledger.get(RESERVATION.id) == RESERVATION
+
+
+def test_a_reservation_naming_no_pod_is_claimed_by_any_pod_of_its_namespace(ledger: SqlLedger) -> None:
+    ledger.record_start(dataclasses.replace(RESERVATION, pod=""))
+    assert claim(ledger, RESERVATION.id, namespace="elsewhere", pod="x") is False
+    assert claim(ledger, RESERVATION.id, pod="any-pod") is True
+    got = ledger.get(RESERVATION.id)
+    assert got is not None and (got.status, got.pod) == (Status.ACTIVE, "any-pod")
 
 
 @pytest.mark.parametrize("status", [Status.ACTIVE, Status.RELEASED, Status.EXPIRED])
 def test_claim_takes_only_a_reservation_still_reserved(ledger: SqlLedger, status: Status) -> None:
     row = dataclasses.replace(RESERVATION, status=status)
     ledger.record_start(row)
-    assert ledger.claim(row.id, pod_uid="u", pod="p", start=T0) is False
-    assert ledger.claim("nobody", pod_uid="u", pod="p", start=T0) is False
+    assert claim(ledger, row.id) is False
+    assert claim(ledger, "nobody") is False
     assert ledger.get(row.id) == row
+
+
+def test_one_reservation_at_a_time_per_namespace_and_pod(ledger: SqlLedger) -> None:
+    assert ledger.record_reservation(RESERVATION) is True
+    again = dataclasses.replace(RESERVATION, id="reservation-2")
+    assert ledger.record_reservation(again) is False
+    assert ledger.get(again.id) is None
+    assert (
+        ledger.record_reservation(dataclasses.replace(again, id="reservation-3", namespace="other")) is True
+    )
+    assert ledger.end_reservation(RESERVATION.id, T0 + H)
+    assert ledger.record_reservation(again) is True  # the first one ended
 
 
 def test_open_allocations_are_the_reserved_and_active_ones(ledger: SqlLedger) -> None:

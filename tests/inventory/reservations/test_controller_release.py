@@ -67,7 +67,11 @@ def test_a_claimed_reservation_stays_with_its_pod(rig: Rig, caplog: pytest.LogCa
     obj = ga(useMig=True)
     rig.controller.on_event("ADDED", obj)
     allocation_id = rig.store.statuses[("ml", "train")]["allocationId"]
-    assert rig.ledger.claim(allocation_id, pod_uid="pod-uid", pod="train", start=NOW)
+    reserved = rig.ledger.get(allocation_id)
+    assert reserved is not None
+    assert rig.ledger.claim(
+        allocation_id, namespace="ml", pod="train", pod_uid="pod-uid", resource=reserved.resource, start=NOW
+    )
     with caplog.at_level(logging.INFO, logger="kgm.gpuallocation"):
         rig.controller.on_event("DELETED", rig.store.written(obj))
     held = rig.ledger.get(allocation_id)

@@ -44,7 +44,14 @@ class ClaimedAfterRead:
     def get(self, allocation_id: str) -> Allocation | None:
         found = self._ledger.get(allocation_id)
         if found is not None and found.status is Status.RESERVED:
-            assert self._ledger.claim(allocation_id, pod_uid="uid-train", pod="train", start=NOW)
+            assert self._ledger.claim(
+                allocation_id,
+                namespace="ml",
+                pod="train",
+                pod_uid="uid-train",
+                resource=found.resource,
+                start=NOW,
+            )
         return found
 
 
@@ -76,7 +83,16 @@ def test_a_release_racing_a_claim_never_ends_a_claimed_allocation(ledger: SqlLed
             made: Allocation = made, start: threading.Barrier = start, claimed: list[bool] = claimed
         ) -> None:
             start.wait(5)
-            claimed.append(ledger.claim(made.id, pod_uid=f"uid-{made.pod}", pod=made.pod, start=NOW))
+            claimed.append(
+                ledger.claim(
+                    made.id,
+                    namespace="ml",
+                    pod=made.pod,
+                    pod_uid=f"uid-{made.pod}",
+                    resource=made.resource,
+                    start=NOW,
+                )
+            )
 
         def release(
             made: Allocation = made, start: threading.Barrier = start, out: list[object] = released

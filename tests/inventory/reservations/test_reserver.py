@@ -79,17 +79,17 @@ def test_concurrent_reservations_never_overbook(ledger: SqlLedger) -> None:
     lock = threading.Lock()
     barrier = threading.Barrier(10)
 
-    def reserve() -> None:
+    def reserve(pod: str) -> None:
         barrier.wait()
         try:
-            reserver.reserve(request(required_memory_gb=Decimal(30)))
+            reserver.reserve(ReservationRequest("ml", pod, required_memory_gb=Decimal(30)))
             outcome = "ok"
         except ReservationRefusedError as error:
             outcome = str(error)
         with lock:
             results.append(outcome)
 
-    threads = [threading.Thread(target=reserve) for _ in range(10)]
+    threads = [threading.Thread(target=reserve, args=(f"train-{i}",)) for i in range(10)]
     for thread in threads:
         thread.start()
     for thread in threads:
