@@ -40,6 +40,9 @@ ORIGINAL_REQUEST: Final = PREFIX + "original-request"
 MIG_FALLBACK: Final = PREFIX + "mig-fallback-reason"
 #: Annotation, by the webhook: the fingerprint of the pod it produced (a match is left alone).
 MUTATED: Final = PREFIX + "mutated"
+#: Node annotation, by the MIG planner (apply mode): when it last asked for a new layout (RFC 3339),
+#: so a new leader keeps the minimum time between two changes of a node.
+MIG_CHANGED_AT: Final = PREFIX + "mig-config-changed-at"
 
 # -- NVIDIA's: nvidia.com -------------------------------------------------------------------------
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from inventory.domain.labels import MIG_CONFIG_LABEL, MIG_CONFIG_STATE_LABEL
+from inventory.domain.labels import MIG_CHANGED_AT, MIG_CONFIG_LABEL, MIG_CONFIG_STATE_LABEL
 from inventory.domain.mig_parted import (
     CONFIG_KEY,
     NAME_PREFIX,
@@ -31,6 +32,7 @@ from inventory.domain.mig_parted import (
 )
 from inventory.domain.mig_plan import GpuChange
 from inventory.domain.model import GpuDevice, NodeName
+from inventory.domain.times import format_time
 from inventory.kube import KubeConflictError
 from inventory.layouts.signals import MigLabels
 
@@ -88,8 +90,10 @@ class MigApplier:
         configmap: str,
         timeout_s: float,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
+        self._wall_clock = wall_clock
         self._namespace = namespace
         self._configmap = configmap
         self._timeout_s = timeout_s
@@ -117,7 +121,9 @@ class MigApplier:
         keep |= {a.config for a in self._applying.values()}
         self._write_config(name, targets, keep)
         self._store.patch_node_metadata(
-            node, labels={MIG_CONFIG_LABEL: name, MIG_CONFIG_STATE_LABEL: "pending"}
+            node,
+            labels={MIG_CONFIG_LABEL: name, MIG_CONFIG_STATE_LABEL: "pending"},
+            annotations={MIG_CHANGED_AT: format_time(self._wall_clock())},
         )
         applying = Applying(
             node=node,

@@ -105,7 +105,7 @@ class LayoutPlanner:
         if self._applier is not None:
             self._finish(self._applier, shown, labels)
         applying = self._applier.applying if self._applier is not None else {}
-        states = self._states(snapshot, {n: m.state for n, m in labels.items()}, set(applying))
+        states = self._states(snapshot, labels, set(applying))
         demand = self._signals.demand()
         now = self._clock()
         plan = plan_layouts(states, demand, now_s=now, settings=self._settings.plan)
@@ -123,8 +123,9 @@ class LayoutPlanner:
         return plan
 
     def _states(
-        self, snapshot: InventorySnapshot, mig_states: dict[NodeName, str | None], applying: set[NodeName]
+        self, snapshot: InventorySnapshot, labels: Mapping[NodeName, MigLabels], applying: set[NodeName]
     ) -> list[NodePlanState]:
+        now, wall = self._clock(), self._wall_clock()
         states = []
         for name, record in sorted(snapshot.nodes.items()):
             capacity = snapshot.capacity(name)
@@ -136,12 +137,21 @@ class LayoutPlanner:
                     record.gpunode.inventory.gpus,
                     record.gpunode.assignments,
                     capacity.shape,
-                    mig_state=mig_states.get(name),
-                    last_changed_s=self._last_changed.get(name),
+                    mig_state=labels.get(name, MigLabels()).state,
+                    last_changed_s=self._changed_s(name, labels.get(name, MigLabels()), now, wall),
                     reconfiguring=name in applying,
                 )
             )
         return states
+
+    def _changed_s(self, name: NodeName, labels: MigLabels, now: float, wall: datetime) -> float | None:
+        """When the node last changed, on our clock: our own memory, else the annotation the leader
+        of the time wrote (a new leader keeps the minimum time between changes)."""
+        if name in self._last_changed:
+            return self._last_changed[name]
+        if labels.changed_at is None:
+            return None
+        return now - max(0.0, (wall - labels.changed_at).total_seconds())
 
     def _show(self, plan: MigPlan, demand: MigDemand) -> None:
         """One log line and one count per decision not already made last round."""

@@ -11,12 +11,14 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from inventory.domain.labels import MIG_CONFIG_LABEL, MIG_CONFIG_STATE_LABEL
+from inventory.domain.labels import MIG_CHANGED_AT, MIG_CONFIG_LABEL, MIG_CONFIG_STATE_LABEL
 from inventory.domain.mig_inputs import pod_gpus, waiting_gpus
 from inventory.domain.mig_plan import MigDemand
 from inventory.domain.model import NodeName
+from inventory.domain.times import parse_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,8 @@ class MigLabels:
 
     config: str | None = None
     state: str | None = None
+    #: When kgm last asked for a new layout of the node (its annotation), if it did.
+    changed_at: datetime | None = None
 
 
 class WorkloadSignals:
@@ -104,8 +108,11 @@ def _uid(pod: Mapping[str, Any]) -> str:
 
 
 def _labels(node: Mapping[str, Any]) -> MigLabels:
-    labels = (node.get("metadata") or {}).get("labels") or {}
+    metadata = node.get("metadata") or {}
+    labels = metadata.get("labels") or {}
     config, state = labels.get(MIG_CONFIG_LABEL), labels.get(MIG_CONFIG_STATE_LABEL)
     return MigLabels(
-        config=str(config) if config is not None else None, state=str(state) if state is not None else None
+        config=str(config) if config is not None else None,
+        state=str(state) if state is not None else None,
+        changed_at=parse_time((metadata.get("annotations") or {}).get(MIG_CHANGED_AT)),
     )

@@ -89,6 +89,7 @@ class MemoryMigStore:
     def __init__(self) -> None:
         self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
         self.node_labels: dict[str, dict[str, str]] = {}
+        self.node_annotations: dict[str, dict[str, str]] = {}
         self.calls: list[str] = []
         self.fail: KubeError | None = None
         self._version = 0
@@ -134,13 +135,19 @@ class MemoryMigStore:
         annotations: Mapping[str, str | None] | None = None,
     ) -> dict[str, Any]:
         self._check("patch_node_metadata")
-        current = self.node_labels.setdefault(name, {})
-        for key, value in labels.items():
-            if value is None:
-                current.pop(key, None)
-            else:
-                current[key] = value
-        return {"metadata": {"name": name, "labels": dict(current)}}
+        for stored, given in ((self.node_labels, labels), (self.node_annotations, annotations or {})):
+            current = stored.setdefault(name, {})
+            for key, value in given.items():
+                if value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = value
+        return self.node_object(name)
 
     def node_object(self, name: str) -> dict[str, Any]:
-        return {"metadata": {"name": name, "labels": dict(self.node_labels.get(name, {}))}}
+        metadata = {
+            "name": name,
+            "labels": dict(self.node_labels.get(name, {})),
+            "annotations": dict(self.node_annotations.get(name, {})),
+        }
+        return {"metadata": metadata}

@@ -11,11 +11,17 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from inventory.domain.labels import FULL_GPU_RESOURCE, MIG_CONFIG_LABEL, MIG_CONFIG_STATE_LABEL
+from inventory.domain.labels import (
+    FULL_GPU_RESOURCE,
+    MIG_CHANGED_AT,
+    MIG_CONFIG_LABEL,
+    MIG_CONFIG_STATE_LABEL,
+)
 from inventory.domain.mig_layout import MigInstance
 from inventory.domain.mig_plan import GpuChange, MigDemand, NodeHold
 from inventory.domain.model import NodeInventory, NodeName
 from inventory.domain.readings import DeviceAssignment
+from inventory.domain.times import parse_time
 from inventory.kube import KubeUnavailableError
 from inventory.layouts.applier import MigApplier
 from inventory.layouts.metrics import PlanCollector, PlanMetrics
@@ -291,3 +297,23 @@ def test_a_node_held_back_is_logged_and_counted_once_while_its_reason_stays(
     holds = [r for r in caplog.records if getattr(r, "decision", None) == "hold"]
     assert len(holds) == 1 and holds[0].node == "a"
     assert world.sample("kgm_mig_plan_decisions_total", kind="hold", reason="mig-manager") == 1
+
+
+def test_a_new_leader_keeps_the_minimum_time_since_the_last_change_from_the_node_annotation() -> None:
+    first = World([h100_node("a", None, None)], PlannerMode.APPLY)
+    first.pods(WAITING_3G, *FINISHED)
+    first.round()
+    stamp = first.store.node_annotations["a"][MIG_CHANGED_AT]
+    assert parse_time(stamp) is not None
+
+    # Another replica takes over: the node settled, but it changed moments ago (by the annotation).
+    second = World([h100_node("a", None, None)], PlannerMode.APPLY)
+    second.store.node_labels["a"] = {**first.store.node_labels["a"], MIG_CONFIG_STATE_LABEL: "success"}
+    second.store.node_annotations["a"] = {MIG_CHANGED_AT: stamp}
+    second.labels_from_store("a")
+    second.pods(WAITING_3G, *FINISHED)
+    second.round()
+    plan = second.planner.view().plan
+    assert plan is not None and plan.changes == ()
+    assert [hold_class(h) for h in plan.held_back] == ["too-soon"]
+    assert second.store.calls == []
