@@ -163,10 +163,15 @@ class MigApplier:
         raise KubeConflictError(f"configmap {self._namespace}/{self._configmap}: changed under every write")
 
     def check(
-        self, shown: Mapping[NodeName, Sequence[GpuDevice]], labels: Mapping[NodeName, MigLabels]
+        self,
+        shown: Mapping[NodeName, Sequence[GpuDevice]],
+        labels: Mapping[NodeName, MigLabels],
+        *,
+        may_write: bool = True,
     ) -> list[Outcome]:
         """The applications that ended since the last check (each reported once); ``shown``: each
-        node's GPUs as its agent last reported them."""
+        node's GPUs as its agent last reported them; ``may_write``: whether this replica still
+        holds the Lease (only then are a timed-out change's labels put back)."""
         now = self._clock()
         ended: list[Outcome] = []
         for node, applying in list(self._applying.items()):
@@ -183,7 +188,7 @@ class MigApplier:
                 result = "applied"
             elif now - applying.started_s > self._timeout_s:
                 result = "timed_out"
-                if label.config == applying.config and label.state == "pending":
+                if may_write and label.config == applying.config and label.state == "pending":
                     # Nobody took the change over (no MIG manager, or one pointed at another
                     # ConfigMap): our "pending" would keep MIG pods off the node for good.
                     self._restore(applying)

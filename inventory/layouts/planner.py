@@ -103,7 +103,7 @@ class LayoutPlanner:
         shown = {name: record.gpunode.inventory.gpus for name, record in snapshot.nodes.items()}
         applies = self._applier is not None and self._is_leader()
         if self._applier is not None:
-            self._finish(self._applier, shown, labels)
+            self._finish(self._applier, shown, labels, may_write=applies)
         applying = self._applier.applying if self._applier is not None else {}
         states = self._states(snapshot, labels, set(applying))
         demand = self._signals.demand()
@@ -234,8 +234,10 @@ class LayoutPlanner:
         applier: MigApplier,
         shown: dict[NodeName, tuple[GpuDevice, ...]],
         labels: Mapping[NodeName, MigLabels],
+        *,
+        may_write: bool,
     ) -> None:
-        for outcome in applier.check(shown, labels):
+        for outcome in applier.check(shown, labels, may_write=may_write):
             node = outcome.applying.node
             if outcome.result == "timed_out":
                 self._given_up.add(node)
