@@ -237,7 +237,13 @@ def _core(
     registry.register(InventoryCollector(cache))
     registry.register(LedgerCollector(ledger))
     planner = _planner(
-        settings, registry, background, cache, signals or WorkloadSignals(), mig_store, is_leader
+        settings,
+        registry,
+        background,
+        cache,
+        signals or WorkloadSignals.without_watches(),
+        mig_store,
+        is_leader,
     )
     parts = Parts(
         offer=offer,

@@ -97,7 +97,7 @@ class LayoutPlanner:
     def round(self) -> MigPlan | None:
         """One round: finish what is being applied, plan, show, and (apply mode, leader) apply."""
         snapshot = self._snapshot()
-        if not snapshot.synced:
+        if not (snapshot.synced and self._signals.synced()):
             return None
         labels = self._signals.labels()
         shown = {name: record.gpunode.inventory.gpus for name, record in snapshot.nodes.items()}

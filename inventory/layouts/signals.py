@@ -39,6 +39,21 @@ class WorkloadSignals:
         self._waiting: dict[str, dict[str, int]] = {}
         self._recent: OrderedDict[str, dict[str, int]] = OrderedDict()
         self._labels: dict[NodeName, MigLabels] = {}
+        self._listed: set[str] = set()
+
+    @classmethod
+    def without_watches(cls) -> WorkloadSignals:
+        """Signals of a cluster that has no pods or nodes to watch (a cluster file): no demand."""
+        signals = cls()
+        signals.replace_pods([])
+        signals.replace_nodes([])
+        return signals
+
+    def synced(self) -> bool:
+        """Whether pods and nodes have been listed once: before that, a node mid-reconfiguration
+        would look settled to the planner."""
+        with self._lock:
+            return {"pods", "nodes"} <= self._listed
 
     # -- Pods (a listener of the pod watch) -------------------------------------------------------
 
@@ -50,6 +65,7 @@ class WorkloadSignals:
             self._waiting = {}
             for pod in pods:
                 self._apply(pod)
+            self._listed.add("pods")
 
     def apply_pod(self, event_type: str, obj: Mapping[str, Any]) -> None:
         with self._lock:
@@ -88,6 +104,7 @@ class WorkloadSignals:
         labels = {NodeName(str(n["metadata"]["name"])): _labels(n) for n in items}
         with self._lock:
             self._labels = labels
+            self._listed.add("nodes")
 
     def apply_node(self, event_type: str, obj: Mapping[str, Any]) -> None:
         name = NodeName(str(obj["metadata"]["name"]))

@@ -62,6 +62,7 @@ class World:
         self.cache.replace_gpunodes([gpunode(n) for n in nodes])
         self.cache.replace_nodes([])
         self.signals = WorkloadSignals()
+        self.signals.replace_nodes([])
         self.store = MemoryMigStore()
         self.registry = CollectorRegistry()
         settings = LayoutSettings(mode=mode)
