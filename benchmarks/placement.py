@@ -2,10 +2,14 @@
 
     .venv/bin/python -m benchmarks.placement [--seeds 42-51] [--trace default] [--policies a,b]
     .venv/bin/python -m benchmarks.placement --variants [--seeds 42-51]
+    .venv/bin/python -m benchmarks.placement --mig [--seeds 42-51] [--traces default,gpushare40]
 
 Default mode: every policy on one trace; prints the unallocated GPU % at 100 % arrived workload (median
 over seeds) next to the published number (Fig. 7 of Weng et al., ATC'23) and the time per run.
-``--variants``: ``kgm`` vs ``fgd`` on the gpushare / multigpu / gpuspec / cpu traces.
+``--variants``: ``fragmentation`` vs ``fgd`` on the gpushare / multigpu / gpuspec / cpu traces.
+``--mig``: the production path (``kgm simulate --sharing mig``: webhook, extender, reconciler) on
+the built-in cluster, per trace variant and production policy: unallocated GPU % at 100 % arrived
+with the cluster file's static MIG layouts and with the MIG planner's, the idle MIG % at the end.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from benchmarks.placement_mig import MIG_TRACES, run_mig_table
 from kgm.sim.fgd import POLICIES, run_protocol
 from kgm.sim.report import PUBLISHED_UNALLOCATED_AT_100
 from kgm.sim.trace import TraceNode, TracePod, load_nodes, load_pods
@@ -72,19 +77,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="42-51")
     ap.add_argument("--trace", default="default", help="pod list suffix: default, gpushare40, ...")
     ap.add_argument("--policies", default=",".join(POLICIES))
-    ap.add_argument("--variants", action="store_true", help="kgm vs fgd on the variant traces")
+    ap.add_argument("--variants", action="store_true", help="fragmentation vs fgd on the variant traces")
+    ap.add_argument("--mig", action="store_true", help="the production path: static vs planned MIG layouts")
+    ap.add_argument("--traces", default=",".join(MIG_TRACES), help="with --mig: pod list suffixes")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     started = time.perf_counter()
-    if args.variants:
-        jobs = [(t, p, s) for t in VARIANTS for p in ("fgd", "kgm") for s in seeds]
+    if args.mig:
+        traces = [t for t in args.traces.split(",") if t]
+        policies = [p for p in args.policies.split(",") if p] if args.policies != ",".join(POLICIES) else None
+        print(run_mig_table(TRACE_DIR, traces, seeds, policies=policies, workers=args.workers))
+    elif args.variants:
+        jobs = [(t, p, s) for t in VARIANTS for p in ("fgd", "fragmentation") for s in seeds]
         res = _run_all(jobs, args.workers)
         print(f"unallocated GPU % at 100% arrived, median over seeds {args.seeds}")
-        print(f"{'trace':<14}{'fgd':>8}{'kgm':>8}{'kgm-fgd':>9}  kgm better")
+        print(f"{'trace':<14}{'fgd':>8}{'frag':>8}{'frag-fgd':>9}  fragmentation better")
         for t in VARIANTS:
             f = statistics.median(u for u, _ in res[(t, "fgd")])
-            k = statistics.median(u for u, _ in res[(t, "kgm")])
+            k = statistics.median(u for u, _ in res[(t, "fragmentation")])
             print(f"{t:<14}{f:>8.2f}{k:>8.2f}{k - f:>+9.2f}  {'yes' if k < f else 'NO'}")
     else:
         policies = [p for p in args.policies.split(",") if p]
