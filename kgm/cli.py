@@ -113,7 +113,11 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     simulate.add_argument(
         "--cluster", help="cluster description (with --sharing mig); default: the built-in sample"
     )
-    simulate.add_argument("--nodes", help="node list in the format of Alibaba's cluster-trace-gpu-v2023")
+    simulate.add_argument(
+        "--nodes",
+        help="node list in the format of Alibaba's cluster-trace-gpu-v2023 (with --sharing mig: its GPU "
+        "models simulated as MIG-capable 80 GB ones, see kgm/sim/alibaba_nodes.py)",
+    )
     simulate.add_argument("--pods", help="pod list in that format; default: the built-in sample")
     simulate.add_argument(
         "--sharing",
@@ -133,7 +137,9 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--seeds", default="1", help="e.g. 42 or 42-51 (medians over the seeds are reported)"
     )
     simulate.add_argument("--report", type=Path, help="write the JSON report here")
-    simulate.add_argument("--plot", type=Path, help="write an SVG plot of unallocated GPU %% here")
+    simulate.add_argument(
+        "--plot", type=Path, help="write an SVG plot of unallocated GPU %% here (a path ending in .svg)"
+    )
     simulate.add_argument(
         "--mig-planner",
         choices=["off", "apply"],
