@@ -73,18 +73,26 @@ def frag_amount(
 
     ``no_access`` is the weight of the types that can use nothing here (CPU-only tasks, other GPU
     models); ``usable`` are the others."""
-    sums = {kind: sum(pieces) for kind, pieces in free.items()}
-    total = sum(sums.values())
+    # prefix[kind][i]: the capacity of the kind's i smallest pieces (the simulator calls this a lot)
+    prefix: dict[str, list[float]] = {}
+    total = 0.0
+    for kind, pieces in free.items():
+        sums = [0.0]
+        for piece in pieces:
+            sums.append(sums[-1] + piece)
+        prefix[kind] = sums
+        total += sums[-1]
     if total == 0:
         return 0.0
     acc = total * no_access
     for weight, cpu, mem, num, size, kind in usable:
-        pieces = free.get(kind)
-        if pieces and cpu_left >= cpu and mem_left >= mem:
-            idx = bisect_left(pieces, size)
-            if len(pieces) - idx >= num:
+        usable_kind = free.get(kind)
+        if usable_kind and cpu_left >= cpu and mem_left >= mem:
+            idx = bisect_left(usable_kind, size)
+            if len(usable_kind) - idx >= num:
                 # what the type cannot use: the pieces too small for it, and every other kind
-                acc += weight * (total - sums[kind] + sum(pieces[:idx]))
+                sums = prefix[kind]
+                acc += weight * (total - sums[-1] + sums[idx])
                 continue
         acc += weight * total
     return acc
