@@ -58,11 +58,11 @@ def test_cost_prefers_the_cheapest_resource_that_fits() -> None:
     assert scores("cost", {"nvidia.com/gpu": "1"}, nodes) == {"h100": 4, "a100": 10, "h200": 0}
 
 
-def test_fragmentation_keeps_mig_instances_for_the_requests_that_use_them() -> None:
-    # A 1g.10gb pod: 'mixed' would lose the 1g it has beside a 3g, 'small' has plenty of 1g.
+def test_fragmentation_ties_go_to_the_fuller_node() -> None:
+    # A 1g.10gb pod: with one of each profile wanted, taking 'mixed''s only 1g fragments it as much
+    # as taking one of 'small''s seven; the fuller node gets the pod, 'small' stays whole for more.
     nodes = [node("mixed", mig=["1g.10gb", "2g.20gb", "3g.40gb"]), node("small", mig=["1g.10gb"] * 7)]
-    result = scores("fragmentation", {"nvidia.com/mig-1g.10gb": "1"}, nodes)
-    assert result["small"] >= result["mixed"]
+    assert scores("fragmentation", {"nvidia.com/mig-1g.10gb": "1"}, nodes) == {"mixed": 10, "small": 0}
 
 
 def test_a_hot_node_loses_points() -> None:
