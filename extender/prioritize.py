@@ -19,15 +19,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from math import inf
+from typing import Any, TypeVar
 
 from inventory.domain.demand import GpuDemand
-from inventory.domain.fragmentation import TaskType, stranded_total
+from inventory.domain.fragmentation import TaskType, frag_amount, stranded_gpu
 from inventory.domain.labels import FULL_GPU_RESOURCE
 from inventory.domain.prices import PriceTable
 from inventory.domain.shape import NodeShape
 from inventory.domain.snapshot import InventorySnapshot
 
 POLICIES = ("fragmentation", "binpack", "spread", "cost")
+_K = TypeVar("_K")
 MAX_SCORE = 10
 
 #: A request type of the typical workload: (resource name, count).
@@ -59,7 +61,9 @@ def prioritize(
     memo: dict[int, float] | None = None,
 ) -> dict[str, int]:
     """Scores for ``node_names``. ``memo`` maps shape ids to raw scores for this pod kind and policy
-    (nodes of one shape score alike; the memo is the caller's to keep while the workload holds)."""
+    (nodes of one shape score alike; the memo is the caller's to keep while the workload holds).
+    CPU and memory are no part of a shape (they differ on nearly every node): ``fragmentation``'s
+    stranded-GPU term is added per node, a few operations each."""
     policy = demand.policy if demand.policy in POLICIES else settings.default_policy
     memo = {} if memo is None else memo
     workload = settings.workload or learned_workload(snapshot)
@@ -84,13 +88,43 @@ def prioritize(
     for shape_id, shape in shapes.items():
         value = memo.get(shape_id)
         if value is None:
-            value = memo[shape_id] = raw_score(policy, demand, shape, prices, workload, feed)
+            value = memo[shape_id] = raw_score(policy, demand, shape, prices, workload)
         raw[shape_id] = value
+    if policy == "fragmentation" and feed and any(feed) and demand.wants_gpus:
+        per_node = _with_room(demand, shape_of_node, states, raw, feed)
+        if per_node is not None:
+            return _scaled_per_node(per_node, states, settings.hot_penalty)
     scaled = _scale(raw)
     for shape_id, shape in shapes.items():
         if shape.hot:
             scaled[shape_id] = max(0, scaled[shape_id] - settings.hot_penalty)
     return {name: scaled.get(shape_id, 0) for name, shape_id in shape_of_node}
+
+
+def _with_room(
+    demand: GpuDemand,
+    shape_of_node: Sequence[tuple[str, int]],
+    states: Mapping[Any, Any],
+    raw: Mapping[int, float],
+    feed: tuple[float, float],
+) -> dict[str, float] | None:
+    """Per node, the shape's score less the growth of the GPU its CPU and memory cannot feed;
+    None when no candidate gives its CPU and memory (the scores are the shapes')."""
+    if not any(states[name].shape.room for name, shape_id in shape_of_node if shape_id >= 0):
+        return None
+    return {
+        name: raw[shape_id] - stranded_growth(demand, states[name].shape, feed)
+        for name, shape_id in shape_of_node
+        if shape_id >= 0
+    }
+
+
+def _scaled_per_node(raw: Mapping[str, float], states: Mapping[Any, Any], hot_penalty: int) -> dict[str, int]:
+    scaled = _scale(raw)
+    return {
+        name: max(0, score - hot_penalty) if states[name].shape.hot else score
+        for name, score in scaled.items()
+    }
 
 
 def raw_score(
@@ -108,7 +142,7 @@ def raw_score(
         # Among nodes the pod fragments alike, the fuller one: packing keeps whole nodes for big
         # requests (benchmarks/placement.py --mig: better or equal on all five trace variants,
         # seeds 1-10, against the plain growth). Too small to reorder different growths.
-        growth = fragmentation_growth(demand, shape, workload, feed or (0.0, 0.0))
+        growth = fragmentation_growth(demand, shape, workload, feed)
         return -growth + _PACKING_TIE_BREAK * utilization_after(demand, shape)
     if policy == "cost":
         return -float(node_cost(demand, shape, prices))
@@ -116,7 +150,7 @@ def raw_score(
     return used if policy == "binpack" else -used
 
 
-def _scale(raw: Mapping[int, float]) -> dict[int, int]:
+def _scale(raw: Mapping[_K, float]) -> dict[_K, int]:
     if not raw:
         return {}
     low, high = min(raw.values()), max(raw.values())
@@ -195,11 +229,10 @@ def fragmentation_growth(
     demand: GpuDemand,
     shape: NodeShape,
     workload: Mapping[RequestType, float],
-    feed: tuple[float, float] = (0.0, 0.0),
+    feed: tuple[float, float] | None = None,
 ) -> float:
-    """How much the node's stranded capacity (``inventory.domain.fragmentation``) grows if the pod
-    is placed there, in GPUs. The pod's own CPU and memory are not known here (its GPU demand is):
-    the stranded term sees the GPU it takes."""
+    """How much the node's fragmentation (``inventory.domain.fragmentation``) grows if the pod is
+    placed there, in GPUs; with ``feed``, plus the growth of its stranded GPU (``stranded_growth``)."""
     share = {resource: fraction for resource, _, fraction in shape.resources}
     before = {FULL_GPU_RESOURCE: shape.full_gpus_free, **dict(shape.mig_free)}
     after = dict(before)
@@ -209,15 +242,26 @@ def fragmentation_growth(
         TaskType(popularity, 0, 0, count, share.get(resource, 1.0), resource)
         for (resource, count), popularity in workload.items()
     )
-    room = shape.room
-    cpu, memory = (room.cpu_free_milli, room.memory_free_mib) if room else (inf, inf)
-    ratios = feed if room else (0.0, 0.0)
 
-    def stranded(free: Mapping[str, int]) -> float:
+    def fragmentation(free: Mapping[str, int]) -> float:
         pieces = {r: (share.get(r, 1.0),) * n for r, n in free.items() if n > 0}
-        return stranded_total(cpu, memory, pieces, 0.0, types, ratios)
+        return frag_amount(inf, inf, pieces, 0.0, types)  # the types carry no CPU or memory
 
-    return stranded(after) - stranded(before)
+    return fragmentation(after) - fragmentation(before) + stranded_growth(demand, shape, feed)
+
+
+def stranded_growth(demand: GpuDemand, shape: NodeShape, feed: tuple[float, float] | None) -> float:
+    """How much the GPU that the node's free CPU and memory cannot feed (at ``feed``: CPU milli and
+    memory MiB per GPU) grows with the pod, in GPUs; 0 without the node's room or ``feed``. The
+    pod's own CPU and memory are not known here (its GPU demand is): the term sees the GPU it takes."""
+    room = shape.room
+    if room is None or not feed or not any(feed):
+        return 0.0
+    share = {resource: fraction for resource, _, fraction in shape.resources}
+    idle = shape.full_gpus_free + sum(n * share.get(r, 1.0) for r, n in shape.mig_free)
+    taken = sum(n * share.get(r, 1.0) for r, n in demand.resources.items())
+    cpu, memory = room.cpu_free_milli, room.memory_free_mib
+    return stranded_gpu(cpu, memory, max(0.0, idle - taken), *feed) - stranded_gpu(cpu, memory, idle, *feed)
 
 
 #: Weight of the fuller node among equal fragmentation growths: far below the differences between

@@ -9,7 +9,7 @@ it, its MIG manager state) and interns it to a small integer id that never chang
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -51,7 +51,9 @@ class NodeShape:
     #: A GPU at or above the hot threshold: it will throttle soon.
     hot: bool
     #: CPU and memory, where the node's Node object said (None: not known, e.g. a cluster file).
-    room: NodeRoom | None = None
+    #: No part of the shape's identity: they differ on nearly every node, and nodes share a shape
+    #: to share verdicts and GPU scores; the placement policy adds their term per node.
+    room: NodeRoom | None = field(default=None, compare=False)
 
     def free(self, resource: str) -> int:
         if resource == FULL_GPU_RESOURCE:

@@ -187,7 +187,12 @@ class InventoryCache:
             room=room_of(self._allocatable.get(name), self._requested.get(name, (0, 0))),
         )
         previous = self._states.get(name)
-        if previous is not None and previous.shape == shape and previous.seen_at == record.seen_at:
+        if (
+            previous is not None
+            and previous.shape == shape
+            and previous.shape.room == shape.room  # not part of a shape's identity
+            and previous.seen_at == record.seen_at
+        ):
             return
         self._states[name] = NodeState(shape=shape, shape_id=self._intern(shape), seen_at=record.seen_at)
 

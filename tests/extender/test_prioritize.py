@@ -180,3 +180,27 @@ def test_the_feed_ratios_are_learned_from_the_nodes_that_give_cpu() -> None:
     cache.apply_pod("ADDED", bound)
     cache.apply_pod("ADDED", gpu_pod("y", {"nvidia.com/gpu": "2"}, node_name="b"))  # b gives no CPU
     assert learned_feed(cache.snapshot()) == (12000.0, 4096.0)
+
+
+def test_nodes_of_one_shape_part_by_the_gpu_their_cpu_cannot_feed() -> None:
+    # Same GPUs, same free: one shape. 4 GPUs held on each with 12 cores: 3 cores per GPU learned.
+    # 'starved' has 6 cores left for its 4 free GPUs (2 stranded; the pod takes one of them),
+    # 'roomy' 84 (none stranded): the pod goes where it strands nothing new.
+    ext, cache = extender([node("starved", count=8), node("roomy", count=8)])
+    for name, cpu in (("starved", "18"), ("roomy", "96")):
+        cache.apply_node(
+            "ADDED", {"metadata": {"name": name}, "status": {"allocatable": {"cpu": cpu, "memory": "1Ti"}}}
+        )
+        held = gpu_pod(f"held-{name}", {"nvidia.com/gpu": "4"}, node_name=name)
+        held["spec"]["containers"][0]["resources"]["requests"] |= {"cpu": "12", "memory": "1Gi"}
+        cache.apply_pod("ADDED", held)
+    states = cache.snapshot().states
+    assert states[NodeName("starved")].shape_id == states[NodeName("roomy")].shape_id
+    pod = gpu_pod("p", {"nvidia.com/gpu": "1"}, annotations={POLICY: "fragmentation"})
+    assert ext.prioritize(pod, ["starved", "roomy"]) == {"starved": 10, "roomy": 0}
+    assert ext.prioritize(
+        gpu_pod("q", {"nvidia.com/gpu": "1"}, annotations={POLICY: "spread"}), ["starved", "roomy"]
+    ) == {
+        "starved": 10,
+        "roomy": 10,
+    }
