@@ -18,6 +18,9 @@ from inventory.domain.model import GpuDevice, NodeName
 
 #: States of NVIDIA's MIG manager in which the node's MIG layout cannot be trusted.
 MIG_UNSETTLED_STATES = frozenset({"pending", "rebooting", "failed"})
+#: Not a MIG manager state: it reported ``success`` after a reconfiguration, and the node agent has
+#: not published the new layout yet, so what the inventory says about MIG instances is the old layout.
+MIG_AWAITING_REPORT = "awaiting-report"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,8 @@ def shape_of(
     blocked = None
     if mig_state in MIG_UNSETTLED_STATES:
         blocked = f"MIG reconfiguration {mig_state} ({MIG_CONFIG_STATE_LABEL}={mig_state})"
+    elif mig_state == MIG_AWAITING_REPORT:
+        blocked = "MIG reconfiguration done; waiting for the node agent to report the new layout"
     return NodeShape(
         full_gpus_total=len(whole),
         full_gpus_free=max(0, len(whole) - allocated.get(FULL_GPU_RESOURCE, 0)),

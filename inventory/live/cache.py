@@ -23,7 +23,15 @@ from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import Offer, offer_of
 from inventory.domain.pods import TERMINAL_PHASES
 from inventory.domain.prices import PriceTable
-from inventory.domain.shape import NodeShape, node_allocatable, pod_requests, room_of, shape_of
+from inventory.domain.shape import (
+    MIG_AWAITING_REPORT,
+    MIG_UNSETTLED_STATES,
+    NodeShape,
+    node_allocatable,
+    pod_requests,
+    room_of,
+    shape_of,
+)
 from inventory.domain.snapshot import (
     AssumedAllocation,
     CacheSettings,
@@ -56,6 +64,10 @@ class InventoryCache:
         self._allocated: dict[NodeName, dict[str, int]] = {}
         self._assumed: dict[str, AssumedAllocation] = {}
         self._mig_states: dict[NodeName, str] = {}
+        # Nodes whose MIG manager turned to success while we watched, with the GpuNode generation seen
+        # then: their MIG instances count again only from the agent's next report (the one before may
+        # still list the old layout's instances).
+        self._awaiting_report: dict[NodeName, int | None] = {}
         self._states: dict[NodeName, NodeState] = {}
         self._shape_ids: dict[NodeShape, int] = {}
         self._shape_epoch = 0
@@ -87,8 +99,11 @@ class InventoryCache:
         with self._lock:
             if event_type == "DELETED":
                 self._nodes.pop(name, None)
+                self._awaiting_report.pop(name, None)
             else:
                 self._nodes[name] = self._record(parsed, self._nodes.get(name))
+                if name in self._awaiting_report and self._awaiting_report[name] != parsed.generation:
+                    del self._awaiting_report[name]  # the agent's first report since the change
             self._refresh(name)
             self._snapshot = None
 
@@ -182,7 +197,7 @@ class InventoryCache:
         shape = shape_of(
             record.gpunode.inventory.gpus,
             self._allocated.get(name, {}),
-            self._mig_states.get(name),
+            MIG_AWAITING_REPORT if name in self._awaiting_report else self._mig_states.get(name),
             hot_celsius=self._settings.hot_celsius,
             room=room_of(self._allocatable.get(name), self._requested.get(name, (0, 0))),
         )
@@ -231,6 +246,8 @@ class InventoryCache:
                 for n in allocatable.keys() | self._allocatable
                 if allocatable.get(n) != self._allocatable.get(n)
             }
+            for name in states.keys() | self._mig_states.keys():
+                self._note_mig_transition(name, self._mig_states.get(name), states.get(name))
             self._mig_states = states
             self._allocatable = allocatable
             for name in changed:
@@ -247,12 +264,21 @@ class InventoryCache:
                 self._allocatable.pop(name, None)
             else:
                 self._allocatable[name] = allocatable
+            self._note_mig_transition(name, self._mig_states.get(name), state)
             if state is None:
                 self._mig_states.pop(name, None)
             else:
                 self._mig_states[name] = state
             self._refresh(name)
             self._snapshot = None
+
+    def _note_mig_transition(self, name: NodeName, before: str | None, after: str | None) -> None:
+        """A change of the node's MIG manager state; under the lock."""
+        if after == "success" and before in MIG_UNSETTLED_STATES:
+            record = self._nodes.get(name)
+            self._awaiting_report[name] = record.gpunode.generation if record else None
+        elif after in MIG_UNSETTLED_STATES or after is None:
+            self._awaiting_report.pop(name, None)  # the state label says it all again
 
     # -- Assumed allocations -----------------------------------------------------------------------
 

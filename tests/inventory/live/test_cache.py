@@ -129,6 +129,47 @@ def test_the_mig_manager_state_gates_mig_placement(cache: InventoryCache, state:
         assert capacity.mig_reason == f"MIG reconfiguration {state} (nvidia.com/mig.config.state={state})"
 
 
+def mig_state(state: str) -> dict[str, object]:
+    return {"metadata": {"name": A, "labels": {"nvidia.com/mig.config.state": state}}}
+
+
+@pytest.mark.parametrize("relist", [False, True], ids=["watch", "relist"])
+def test_after_a_reconfiguration_mig_waits_for_the_agents_next_report(
+    cache: InventoryCache, relist: bool
+) -> None:
+    def label(state: str) -> None:
+        if relist:
+            cache.replace_nodes([mig_state(state)])
+        else:
+            cache.apply_node("MODIFIED", mig_state(state))
+
+    label("pending")
+    label("success")  # the MIG manager is done; the GpuNode still lists the old layout
+    capacity = cache.snapshot().capacity(A)
+    assert not capacity.mig_schedulable
+    assert (
+        capacity.mig_reason == "MIG reconfiguration done; waiting for the node agent to report the new layout"
+    )
+    cache.apply_gpunode(
+        "MODIFIED", gpunode(A, [gpu(0, node=A), gpu(1, node=A), gpu(2, node=A)], generation=2)
+    )
+    capacity = cache.snapshot().capacity(A)
+    assert capacity.mig_schedulable and capacity.mig_reason is None
+
+
+def test_a_node_first_seen_settled_takes_mig_pods_at_once(cache: InventoryCache) -> None:
+    cache.replace_nodes([mig_state("success")])  # a restart: nothing changed while we watched
+    assert cache.snapshot().capacity(A).mig_schedulable
+
+
+def test_a_new_reconfiguration_while_waiting_is_gated_by_its_own_state(cache: InventoryCache) -> None:
+    for state in ("pending", "success", "rebooting"):
+        cache.apply_node("MODIFIED", mig_state(state))
+    assert cache.snapshot().capacity(A).mig_reason == (
+        "MIG reconfiguration rebooting (nvidia.com/mig.config.state=rebooting)"
+    )
+
+
 def test_unhealthy_gpus_offer_nothing(cache: InventoryCache) -> None:
     obj = gpunode(
         A,
