@@ -1,4 +1,4 @@
-"""The ledger in SQL: :class:`SqlLedger` over SQLite (a file or ``:memory:``) and PostgreSQL (psycopg 3).
+"""The ledger in SQL (its statements are in ``inventory.ledger.schema``): :class:`SqlLedger` over SQLite (a file or ``:memory:``) and PostgreSQL (psycopg 3).
 
 One schema for both, versioned: :data:`MIGRATIONS` are applied in order at open, each in the
 transaction that records it in ``schema_version``, so a second open applies nothing. The SQL is the
@@ -30,101 +30,19 @@ from typing import Any, Protocol, Self
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from inventory.domain.allocation import OPEN_STATUSES, Allocation, AllocationFilter, Page, Status
+from inventory.ledger.schema import (
+    COLUMNS,
+    MIGRATIONS,
+    SCHEMA_VERSION_TABLE,
+    SELECT,
+    STATEMENTS,
+)
 from inventory.ledger.store import LedgerError
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-#: (version, SQL). ``{money}``, ``{time}`` and ``{bool}`` are the dialect's column types; statements
-#: are separated by ``;``. Never edit an applied migration: append the next version.
-MIGRATIONS: list[tuple[int, str]] = [
-    (
-        1,
-        """
-        CREATE TABLE allocations (
-            "id" TEXT PRIMARY KEY,
-            "namespace" TEXT NOT NULL,
-            "pod" TEXT NOT NULL,
-            "pod_uid" TEXT,
-            "node" TEXT,
-            "resource" TEXT NOT NULL,
-            "count" INTEGER NOT NULL CHECK ("count" >= 0),
-            "gpu_model" TEXT,
-            "hourly_price" {money} NOT NULL,
-            "status" TEXT NOT NULL
-                CHECK ("status" IN ('reserved', 'active', 'released', 'expired', 'failed')),
-            "start" {time} NOT NULL,
-            "end" {time},
-            "end_inferred" {bool} NOT NULL DEFAULT FALSE,
-            "device_ids" TEXT NOT NULL DEFAULT '[]',
-            "team" TEXT,
-            "user" TEXT,
-            "workload_type" TEXT,
-            "expires_at" {time},
-            "max_duration_hours" INTEGER,
-            "cost_limit" {money},
-            "message" TEXT
-        );
-        CREATE INDEX allocations_status ON allocations ("status");
-        CREATE INDEX allocations_namespace ON allocations ("namespace");
-        CREATE INDEX allocations_team ON allocations ("team");
-        CREATE INDEX allocations_start ON allocations ("start");
-        CREATE INDEX allocations_end ON allocations ("end")
-        """,
-    ),
-    (
-        2,
-        # One open reservation per namespace and pod: a claim is matched by them, so a second one would
-        # leave it to chance which is claimed. Older duplicates lapse first (the newest stays).
-        """
-        UPDATE allocations SET status = 'expired', "end" = COALESCE(expires_at, "start")
-        WHERE status = 'reserved' AND pod <> '' AND EXISTS (
-            SELECT 1 FROM allocations AS later
-            WHERE later.status = 'reserved' AND later.namespace = allocations.namespace
-                AND later.pod = allocations.pod
-                AND (later."start" > allocations."start"
-                    OR (later."start" = allocations."start" AND later.id > allocations.id))
-        );
-        CREATE UNIQUE INDEX allocations_one_reservation ON allocations ("namespace", "pod")
-            WHERE status = 'reserved' AND pod <> ''
-        """,
-    ),
-]
-
-_SCHEMA_VERSION_TABLE = (
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at {time})"
-)
-
-#: The columns of ``allocations`` in the order of :class:`Allocation`'s fields (a test keeps them equal).
-COLUMNS = (
-    "id", "namespace", "pod", "pod_uid", "node", "resource", "count", "gpu_model", "hourly_price", "status",
-    "start", "end", "end_inferred", "device_ids", "team", "user", "workload_type", "expires_at",
-    "max_duration_hours", "cost_limit", "message",
-)  # fmt: skip
-_QUOTED = ", ".join(f'"{c}"' for c in COLUMNS)  # "start", "end", "user" are reserved words
-_SELECT = f"SELECT {_QUOTED} FROM allocations"
-_OPEN = "('reserved', 'active')"
-_STATEMENTS = {
-    "insert": f"INSERT INTO allocations ({_QUOTED}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
-    "ON CONFLICT (id) DO NOTHING",
-    "end": f'UPDATE allocations SET "end" = ?, end_inferred = ?, status = ? '
-    f"WHERE id = ? AND status IN {_OPEN}",
-    "end_reserved": 'UPDATE allocations SET "end" = ?, end_inferred = ?, status = ? '
-    "WHERE id = ? AND status = 'reserved'",
-    # Any conflict, the id's or one open reservation per namespace and pod: nothing is written.
-    "insert_reservation": f"INSERT INTO allocations ({_QUOTED}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
-    "ON CONFLICT DO NOTHING",
-    # Only the pod the reservation is for (its namespace, its pod when it names one, its resource).
-    "claim": "UPDATE allocations SET status = 'active', pod_uid = ?, pod = ?, \"start\" = ? "
-    "WHERE id = ? AND status = 'reserved' AND namespace = ? AND resource = ? AND (pod = '' OR pod = ?)",
-    "get": f"{_SELECT} WHERE id = ?",
-    "open": f'{_SELECT} WHERE status IN {_OPEN} ORDER BY "start", id',
-    "overlapping": f'{_SELECT} WHERE "start" < ? AND ("end" IS NULL OR "end" > ?) '
-    'AND ("start" > ? OR ("start" = ? AND id > ?)) ORDER BY "start", id LIMIT ?',
-    "version": "SELECT MAX(version) FROM schema_version",
-    "add_version": "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-}
 _OVERLAPPING_BATCH = 1000
 #: The SQLite library this Python links (for reports; 3.24+ is needed for ON CONFLICT).
 SQLITE_VERSION = sqlite3.sqlite_version
@@ -271,7 +189,7 @@ class SqlLedger:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._closed = False
-        self._sql = {key: dialect.sql(text) for key, text in _STATEMENTS.items()}
+        self._sql = {key: dialect.sql(text) for key, text in STATEMENTS.items()}
 
     @classmethod
     def open(cls, url: str, *, clock: Clock = lambda: datetime.now(UTC)) -> SqlLedger:
@@ -354,7 +272,7 @@ class SqlLedger:
         with self._transaction(write=True) as cursor:
             if self._dialect.migration_lock is not None:
                 cursor.execute(self._dialect.migration_lock)
-            cursor.execute(_SCHEMA_VERSION_TABLE.format(**types))
+            cursor.execute(SCHEMA_VERSION_TABLE.format(**types))
             cursor.execute(self._sql["version"])
             current = cursor.fetchone()[0] or 0
             if current > MIGRATIONS[-1][0]:
@@ -462,7 +380,7 @@ class SqlLedger:
             page_condition += ' AND ("start" < ? OR ("start" = ? AND id > ?))'
             page_params += [self._dialect.time_in(start), self._dialect.time_in(start), last_id]
         count_sql = self._dialect.sql(f"SELECT COUNT(*) FROM allocations WHERE {condition}")
-        page_sql = self._dialect.sql(f'{_SELECT} WHERE {page_condition} ORDER BY "start" DESC, id LIMIT ?')
+        page_sql = self._dialect.sql(f'{SELECT} WHERE {page_condition} ORDER BY "start" DESC, id LIMIT ?')
         with self._transaction(write=False) as db:
             db.execute(count_sql, params)
             total = int(db.fetchone()[0])

@@ -13,7 +13,8 @@ import pytest
 
 from inventory.domain.allocation import Allocation, Status
 from inventory.ledger import sql
-from inventory.ledger.sql import COLUMNS, MIGRATIONS, SqlLedger, redact
+from inventory.ledger.schema import COLUMNS, MIGRATIONS
+from inventory.ledger.sql import SqlLedger, redact
 from inventory.ledger.store import LedgerError
 from tests.inventory.ledger.sql_support import FULL, RESERVATION, T0, H, Store, sqlite_query
 from tests.support import postgres
