@@ -1,4 +1,5 @@
-"""The ledger in SQL (its statements are in ``inventory.ledger.schema``): :class:`SqlLedger` over SQLite (a file or ``:memory:``) and PostgreSQL (psycopg 3).
+"""The ledger in SQL: :class:`SqlLedger` over SQLite (a file or ``:memory:``) and PostgreSQL (psycopg 3).
+Its statements and migrations are in ``inventory.ledger.schema``.
 
 One schema for both, versioned: :data:`MIGRATIONS` are applied in order at open, each in the
 transaction that records it in ``schema_version``, so a second open applies nothing. The SQL is the
