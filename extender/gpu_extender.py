@@ -94,30 +94,42 @@ class GpuExtender:
         return self._binds.bind(pod, node)
 
     def preempt(self, pod: Mapping[str, Any], victims: Mapping[str, Victims]) -> dict[str, Victims]:
-        """Per node, keep only the victims whose GPUs the pod needs, and the node only if evicting
-        them makes room. Evicting a pod that holds no such GPU frees nothing for this pod."""
+        """Keep the nodes where evicting all of kube-scheduler's victims makes room for the pod in our
+        view too; drop the others whole.
+
+        kube-scheduler chose each node's victims as the fewest that make the pod fit its in-tree
+        filters (CPU, memory, ports, the device plugin's counts), and does not check our reply again:
+        it evicts exactly the victims of the node it picks. So a node is kept with every victim, in
+        the order given (highest priority first) and with its ``NumPDBViolations`` unchanged; never a
+        subset, which could leave the pod unable to fit after the evictions."""
         demand = demand_of(pod)
         if not demand.wants_gpus:
             return dict(victims)
+        if demand.allocation_id is not None:
+            reserved = self._cache.assumed(demand.allocation_id)
+            if reserved is not None:  # room is held on one node: evicting elsewhere frees nothing it may use
+                kept = victims.get(reserved.node)
+                if kept is None or not kept.pod_uids or dict(reserved.resources) != dict(demand.resources):
+                    return {}
+                return {reserved.node: kept}
         snapshot = self._cache.snapshot()
-        kept: dict[str, Victims] = {}
+        oldest = snapshot.taken_at - snapshot.settings.stale_after_s
+        result: dict[str, Victims] = {}
         for node, candidates in victims.items():
-            useful: list[str] = []
+            state = snapshot.states.get(NodeName(node))
+            # kube-scheduler refuses a node offered for preemption with no victim on it.
+            if not candidates.pod_uids or state is None or state.seen_at < oldest:
+                continue
             freed: dict[str, int] = {}
             for uid in candidates.pod_uids:
                 held = self._cache.pod_allocation(uid)
                 if held is None or held.node != node:
                     continue
-                relevant = {r: n for r, n in held.resources.items() if r in demand.resources}
-                if relevant:
-                    useful.append(uid)
-                    for resource, count in relevant.items():
-                        freed[resource] = freed.get(resource, 0) + count
-            state = snapshot.states.get(NodeName(node))
-            # kube-scheduler refuses a node offered for preemption with no victim on it.
-            if useful and state is not None and judge_shape(demand, _with_freed(state.shape, freed)).fits:
-                kept[node] = Victims(pod_uids=useful, num_pdb_violations=candidates.num_pdb_violations)
-        return kept
+                for resource, count in held.resources.items():
+                    freed[resource] = freed.get(resource, 0) + count
+            if judge_shape(demand, _with_freed(state.shape, freed)).fits:
+                result[node] = candidates
+        return result
 
     def _remember(self, pod: Mapping[str, Any]) -> None:
         metadata = pod.get("metadata")
