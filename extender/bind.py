@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from inventory.domain.allocation import Allocation, Status
 from inventory.domain.bounded import BoundedDict
 from inventory.domain.demand import demand_of
 from inventory.domain.fit import refusal
@@ -49,10 +50,24 @@ class InMemoryBinder:
         self._on_bound(bound)
 
 
+#: The ledger row of a reservation by its id (``Ledger.get``), None when there is none.
+ReservationLookup = Callable[[str], Allocation | None]
+
+
 class BindCoordinator:
-    def __init__(self, *, cache: InventoryCache, binder: Binder, remembered: int = 10_000) -> None:
+    def __init__(
+        self,
+        *,
+        cache: InventoryCache,
+        binder: Binder,
+        reservation: ReservationLookup | None = None,
+        remembered: int = 10_000,
+    ) -> None:
+        """``reservation`` finds who a reservation is for; without it no pod takes over a reservation's
+        hold (the pod then needs free room like any other)."""
         self._cache = cache
         self._binder = binder
+        self._reservation = reservation
         # First in, first out: a bind is remembered once (a retry finds it and writes nothing).
         self._done: BoundedDict[str, str] = BoundedDict(remembered, renew_on_write=False)
         self._done_guard = threading.Lock()
@@ -71,6 +86,7 @@ class BindCoordinator:
                 reserved is not None
                 and reserved.node == node
                 and dict(reserved.resources) == dict(demand.resources)
+                and self._reserved_for(demand.allocation_id, pod)
             ):
                 # The reservation's hold becomes the pod's: the room is never free in between.
                 claimed = self._cache.transfer(demand.allocation_id, uid)
@@ -93,6 +109,19 @@ class BindCoordinator:
             return str(error)
         self._remember(uid, node)
         return None
+
+    def _reserved_for(self, allocation_id: str, pod: Mapping[str, Any]) -> bool:
+        """Whether the reservation is this pod's to take: still reserved, of the pod's namespace, and
+        of its name where the reservation names a pod (the rule of the ledger's claim). Anyone can
+        write the annotation; a pod of another namespace must not take the room reserved for ``ml``."""
+        row = self._reservation(allocation_id) if self._reservation is not None else None
+        metadata = pod.get("metadata") or {}
+        return (
+            row is not None
+            and row.status is Status.RESERVED
+            and row.namespace == metadata.get("namespace")
+            and row.pod in ("", metadata.get("name"))
+        )
 
     def _previous(self, uid: str) -> str | None:
         with self._done_guard:

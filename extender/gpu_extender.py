@@ -8,7 +8,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from extender.bind import BindCoordinator, Binder
+from extender.bind import BindCoordinator, Binder, ReservationLookup
 from extender.filter import filter_nodes
 from extender.prioritize import POLICIES, PrioritySettings, RequestType, learned_workload, prioritize
 from extender.service import FilterOutcome, Victims
@@ -33,16 +33,18 @@ class GpuExtender:
         prices: PriceTable,
         settings: PrioritySettings | None = None,
         fetch_pod: PodFetcher | None = None,
+        reservation: ReservationLookup | None = None,
         clock: Callable[[], float] = time.monotonic,
         workload_refresh_s: float = 10.0,
     ) -> None:
         """``fetch_pod(namespace, name)`` finds a pod that bind did not see in a filter call (against a
-        cluster; standalone there is no one to ask)."""
+        cluster; standalone there is no one to ask). ``reservation(id)`` is a reservation's ledger row:
+        bind hands a reservation's hold only to the pod it is for."""
         self._cache = cache
         self._prices = prices
         self._settings = settings or PrioritySettings()
         self._fetch_pod = fetch_pod
-        self._binds = BindCoordinator(cache=cache, binder=binder)
+        self._binds = BindCoordinator(cache=cache, binder=binder, reservation=reservation)
         self._seen: BoundedDict[str, Mapping[str, Any]] = BoundedDict(10_000)
         self._seen_guard = threading.Lock()
         self._clock = clock

@@ -230,7 +230,9 @@ def _core(
     metrics = ReconcileMetrics.register(registry)
     notifier = _notifier(settings, registry, background)
     reconciler = _reconciler(ledger, cache, prices, metrics, notifier, is_leader=is_leader)
-    extender = GpuExtender(cache=cache, binder=binder(reconciler), prices=prices, fetch_pod=fetch_pod)
+    extender = GpuExtender(
+        cache=cache, binder=binder(reconciler), prices=prices, fetch_pod=fetch_pod, reservation=ledger.get
+    )
     reserver = Reserver(
         cache=cache, ledger=ledger, prices=prices, offer=offer, on_refused=_refused(metrics, notifier)
     )

@@ -2,10 +2,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
+
+import pytest
 
 from extender.bind import BindError, InMemoryBinder
 from extender.gpu_extender import GpuExtender
+from inventory.domain.allocation import Allocation, Status
 from inventory.domain.model import NodeName
 from inventory.domain.prices import PriceTable
 from tests.extender.clusters import cache, extender, gpu_pod, node
@@ -100,3 +106,55 @@ def test_against_a_cluster_bind_fetches_a_pod_it_did_not_filter() -> None:
         ext.bind(namespace="ml", name="pod-q", uid="q", node="n")
         == "pod ml/pod-q was replaced (UID q is gone)"
     )
+
+
+RESERVATION = "res-1"
+HELD = {"nvidia.com/mig-3g.40gb": 1}
+
+
+def reserved_row(namespace: str, pod: str) -> Allocation:
+    return Allocation(
+        id=RESERVATION,
+        namespace=namespace,
+        pod=pod,
+        pod_uid=None,
+        node="n",
+        resource="nvidia.com/mig-3g.40gb",
+        count=1,
+        gpu_model="H100-80GB",
+        hourly_price=Decimal("1"),
+        status=Status.RESERVED,
+        start=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "namespace", "name", "takes_the_hold"),
+    [
+        (reserved_row("ml", "pod-p"), "ml", "pod-p", True),
+        (reserved_row("ml", ""), "ml", "pod-p", True),  # no pod named: any pod of the namespace
+        (reserved_row("ml", "pod-p"), "other", "pod-p", False),
+        (reserved_row("ml", ""), "other", "pod-p", False),
+        (reserved_row("ml", "llm-serve"), "ml", "pod-p", False),
+        (replace(reserved_row("ml", "pod-p"), status=Status.ACTIVE), "ml", "pod-p", False),
+        (None, "ml", "pod-p", False),  # no such row
+    ],
+)
+def test_only_the_pod_a_reservation_is_for_takes_its_hold(
+    row: Allocation | None, namespace: str, name: str, takes_the_hold: bool
+) -> None:
+    c = cache(LAST_SLICE)
+    c.assume(RESERVATION, N, HELD, ttl_s=3600)
+    rows = {RESERVATION: row} if row is not None else {}
+    ext = GpuExtender(cache=c, binder=InMemoryBinder(c), prices=PriceTable(), reservation=rows.get)
+    pod = gpu_pod("p", ONE, annotations={"gpu.kgm.io/allocation-id": RESERVATION})
+    pod["metadata"].update(namespace=namespace, name=name)
+    assert ext.filter(pod, ["n"]).passed == ["n"]  # pinned to the reserved node either way
+    error = ext.bind(namespace=namespace, name=name, uid="p", node="n")
+    if takes_the_hold:
+        assert error is None
+        assert c.assumed(RESERVATION) is None
+    else:  # the reservation keeps its room, and there is no other
+        assert error == "node n no longer fits the pod: no free mig-3g.40gb: 0 of 1 free"
+        assert c.assumed(RESERVATION) is not None
+    assert c.snapshot().capacity(N).mig_free["nvidia.com/mig-3g.40gb"] == 0
