@@ -37,10 +37,12 @@ class CertificatePair:
 
 @dataclass(frozen=True, slots=True)
 class WebhookCertificates:
-    """The CA (goes into caBundle) and the serving pair (goes into the webhook's TLS Secret)."""
+    """The CA (goes into caBundle) and the serving pair (goes into the webhook's TLS Secret); with
+    ``client``, a client pair the same CA signed (kube-scheduler's, for ``kgm serve --client-ca``)."""
 
     ca: CertificatePair
     serving: CertificatePair
+    client: CertificatePair | None = None
 
     @property
     def ca_bundle(self) -> str:
@@ -157,6 +159,42 @@ def make_serving_cert(
     return _pair(cert, key)
 
 
+def make_client_cert(
+    *, ca: CertificatePair, common_name: str, now: datetime | None = None, valid_days: int = 90
+) -> CertificatePair:
+    """Create an ECDSA P-256 TLS client certificate signed by `ca`, for subject CN `common_name`.
+
+    Extended key usage clientAuth only: it cannot serve, and a serving certificate of the same CA
+    (serverAuth only) is refused as a client's by OpenSSL. Raises ValueError on an empty name, a
+    non-positive validity, or a CA key that is not an EC key.
+    """
+    if not common_name:
+        raise ValueError("a client certificate needs a common name")
+    not_before, not_after = _validity(now, valid_days)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key must be an EC private key")
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage("digital_signature"), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return _pair(cert, key)
+
+
 def service_dns_names(service: str, namespace: str) -> list[str]:
     """The names the API server may use for Service `service` in `namespace`, shortest first.
 
@@ -175,13 +213,15 @@ def service_dns_names(service: str, namespace: str) -> list[str]:
 
 
 def make_webhook_certificates(
-    *, service: str, namespace: str, now: datetime | None = None
+    *, service: str, namespace: str, client: str | None = None, now: datetime | None = None
 ) -> WebhookCertificates:
-    """A fresh CA and a 90-day serving certificate for `service`.`namespace` (CN `service.namespace.svc`)."""
+    """A fresh CA and a 90-day serving certificate for `service`.`namespace` (CN `service.namespace.svc`),
+    and with `client` a 90-day client certificate for CN `client` from the same CA."""
     dns_names = service_dns_names(service, namespace)
     ca = make_ca(common_name=f"{service}.{namespace} webhook CA", now=now)
     serving = make_serving_cert(ca=ca, common_name=dns_names[2], dns_names=dns_names, now=now)
-    return WebhookCertificates(ca=ca, serving=serving)
+    pair = make_client_cert(ca=ca, common_name=client, now=now) if client is not None else None
+    return WebhookCertificates(ca=ca, serving=serving, client=pair)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
@@ -203,7 +243,8 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
 def write_webhook_certificates(
     certs: WebhookCertificates, out_dir: Path, *, include_ca_key: bool = False
 ) -> dict[str, Path]:
-    """Write `ca.crt`, `tls.crt` and `tls.key` (kubernetes.io/tls Secret key names) into `out_dir`.
+    """Write `ca.crt`, `tls.crt` and `tls.key` (kubernetes.io/tls Secret key names) into `out_dir`,
+    and `client.crt` and `client.key` when there is a client pair.
 
     Creates `out_dir` if needed; each file is replaced atomically; keys get mode 0o600, certificates
     0o644. Returns file name -> path. The CA key is written (as `ca.key`) only with `include_ca_key`.
@@ -214,6 +255,9 @@ def write_webhook_certificates(
         "tls.crt": (certs.serving.cert_pem, 0o644),
         "tls.key": (certs.serving.key_pem, 0o600),
     }
+    if certs.client is not None:
+        files["client.crt"] = (certs.client.cert_pem, 0o644)
+        files["client.key"] = (certs.client.key_pem, 0o600)
     # The CA has done its job once the serving cert is signed; a CA key left on disk could mint
     # certificates the API server trusts, so it is only kept for people who want to re-sign later.
     if include_ca_key:

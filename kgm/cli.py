@@ -37,6 +37,10 @@ def choose_inventory(given: str | None, environ: Mapping[str, str], home: Path) 
     return given or DEMO
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgm", description="GPU manager for Kubernetes")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +50,32 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(environ.get("KGM_PORT", "8443")))
     serve.add_argument("--tls-cert", type=Path, default=environ.get("KGM_TLS_CERT"))
     serve.add_argument("--tls-key", type=Path, default=environ.get("KGM_TLS_KEY"))
+    serve.add_argument(
+        "--client-ca",
+        type=Path,
+        action="append",
+        default=[Path(p) for p in environ.get("KGM_CLIENT_CA", "").split(os.pathsep) if p],
+        help="PEM CA bundle of accepted client certificates (repeatable, added to $KGM_CLIENT_CA: paths "
+        "joined by ':'); given, /extender/* requires a verified client certificate",
+    )
+    serve.add_argument(
+        "--extender-client-names",
+        type=_names,
+        default=_names(environ.get("KGM_EXTENDER_CLIENT_NAMES", "")),
+        help="comma-separated common names allowed on /extender/* (default: any the client CAs signed)",
+    )
+    serve.add_argument(
+        "--mutate-client-cert",
+        action="store_true",
+        default=environ.get("KGM_MUTATE_CLIENT_CERT", "").lower() in {"1", "true", "yes"},
+        help="require a client certificate on /mutate too (an API server configured to present one)",
+    )
+    serve.add_argument(
+        "--mutate-client-names",
+        type=_names,
+        default=_names(environ.get("KGM_MUTATE_CLIENT_NAMES", "")),
+        help="comma-separated common names allowed on /mutate with --mutate-client-cert (default: any)",
+    )
     serve.add_argument(
         "--inventory",
         default=environ.get("KGM_INVENTORY"),
@@ -160,6 +190,12 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     certs.add_argument("--service", required=True, help="name of the webhook's Service")
     certs.add_argument("--namespace", required=True, help="namespace of that Service")
     certs.add_argument("--out", type=Path, required=True, help="directory for ca.crt, tls.crt, tls.key")
+    certs.add_argument(
+        "--client",
+        metavar="NAME",
+        help="also a client certificate for common name NAME from the same CA (client.crt, client.key): "
+        "kube-scheduler's, for kgm serve --client-ca",
+    )
     return parser
 
 
@@ -195,7 +231,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def _certs(args: argparse.Namespace) -> int:
-    certs = make_webhook_certificates(service=args.service, namespace=args.namespace)
+    certs = make_webhook_certificates(service=args.service, namespace=args.namespace, client=args.client)
     paths = write_webhook_certificates(certs, args.out)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     print("caBundle for the MutatingWebhookConfiguration:", file=sys.stderr)
@@ -207,6 +243,10 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     inventory = choose_inventory(args.inventory, environ, Path.home())
     if (args.tls_cert is None) != (args.tls_key is None):
         print("kgm serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    client_ca = tuple(args.client_ca)
+    if not client_ca and (args.mutate_client_cert or args.extender_client_names or args.mutate_client_names):
+        print("kgm serve: client certificate options need --client-ca", file=sys.stderr)
         return 2
     settings = ServeSettings(
         host=args.host,
@@ -220,7 +260,14 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         namespace=environ.get("POD_NAMESPACE", "kgm-system"),
         environ=environ,
         log_level=args.log_level,
-        tls=TlsSettings(cert_file=args.tls_cert, key_file=args.tls_key),
+        tls=TlsSettings(
+            cert_file=args.tls_cert,
+            key_file=args.tls_key,
+            client_ca_files=client_ca,
+            extender_client_names=args.extender_client_names,
+            mutate_client_cert=args.mutate_client_cert,
+            mutate_client_names=args.mutate_client_names,
+        ),
         webhook=WebhookSettings(scheduler_name=args.scheduler_name),
         layouts=LayoutSettings(
             mode=PlannerMode(args.mig_planner),

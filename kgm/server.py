@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from extender.service import ExtenderService
 from inventory.domain.allocation import Allocation
@@ -27,9 +28,10 @@ from inventory.domain.offer import Offer
 from kgm.assembly import Parts, assemble
 from kgm.certs import make_self_signed_files
 from kgm.lifespan import Worker, lifespan
-from kgm.settings import ServeSettings
+from kgm.settings import ServeSettings, TlsSettings
 from kgm.tls import ReloadingTLS
 from kgm.web import routes as web_routes
+from kgm.web.client_cert import ClientCertGate, ClientCertRule, tls_scope_protocol
 from webhook.settings import WebhookSettings
 
 logger = logging.getLogger("kgm.server")
@@ -45,9 +47,15 @@ def build_app(
     api_routes: Sequence[BaseRoute] = (),
     reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    extender_callers: ClientCertRule | None = None,
+    mutate_callers: ClientCertRule | None = None,
 ) -> Starlette:
-    """``lifespan``: runs the background work from startup to shutdown (:func:`kgm.lifespan.lifespan`)."""
-    mutate = web_routes.mutate_endpoint(
+    """``lifespan``: runs the background work from startup to shutdown (:func:`kgm.lifespan.lifespan`).
+
+    ``extender_callers`` / ``mutate_callers``: the client certificate ``/extender/*`` / ``/mutate``
+    require (:mod:`kgm.web.client_cert`); None: none.
+    """
+    mutate: ASGIApp = web_routes.mutate_endpoint(
         offer=offer,
         reservation=reservation,
         settings=webhook,
@@ -68,6 +76,13 @@ def build_app(
         extender_routes = web_routes.extender_routes(
             extender, registry=registry, logger=logging.getLogger("kgm.extender")
         )
+    gate_log = logging.getLogger("kgm.web")
+    if mutate_callers is not None:
+        mutate = ClientCertGate(mutate, mutate_callers, logger=gate_log)
+    if extender_callers is not None:
+        extender_routes = [
+            Route(r.path, ClientCertGate(r.app, extender_callers, logger=gate_log)) for r in extender_routes
+        ]
     return Starlette(
         routes=[
             Route("/mutate", mutate, methods=["POST"]),
@@ -120,8 +135,18 @@ def assembled_app(settings: ServeSettings, registry: CollectorRegistry) -> tuple
         api_routes=parts.api_routes,
         reservation=parts.reservation,
         lifespan=lifespan(parts.background),
+        **client_cert_rules(settings.tls),
     )
     return app, parts
+
+
+def client_cert_rules(tls: TlsSettings) -> dict[str, ClientCertRule | None]:
+    """``build_app``'s ``extender_callers`` and ``mutate_callers`` from the settings: with client CAs,
+    the extender requires a certificate; ``/mutate`` only with ``mutate_client_cert``."""
+    if not tls.client_ca_files:
+        return {"extender_callers": None, "mutate_callers": None}
+    mutate = ClientCertRule(names=tls.mutate_client_names) if tls.mutate_client_cert else None
+    return {"extender_callers": ClientCertRule(names=tls.extender_client_names), "mutate_callers": mutate}
 
 
 def serve(settings: ServeSettings) -> None:
@@ -135,6 +160,8 @@ def serve(settings: ServeSettings) -> None:
             host=settings.host,
             port=settings.port,
             ssl_context_factory=lambda config, default: tls.context,
+            # The ASGI TLS extension, so that routes can require a client certificate.
+            http=tls_scope_protocol(AutoHTTPProtocol),
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=10,
@@ -163,7 +190,12 @@ def _tls(settings: ServeSettings, scratch: Path) -> ReloadingTLS:
             "no --tls-cert/--tls-key: serving a self-signed certificate for localhost",
             extra={"event": "tls.self_signed"},
         )
-    return ReloadingTLS(cert_file=cert, key_file=key, logger=logging.getLogger("kgm.tls"))
+    return ReloadingTLS(
+        cert_file=cert,
+        key_file=key,
+        client_ca_files=settings.tls.client_ca_files,
+        logger=logging.getLogger("kgm.tls"),
+    )
 
 
 async def _serve(server: uvicorn.Server, tls: ReloadingTLS, reload_interval: float) -> None:

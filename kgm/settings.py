@@ -24,6 +24,39 @@ class TlsSettings:
     reload_interval: float = 10.0
     """Seconds between checks of the files for a rotated pair (cert-manager renews in place)."""
 
+    client_ca_files: tuple[Path, ...] = ()
+    """PEM bundles of the CAs whose client certificates are accepted (``--client-ca``); reloaded like
+    the pair. Given, ``/extender/*`` requires a verified client certificate (kube-scheduler's)."""
+
+    extender_client_names: tuple[str, ...] = ()
+    """Common names allowed to call ``/extender/*`` (``kgm-scheduler`` in the manifests); empty: any
+    certificate the client CAs signed."""
+
+    mutate_client_cert: bool = False
+    """Require a client certificate on ``/mutate`` too: only where the API server presents one (its
+    AdmissionConfiguration's kubeconfig for the webhook); managed control planes cannot."""
+
+    mutate_client_names: tuple[str, ...] = ()
+    """Common names allowed to call ``/mutate`` when it requires a certificate; empty: any."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one HTTPS connection may cost before its request is read (:mod:`kgm.connections`)."""
+
+    header_timeout_s: float = 10.0
+    """Seconds from a connection's start, or a request's first byte, to the end of its headers; then the
+    connection is closed unanswered. Real callers send headers at once; 10 s is the API server's default
+    webhook timeout, so no caller waits longer for an answer anyway (kube-apiserver itself: 32 s)."""
+
+    max_header_bytes: int = 64 * 1024
+    """Bytes of request line and headers; more is answered 431. The API server and kube-scheduler send
+    under 1 KiB; 64 KiB leaves room for long bearer tokens (Go's net/http allows 1 MiB, nginx 32 KiB)."""
+
+    max_connections: int = 512
+    """Connections open at once; a request on one beyond them is answered 503 and the connection closed.
+    Each TLS connection holds ~260 KiB of buffers, so 512 cost ~130 MiB at most."""
+
 
 @dataclass(frozen=True, slots=True)
 class ServeSettings:

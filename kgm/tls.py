@@ -1,8 +1,15 @@
 """A server SSLContext whose certificate can be rotated on disk without restarting the server.
 
-Uvicorn builds its SSLContext once at startup; handing it `ReloadingTLS.context` through
-`Config(ssl_context_factory=lambda config, default: tls.context)` and calling `load_cert_chain` on
-that same object later makes every new handshake use the new pair, while open connections keep theirs.
+Uvicorn builds its SSLContext once at startup and is handed `ReloadingTLS.context` through
+`Config(ssl_context_factory=lambda config, default: tls.context)`. A reload builds a whole new
+context (a CA bundle cannot be taken out of a live one), and the live context's ``sni_callback``,
+called at every ClientHello with or without SNI, hands each new handshake to it: new handshakes use
+the new pair, open connections keep theirs.
+
+With client CAs (``kgm serve --client-ca``) the context also *requests* a client certificate and
+verifies one that is sent (``ssl.CERT_OPTIONAL``): one port serves callers that have one
+(kube-scheduler) and callers that do not (kubelet probes, Prometheus, the REST API's clients), so
+which routes *require* one is decided per request (:mod:`kgm.web.client_cert`).
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
 
-_Stamp = tuple[tuple[int, int, int], tuple[int, int, int]]
+_Stamp = tuple[tuple[int, int, int], ...]
 
 
 class TLSConfigError(Exception):
@@ -46,25 +54,50 @@ def _new_context() -> ssl.SSLContext:
     return context
 
 
+def _trust_clients(context: ssl.SSLContext, bundles: Sequence[bytes]) -> None:
+    """Request a client certificate and verify one that is sent against ``bundles`` (PEM CAs).
+
+    Raises ValueError for a bundle that holds no certificate, ssl.SSLError for one that does not parse.
+    """
+    for pem in bundles:
+        if b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise ValueError("the client CA file holds no PEM certificate")
+        context.load_verify_locations(cadata=pem.decode("ascii", errors="replace"))
+    # OPTIONAL, not REQUIRED: a handshake without a certificate goes on (probes, the REST API); one
+    # with a certificate that does not verify is refused by OpenSSL in the handshake.
+    context.verify_mode = ssl.CERT_OPTIONAL
+
+
 class ReloadingTLS:
     """Owns one server SSLContext and reloads its certificate chain when the files change.
 
-    Construction loads `cert_file`/`key_file` or raises TLSConfigError naming both files.
+    Construction loads `cert_file`/`key_file` (and `client_ca_files`, PEM bundles of the CAs whose
+    client certificates are accepted) or raises TLSConfigError naming the files.
     Not thread-safe: call `reload_if_changed` (or run `watch`) on the thread serving handshakes.
     """
 
-    def __init__(self, *, cert_file: Path, key_file: Path, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cert_file: Path,
+        key_file: Path,
+        client_ca_files: Sequence[Path] = (),
+        logger: logging.Logger | None = None,
+    ) -> None:
         self._cert_file = Path(cert_file)
         self._key_file = Path(key_file)
+        self._client_ca_files = tuple(Path(f) for f in client_ca_files)
         self._log = logger or logging.getLogger(__name__)
-        self._context = _new_context()
         try:
             stamp = self._stamp()
-            self._info = self._load_validated()
+            self._context, self._info = self._load_validated()
         except (OSError, ValueError) as e:
+            cas = "".join(f", client CA {f}" for f in self._client_ca_files)
             raise TLSConfigError(
-                f"cannot load TLS certificate {self._cert_file} with key {self._key_file}: {e}"
+                f"cannot load TLS certificate {self._cert_file} with key {self._key_file}{cas}: {e}"
             ) from e
+        self._current = self._context
+        self._context.sni_callback = self._select
         self._loaded: _Stamp = stamp
         self._failed: _Stamp | None = None
 
@@ -72,6 +105,18 @@ class ReloadingTLS:
     def context(self) -> ssl.SSLContext:
         """The one live server context; the same object for the lifetime of this instance."""
         return self._context
+
+    @property
+    def verifies_clients(self) -> bool:
+        """Whether handshakes request and verify client certificates (client CA files were given)."""
+        return bool(self._client_ca_files)
+
+    def _select(self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        # The context built at the last reload, with its pair and its CA store: OpenSSL takes both
+        # (and ALPN) from the context set here; the verify mode stays the live one's.
+        current = self._current
+        if current is not context:
+            ssl_object.context = current
 
     @property
     def certificate(self) -> CertificateInfo:
@@ -83,25 +128,28 @@ class ReloadingTLS:
         # and loads again, rather than a stale load hiding behind a fresh stamp.
         # stat() follows symlinks, so a Kubernetes Secret volume's ..data symlink swap shows up as
         # a new inode even when mtime and size happen to match.
-        c, k = self._cert_file.stat(), self._key_file.stat()
-        return (c.st_mtime_ns, c.st_size, c.st_ino), (k.st_mtime_ns, k.st_size, k.st_ino)
+        files = (self._cert_file, self._key_file, *self._client_ca_files)
+        return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in map(Path.stat, files))
 
-    def _load_validated(self) -> CertificateInfo:
+    def _load_validated(self) -> tuple[ssl.SSLContext, CertificateInfo]:
         # Snapshot both files first so the bytes that pass validation are exactly the bytes loaded:
         # a rotation landing between the two loads could otherwise put a mismatched pair into the
         # live context, and OpenSSL leaves a context without a usable key when that load fails.
         cert_pem, key_pem = self._cert_file.read_bytes(), self._key_file.read_bytes()
+        client_cas = [f.read_bytes() for f in self._client_ca_files]
         leaf = x509.load_pem_x509_certificate(cert_pem)
         with tempfile.TemporaryDirectory(prefix="kgm-tls-") as tmp:
             cert_path, key_path = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
             cert_path.write_bytes(cert_pem)
             with os.fdopen(os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 f.write(key_pem)
-            # A throwaway context absorbs a bad or half-rotated pair; the live one is only touched
-            # once the pair is known to load and match.
-            _new_context().load_cert_chain(cert_path, key_path, password=_no_password)
-            self._context.load_cert_chain(cert_path, key_path, password=_no_password)
-        return CertificateInfo(serial_number=leaf.serial_number, not_after=leaf.not_valid_after_utc)
+            # A new context absorbs a bad or half-rotated pair; it only goes live once the pair (and
+            # the client CAs) are known to load and match.
+            context = _new_context()
+            context.load_cert_chain(cert_path, key_path, password=_no_password)
+        if client_cas:
+            _trust_clients(context, client_cas)
+        return context, CertificateInfo(serial_number=leaf.serial_number, not_after=leaf.not_valid_after_utc)
 
     def _report_failure(self, error: Exception) -> None:
         self._log.error(
@@ -125,13 +173,14 @@ class ReloadingTLS:
         if stamp in (self._loaded, self._failed):
             return False
         try:
-            info = self._load_validated()
+            context, info = self._load_validated()
         except (OSError, ValueError) as e:
             # Remembered so an unchanged bad pair is not re-logged every interval.
             self._failed = stamp
             self._report_failure(e)
             return False
         self._loaded, self._failed, self._info = stamp, None, info
+        self._current = context  # handed to each new handshake by _select
         self._log.info(
             "tls certificate reloaded",
             extra={
