@@ -4,13 +4,15 @@ The only module that imports ``kubernetes``. Every call asks for the raw respons
 (``_preload_content=False``) and decodes the JSON itself: the objects keep Kubernetes' camelCase wire
 format (what ``inventory.domain.gpunode`` and the cache read), and no model classes are built only to be
 turned back into dicts. Library errors (``ApiException``, urllib3's and socket errors) become one small
-tree, in one place (:func:`_translated`), chained ``from`` the original:
+tree (``inventory/kube_errors.py``), in one place (:func:`_translated`), chained ``from`` the original:
 
     KubeError                 anything else (status 401/403/422..., a malformed answer)
     ├── KubeNotFoundError     404
     ├── KubeConflictError     409: exists already, or a stale resourceVersion
     ├── KubeGoneError         410: the resourceVersion is too old (list again, then watch)
     └── KubeUnavailableError  connection refused or reset, timeouts, 429 and 5xx: worth a retry
+        └── KubeVersionTooLargeError  504 "Too large resource version": this server has not seen
+                                      the version asked for (list again, then watch)
 
 Resource versions are opaque strings here, as the API conventions ask: never parsed, never compared
 (test servers answer ``'...'``, and that is fine). Nothing here logs; tokens and the Authorization
@@ -32,35 +34,35 @@ from kubernetes.config.config_exception import ConfigException
 
 from inventory.domain.gpunode import PLURAL, VERSION
 from inventory.domain.labels import GROUP
+from inventory.kube_errors import (
+    KubeConflictError,
+    KubeError,
+    KubeGoneError,
+    KubeNotFoundError,
+    KubeUnavailableError,
+    KubeVersionTooLargeError,
+    error_for_status,
+    status_message,
+)
+
+__all__ = [
+    "GPUALLOCATIONS",
+    "KubeClient",
+    "KubeConflictError",
+    "KubeError",
+    "KubeGoneError",
+    "KubeNotFoundError",
+    "KubeUnavailableError",
+    "KubeVersionTooLargeError",
+    "Listing",
+    "WatchEvent",
+    "error_for_status",
+]
 
 _GVP: Final = (GROUP, VERSION, PLURAL)
 GPUALLOCATIONS: Final = "gpuallocations"
 
 _EVENT_TYPES: Final = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
-
-
-class KubeError(Exception):
-    """The Kubernetes API refused or failed a request; ``status`` is the HTTP status when there was one."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class KubeNotFoundError(KubeError):
-    """404: no such object (or no such resource: the CRD is not installed)."""
-
-
-class KubeConflictError(KubeError):
-    """409: the object exists already, or was changed since the resourceVersion we sent."""
-
-
-class KubeGoneError(KubeError):
-    """410: the resourceVersion is older than the server's history; list again and watch from there."""
-
-
-class KubeUnavailableError(KubeError):
-    """The API server could not be reached or is overloaded (refused, reset, timeout, 429, 5xx): transient."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,32 +91,6 @@ class WatchEvent:
         return version if isinstance(version, str) else ""
 
 
-def error_for_status(status: int | None, message: str) -> KubeError:
-    """The exception for an HTTP status (or a ``Status`` object's ``code``): the one mapping of codes."""
-    if status == 404:
-        return KubeNotFoundError(message, status=status)
-    if status == 409:
-        return KubeConflictError(message, status=status)
-    if status == 410:
-        return KubeGoneError(message, status=status)
-    if status == 429 or (status is not None and status >= 500):
-        return KubeUnavailableError(message, status=status)
-    return KubeError(message, status=status)
-
-
-def _status_message(body: object, fallback: str) -> str:
-    """The ``message`` of a Kubernetes ``Status`` body, if the body is one."""
-    if isinstance(body, (str, bytes)):
-        try:
-            body = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return fallback
-    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
-        reason = body.get("reason")
-        return f"{reason}: {body['message']}" if isinstance(reason, str) and reason else str(body["message"])
-    return fallback
-
-
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
     """Turn the client's and the transport's exceptions into :class:`KubeError` (the only place that does)."""
@@ -122,8 +98,8 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except ApiException as error:
         status = error.status if isinstance(error.status, int) and error.status > 0 else None
-        message = _status_message(error.body, str(error.reason or "no reason given"))
-        raise error_for_status(status, f"{what}: {message}") from error
+        message = status_message(error.body, str(error.reason or "no reason given"))
+        raise error_for_status(status, f"{what}: {message}", error.body) from error
     except (urllib3.exceptions.HTTPError, OSError) as error:
         # MaxRetryError (refused), ReadTimeoutError, ProtocolError (reset mid-stream), SSL errors...
         # Their text names host and port only; credentials travel in headers and are never in it.
@@ -157,8 +133,8 @@ def _event(line: bytes, what: str) -> WatchEvent:
     if kind == "ERROR":
         # The server ends a watch with a Status object, e.g. code 410 "too old resource version".
         code = obj.get("code") if isinstance(obj, Mapping) else None
-        message = f"{what}: {_status_message(obj, 'ERROR')}"
-        raise error_for_status(code if isinstance(code, int) else None, message)
+        message = f"{what}: {status_message(obj, 'ERROR')}"
+        raise error_for_status(code if isinstance(code, int) else None, message, obj)
     if kind not in _EVENT_TYPES or not isinstance(obj, dict):
         raise KubeError(f"{what}: unexpected watch event of type {kind!r}")
     return WatchEvent(type=kind, object=obj)

@@ -6,7 +6,9 @@ every change after it (``on_event``), and keeps doing so whatever the API server
 * a watch that ends normally (the server's ``timeoutSeconds``) is reopened from the last
   resourceVersion seen; BOOKMARK events advance that version and are not passed on;
 * ``410 Gone`` (the version fell out of the server's history) means events were missed: list again,
-  hand over the complete list, watch from there;
+  hand over the complete list, watch from there; so does a "too large resource version" (the server
+  has not seen our version: it lags behind the one we listed from, or etcd was restored from a
+  backup, when it never will), as client-go's reflector does;
 * any other :class:`~inventory.kube.KubeError` is retried after an exponential backoff with jitter
   (reset once a watch makes progress); an unavailable server is watched again from the last version,
   anything else is listed again first;
@@ -27,7 +29,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from inventory.domain import backoff
-from inventory.kube import KubeError, KubeGoneError, KubeUnavailableError, Listing, WatchEvent
+from inventory.kube import (
+    KubeError,
+    KubeGoneError,
+    KubeUnavailableError,
+    KubeVersionTooLargeError,
+    Listing,
+    WatchEvent,
+)
 
 #: A watch that ends sooner than this without a single event is treated as a failure (client-go does the
 #: same): a server or proxy that closes watches at once would otherwise be hammered in a tight loop.
@@ -117,15 +126,18 @@ class Reflector:
                     self.restarts += 1
                 fresh_list = False
                 self._watch(stop)
-            except KubeGoneError as error:
-                # Events were missed: only a complete list is right again. A second 410 in a row with no
-                # progress in between (a server that expires everything) is waited out like a failure.
+            except (KubeGoneError, KubeVersionTooLargeError) as error:
+                # Events were missed, or our version is unknown here: only a complete list is right
+                # again. A second one in a row with no progress in between (a server that expires
+                # everything, or one still catching up) is waited out like a failure.
                 need_list = True
                 if self._progressed:
                     delays, expired_in_a_row = self._backoff.delays(self._rand), 0
                 expired_in_a_row += 1
                 self._log.info(
-                    "watch expired, listing again",
+                    "watch expired, listing again"
+                    if isinstance(error, KubeGoneError)
+                    else "resource version unknown to the server, listing again",
                     extra={**self._extra, "event": "reflector.expired", "error": str(error)},
                 )
                 if expired_in_a_row > 1:

@@ -11,8 +11,9 @@ API server does:
   revision of its snapshot.
 * **Watches from a resourceVersion.** kmock replays every current object as ADDED on each watch and
   then streams forever. Here a watch from resourceVersion N replays the journal of events after N
-  (DELETED included), a watch without one (or with ``0`` or a non-numeric one) starts with the
-  current objects, ``timeoutSeconds`` ends the stream, and with ``allowWatchBookmarks=true`` a
+  (DELETED included), a watch from a revision the server has not reached ends with an ERROR event of
+  code 504 "Too large resource version", a watch without one (or with ``0`` or a non-numeric one)
+  starts with the current objects, ``timeoutSeconds`` ends the stream, and with ``allowWatchBookmarks=true`` a
   BOOKMARK carrying the current revision comes just before that end (as kube-apiserver does).
 * **The status subresource**, for every resource that declares one (pods, nodes, GpuNodes,
   GpuAllocations): kmock merges any patch into the object whichever URL it came to. Here, as in
@@ -53,6 +54,23 @@ def _revision_of(obj: object) -> int | None:
 
 def is_from_harness(request: kmock.Request) -> bool:
     return any(key.lower() == HARNESS_HEADER.lower() for key in request.headers)
+
+
+def _too_large(asked: int, current: int) -> dict[str, Any]:
+    """kube-apiserver's NewTooLargeResourceVersionError: a Timeout (504) with its own cause."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": f"Too large resource version: {asked}, current: {current}",
+        "reason": "Timeout",
+        "details": {
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        },
+        "code": 504,
+    }
 
 
 class _EmulatorStoppingError(Exception):
@@ -178,6 +196,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         since_text = params.get("resourceVersion", "")
         since = int(since_text) if since_text.isdigit() and int(since_text) > 0 else None
         timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
+        if since is not None and since > self._committed:
+            # A revision this server has not reached (another server is ahead, or etcd was restored from
+            # a backup): kube-apiserver waits up to 3 s for it, then ends the watch with this Status.
+            yield {"type": "ERROR", "object": _too_large(since, self._committed)}
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout is not None else None
 
