@@ -4,6 +4,8 @@ writes it."""
 
 from __future__ import annotations
 
+import argparse
+
 from kgm.certs import service_dns_names
 from kgm.cli import _parser as kgm_parser
 from tests.manifests.rendering import (
@@ -14,6 +16,7 @@ from tests.manifests.rendering import (
     TLS_SECRET,
     VARIANTS,
     WEBHOOK,
+    Obj,
     container,
     env_of,
     find,
@@ -73,3 +76,38 @@ def test_the_job_makes_certificates_for_the_service_with_kgm_certs() -> None:
     assert env_of(apply)["KGM_SERVICE"]["value"] == SERVICE
     assert apply["command"][:2] == ["python", "-c"]
     compile(apply["command"][2], "kgm-certs", "exec")
+
+
+CLIENT_SECRET = "kgm-scheduler-client-tls"
+
+
+def _serve_args(objs: list[Obj]) -> argparse.Namespace:
+    command = container(find(objs, "Deployment", "kgm"), "kgm")["command"]
+    return kgm_parser({}).parse_args(command[1:])
+
+
+def test_the_extender_takes_only_the_client_certificate_the_certificate_step_issues_the_scheduler() -> None:
+    for variant in ("install", "cert-manager"):
+        objs = render(VARIANTS[variant])
+        args = _serve_args(objs)
+        # --client-ca is the ca.crt of the serving Secret, as mounted in the controller.
+        (client_ca,) = args.client_ca
+        controller = find(objs, "Deployment", "kgm")
+        source = provided_by(controller, container(controller, "kgm"), str(client_ca))
+        assert source == ("secret", TLS_SECRET, "ca.crt"), variant
+        assert args.extender_client_names == ("kgm-scheduler",)
+        assert args.mutate_client_cert is False  # the API server presents no certificate by default
+        scheduler = pod_spec(find(objs, "Deployment", "kgm-scheduler"))
+        assert CLIENT_SECRET in {v["secret"]["secretName"] for v in scheduler["volumes"] if "secret" in v}
+    job = find(render(INSTALL), "Job", "kgm-certs")
+    make = kgm_parser({}).parse_args(container(job, "make")["command"][1:])
+    assert make.client == "kgm-scheduler"
+    assert env_of(container(job, "apply"))["KGM_CLIENT_SECRET"]["value"] == CLIENT_SECRET
+    assert env_of(container(job, "apply"))["KGM_CLIENT_NAME"]["value"] == make.client
+    objs = render(CERT_MANAGER)
+    client = find(objs, "Certificate", "kgm-scheduler-client")["spec"]
+    serving = find(objs, "Certificate", "kgm-serving")["spec"]
+    assert (client["secretName"], client["commonName"]) == (CLIENT_SECRET, "kgm-scheduler")
+    assert client["usages"] == ["client auth", "digital signature"]
+    # Signed by the CA Issuer of the serving certificate: ca.crt of kgm-webhook-tls trusts it.
+    assert client["issuerRef"] == serving["issuerRef"]

@@ -1,5 +1,6 @@
 """The certificate Job's Python step, run on this machine against an API server emulator: it creates,
-keeps, and renews the Secret and the caBundle, and restarts the scheduler on a renewal."""
+keeps, and renews the Secrets (the serving pair, kgm-scheduler's client pair) and the caBundle, and
+restarts the scheduler on a renewal."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.manifests.rendering import (
     INSTALL,
@@ -64,6 +66,8 @@ class JobRun:
         env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         for name, entry in env_of(self.apply).items():
             env[name] = entry.get("value", NAMESPACE)  # POD_NAMESPACE comes from the downward API
+        # No wait for the controller's kubelet before restarting the scheduler (there is none here).
+        env.update(KGM_SCHEDULER_RESTART_DELAY_SECONDS="0")
         env.update(KGM_CERTS_DIR=str(out), KUBECONFIG=str(self.kubeconfig), **env_overrides)
         done = subprocess.run(
             [sys.executable, *self.apply["command"][1:]],
@@ -83,8 +87,11 @@ WEBHOOKS = "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 DEPLOYMENTS = "apps/v1/deployments"
 
 
-def stored_secret(kube: Any) -> dict[str, bytes]:
-    secret = kube.stored(SECRETS, TLS_SECRET, namespace=NAMESPACE)
+CLIENT_SECRET = "kgm-scheduler-client-tls"
+
+
+def stored_secret(kube: Any, name: str = TLS_SECRET) -> dict[str, bytes]:
+    secret = kube.stored(SECRETS, name, namespace=NAMESPACE)
     assert secret["type"] == "kubernetes.io/tls"
     return {k: base64.b64decode(v) for k, v in secret["data"].items()}
 
@@ -126,13 +133,57 @@ def test_the_job_creates_the_secret_and_fills_in_the_ca_bundle(job_against_emula
     assert verifies(bundle, secret["tls.crt"])
 
 
-def test_running_the_job_again_keeps_a_valid_pair(job_against_emulator: Any) -> None:
+def is_scheduler_client(pem: bytes) -> bool:
+    leaf = x509.load_pem_x509_certificate(pem)
+    usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    names = [a.value for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return names == ["kgm-scheduler"] and list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+
+
+def test_the_job_issues_the_scheduler_a_client_certificate_of_the_same_ca(job_against_emulator: Any) -> None:
     kube, run = job_against_emulator
     run()
-    first = stored_secret(kube)
+    serving, client = stored_secret(kube), stored_secret(kube, CLIENT_SECRET)
+    assert set(client) == {"ca.crt", "tls.crt", "tls.key"}
+    assert is_scheduler_client(client["tls.crt"])
+    # The controller trusts it through --client-ca (ca.crt of the serving Secret); the scheduler
+    # verifies the controller with the same bundle.
+    assert verifies(serving["ca.crt"], client["tls.crt"])
+    assert client["ca.crt"] == serving["ca.crt"]
+    assert client["tls.key"] != serving["tls.key"]
+
+
+def test_running_the_job_again_keeps_valid_pairs(job_against_emulator: Any) -> None:
+    kube, run = job_against_emulator
+    run()
+    first, first_client = stored_secret(kube), stored_secret(kube, CLIENT_SECRET)
     assert run()["action"] == "kept"
     assert stored_secret(kube) == first
+    assert stored_secret(kube, CLIENT_SECRET) == first_client
     assert ca_bundles(kube) == [first["ca.crt"]]
+
+
+def test_an_install_from_before_mutual_tls_gets_a_client_certificate(job_against_emulator: Any) -> None:
+    # A valid serving pair, no client Secret: the CA key that could sign one alone is gone, so both
+    # are renewed (and the scheduler restarted to read its new files).
+    kube, run = job_against_emulator
+    kube.create(DEPLOYMENTS, find(render(INSTALL), "Deployment", "kgm-scheduler"))
+    run()
+    old = stored_secret(kube)
+    kube.delete(SECRETS, CLIENT_SECRET, namespace=NAMESPACE)
+    result = run()
+    assert (result["action"], result["restarted"]) == ("renewed", "kgm-scheduler")
+    new, client = stored_secret(kube), stored_secret(kube, CLIENT_SECRET)
+    assert new["tls.crt"] != old["tls.crt"]
+    assert is_scheduler_client(client["tls.crt"]) and verifies(new["ca.crt"], client["tls.crt"])
+    assert verifies(new["ca.crt"], old["tls.crt"])  # the old CA is still trusted meanwhile
+
+
+def test_the_scheduler_restart_waits_for_the_controller_to_trust_the_new_ca() -> None:
+    job = find(render(INSTALL), "Job", "kgm-certs")
+    delay = int(env_of(container(job, "apply"))["KGM_SCHEDULER_RESTART_DELAY_SECONDS"]["value"])
+    # The kubelet's Secret volume sync (up to about a minute) plus kgm serve's 10 s reload.
+    assert delay >= 70
 
 
 def test_a_renewal_trusts_old_and_new_and_restarts_the_scheduler(job_against_emulator: Any) -> None:
@@ -146,6 +197,9 @@ def test_a_renewal_trusts_old_and_new_and_restarts_the_scheduler(job_against_emu
     assert (result["action"], result["restarted"]) == ("renewed", "kgm-scheduler")
     new = stored_secret(kube)
     assert new["tls.crt"] != old["tls.crt"]
+    client = stored_secret(kube, CLIENT_SECRET)
+    assert is_scheduler_client(client["tls.crt"]) and client["ca.crt"] == new["ca.crt"]
+    assert verifies(new["ca.crt"], client["tls.crt"])
     (bundle,) = ca_bundles(kube)
     assert bundle == new["ca.crt"]
     assert len(x509.load_pem_x509_certificates(bundle)) == 2

@@ -69,6 +69,7 @@ CERT_MANAGER_OBJECTS = {
     ("Certificate", NAMESPACE, "kgm-ca"),
     ("Issuer", NAMESPACE, "kgm-ca"),
     ("Certificate", NAMESPACE, "kgm-serving"),
+    ("Certificate", NAMESPACE, "kgm-scheduler-client"),
 }
 BASE_OBJECTS = {
     ("Namespace", "", NAMESPACE),

@@ -67,6 +67,8 @@ AGENT_GRANTS = {
 CERTS_GRANTS = {
     (NAMESPACE, "", "secrets", "get", TLS_SECRET),
     (NAMESPACE, "", "secrets", "patch", TLS_SECRET),
+    (NAMESPACE, "", "secrets", "get", "kgm-scheduler-client-tls"),
+    (NAMESPACE, "", "secrets", "patch", "kgm-scheduler-client-tls"),
     (NAMESPACE, "", "secrets", "create", "*"),
     (NAMESPACE, "apps", "deployments", "patch", "kgm-scheduler"),
     ("", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get", WEBHOOK),

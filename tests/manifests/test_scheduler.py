@@ -27,6 +27,7 @@ MIG_PROFILES = REPO / "inventory" / "data" / "mig-profiles.json"
 NAMESPACE = "kgm-system"
 SERVICE_ACCOUNT = "kgm-scheduler"
 CA_SECRET = "kgm-webhook-tls"
+CLIENT_SECRET = "kgm-scheduler-client-tls"
 
 # JSON tags of k8s.io/kube-scheduler/config/v1 `Extender` (kube-scheduler decodes its config strictly:
 # an unknown or wrongly cased key, e.g. the pre-v1 `enableHttps`, stops it at start-up).
@@ -205,12 +206,28 @@ def test_the_extender_url_is_the_service_the_webhook_is_served_by() -> None:
 def test_the_extender_is_called_over_https_trusting_the_kgm_certs_ca() -> None:
     ext = extender()
     assert ext["enableHTTPS"] is True
-    assert set(ext["tlsConfig"]) == {"caFile"}  # verify the server; never `insecure`
+    # Verify the server (never `insecure`) and present the scheduler's own client certificate.
+    assert set(ext["tlsConfig"]) == {"caFile", "certFile", "keyFile"}
     source = mounted_file(ext["tlsConfig"]["caFile"])
     secret = source["volume"]["secret"]
     assert secret["secretName"] == CA_SECRET
     # Only the CA certificate is projected: the scheduler never sees the serving key.
     assert secret["items"] == [{"key": "ca.crt", "path": source["relative"]}]
+
+
+def test_the_extender_is_called_with_the_client_certificate_of_its_own_secret() -> None:
+    ext = extender()
+    cert, key = mounted_file(ext["tlsConfig"]["certFile"]), mounted_file(ext["tlsConfig"]["keyFile"])
+    assert cert["volume"] == key["volume"]
+    secret = cert["volume"]["secret"]
+    assert secret["secretName"] == CLIENT_SECRET
+    assert {(i["key"], i["path"]) for i in secret["items"]} == {
+        ("tls.crt", cert["relative"]),
+        ("tls.key", key["relative"]),
+    }
+    # The key is readable by the scheduler's group only.
+    assert secret["defaultMode"] == 0o440
+    assert pod_spec()["securityContext"]["fsGroup"] == pod_spec()["securityContext"]["runAsGroup"]
 
 
 def test_the_extender_is_a_weighted_node_cache_capable_non_ignorable_binder() -> None:
