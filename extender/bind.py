@@ -26,8 +26,8 @@ class BindError(Exception):
 
 
 class Binder(Protocol):
-    def bind(self, pod: Mapping[str, Any], node: str) -> None:
-        """Bind ``pod`` to ``node`` or raise :class:`BindError`."""
+    def bind(self, pod: Mapping[str, Any], node: str, *, timeout_s: float) -> None:
+        """Bind ``pod`` to ``node`` within ``timeout_s`` seconds, or raise :class:`BindError`."""
         ...
 
 
@@ -43,7 +43,8 @@ class InMemoryBinder:
         self._on_bound = on_bound
         self.bound: dict[str, str] = {}
 
-    def bind(self, pod: Mapping[str, Any], node: str) -> None:
+    def bind(self, pod: Mapping[str, Any], node: str, *, timeout_s: float = 0.0) -> None:
+        del timeout_s  # nothing to wait for
         bound = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}}
         self._cache.apply_pod("ADDED", bound)
         self.bound[str(pod["metadata"]["uid"])] = node
@@ -72,8 +73,9 @@ class BindCoordinator:
         self._done: BoundedDict[str, str] = BoundedDict(remembered, renew_on_write=False)
         self._done_guard = threading.Lock()
 
-    def bind(self, pod: Mapping[str, Any], node: str) -> str | None:
-        """None when the pod is bound to ``node``; else why not (for the reply's ``Error``)."""
+    def bind(self, pod: Mapping[str, Any], node: str, *, timeout_s: float) -> str | None:
+        """None when the pod is bound to ``node``; else why not (for the reply's ``Error``). The
+        Binding is given ``timeout_s`` seconds; one that fails or times out releases the hold."""
         uid = str((pod.get("metadata") or {}).get("uid", ""))
         previous = self._previous(uid)
         if previous is not None:
@@ -100,7 +102,7 @@ class BindCoordinator:
             if refused is not None:
                 return f"node {node} no longer fits the pod: {refused}"
         try:
-            self._binder.bind(pod, node)
+            self._binder.bind(pod, node, timeout_s=timeout_s)
         except BindError as error:
             if claimed is not None:  # back to the reservation, which holds until it lapses
                 self._cache.transfer(uid, claimed.uid)

@@ -21,7 +21,14 @@ from inventory.domain.prices import PriceTable
 from inventory.domain.shape import NodeShape
 from inventory.live.cache import InventoryCache
 
-PodFetcher = Callable[[str, str], Mapping[str, Any] | None]
+#: ``fetch(namespace, name, timeout_s)``: the pod as the API server has it now, None if there is none.
+PodFetcher = Callable[[str, str, float], Mapping[str, Any] | None]
+
+#: Seconds a bind may take in all (reading the pod, writing the Binding). kube-scheduler gives the whole
+#: call httpTimeout (5 s in manifests/scheduler/kgm-scheduler.yaml) and un-assumes the pod after it; the
+#: second left over is for the rest of the call (the HTTP exchange, a wait for a worker thread), so the
+#: scheduler hears our answer, and the hold is released, before it gives up on its own.
+BIND_TIMEOUT_S = 4.0
 
 
 class GpuExtender:
@@ -36,6 +43,7 @@ class GpuExtender:
         reservation: ReservationLookup | None = None,
         clock: Callable[[], float] = time.monotonic,
         workload_refresh_s: float = 10.0,
+        bind_timeout_s: float = BIND_TIMEOUT_S,
     ) -> None:
         """``fetch_pod(namespace, name)`` finds a pod that bind did not see in a filter call (against a
         cluster; standalone there is no one to ask). ``reservation(id)`` is a reservation's ledger row:
@@ -49,6 +57,7 @@ class GpuExtender:
         self._seen_guard = threading.Lock()
         self._clock = clock
         self._workload_refresh_s = workload_refresh_s
+        self._bind_timeout_s = bind_timeout_s
         self._workload: tuple[float, int, Mapping[RequestType, float]] | None = None
         # Verdicts and raw scores by shape id, per kind of pod: shapes are few, pods of a kind many.
         self._verdicts: BoundedDict[Hashable, dict[int, Verdict]] = BoundedDict(256)
@@ -82,18 +91,20 @@ class GpuExtender:
         return prioritize(demand, node_names, snapshot, self._prices, settings, memo)
 
     def bind(self, *, namespace: str, name: str, uid: str, node: str) -> str | None:
+        """Within ``bind_timeout_s`` in all (see :data:`BIND_TIMEOUT_S`)."""
+        deadline = time.monotonic() + self._bind_timeout_s
         with self._seen_guard:
             pod = self._seen.get(uid)
         if pod is None and self._fetch_pod is not None:
             try:
-                pod = self._fetch_pod(namespace, name)
+                pod = self._fetch_pod(namespace, name, self._bind_timeout_s)
             except Exception as error:  # the API server's trouble: kube-scheduler retries the pod
                 return f"cannot read pod {namespace}/{name}: {error}"
             if pod is not None and str((pod.get("metadata") or {}).get("uid")) != uid:
                 return f"pod {namespace}/{name} was replaced (UID {uid} is gone)"
         if pod is None:
             return f"pod {namespace}/{name} ({uid}) was not seen by filter; it will be scheduled again"
-        return self._binds.bind(pod, node)
+        return self._binds.bind(pod, node, timeout_s=deadline - time.monotonic())
 
     def preempt(self, pod: Mapping[str, Any], victims: Mapping[str, Victims]) -> dict[str, Victims]:
         """Keep the nodes where evicting all of kube-scheduler's victims makes room for the pod in our

@@ -13,7 +13,7 @@ class KubeBinder:
     def __init__(self, kube: KubeClient) -> None:
         self._kube = kube
 
-    def bind(self, pod: Mapping[str, Any], node: str) -> None:
+    def bind(self, pod: Mapping[str, Any], node: str, *, timeout_s: float) -> None:
         metadata = pod.get("metadata") or {}
         try:
             self._kube.create_binding(
@@ -21,6 +21,7 @@ class KubeBinder:
                 name=str(metadata.get("name", "")),
                 uid=str(metadata.get("uid", "")),
                 node=node,
+                timeout_s=timeout_s,
             )
         except KubeConflictError as error:
             raise BindError(f"pod is already bound or was replaced: {error}") from error

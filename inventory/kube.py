@@ -21,6 +21,7 @@ header stay inside the client's configuration.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -157,6 +158,13 @@ class KubeClient:
         """
         self._api = api_client
         self._core = client.CoreV1Api(api_client)
+        # Calls with a deadline of their own (binding a pod within kube-scheduler's httpTimeout) use a
+        # pool that never retries: urllib3 retries a connect error, or a GET's read timeout, up to 3
+        # times, each with the whole timeout again.
+        once = copy.deepcopy(api_client.configuration)
+        once.retries = False
+        self._api_once = client.ApiClient(once)
+        self._core_once = client.CoreV1Api(self._api_once)
         self._custom = client.CustomObjectsApi(api_client)
         self._coordination = client.CoordinationV1Api(api_client)
         self._connect_timeout = connect_timeout
@@ -189,8 +197,9 @@ class KubeClient:
         return cls(client.ApiClient(client.Configuration(host=url.rstrip("/"))), **options)
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         self._api.close()  # type: ignore[no-untyped-call]
+        self._api_once.close()  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> KubeClient:
         return self
@@ -357,17 +366,25 @@ class KubeClient:
 
     # Pods: one, and binding one to a node
 
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_pod(self, namespace: str, name: str, timeout_s: float | None = None) -> dict[str, Any] | None:
+        """``timeout_s``: answer within that many seconds in all (:class:`KubeUnavailableError` if not)."""
+        api = self._core if timeout_s is None else self._core_once
         try:
-            return self._call(f"get pod {namespace}/{name}", self._core.read_namespaced_pod, name, namespace)
+            return self._call(
+                f"get pod {namespace}/{name}", api.read_namespaced_pod, name, namespace, timeout_s=timeout_s
+            )
         except KubeNotFoundError:
             return None
 
-    def create_binding(self, *, namespace: str, name: str, uid: str, node: str) -> None:
+    def create_binding(
+        self, *, namespace: str, name: str, uid: str, node: str, timeout_s: float | None = None
+    ) -> None:
         """Bind a pod to a node, as kube-scheduler's default binder does.
 
         ``metadata.uid`` is a precondition the API server checks: a pod deleted and recreated under
         the same name between the scheduling decision and this call is not bound by mistake.
+        ``timeout_s``: give up after that many seconds in all, connecting included, with no retry
+        (:class:`KubeUnavailableError`; the binding may still have been written).
         """
         body = {
             "apiVersion": "v1",
@@ -375,9 +392,9 @@ class KubeClient:
             "metadata": {"name": name, "namespace": namespace, "uid": uid},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
-        self._call(
-            f"bind pod {namespace}/{name} to {node}", self._core.create_namespaced_binding, namespace, body
-        )
+        api = self._core if timeout_s is None else self._core_once
+        what = f"bind pod {namespace}/{name} to {node}"
+        self._call(what, api.create_namespaced_binding, namespace, body, timeout_s=timeout_s)
 
     # Leases (coordination.k8s.io/v1): one writer among replicas
 
@@ -408,15 +425,17 @@ class KubeClient:
 
     # The three shapes of call
 
-    def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """One request, one JSON object back."""
+    def _call(
+        self, what: str, method: Callable[..., Any], *args: Any, timeout_s: float | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """One request, one JSON object back; within ``timeout_s`` in all where given."""
+        timeout: float | tuple[float, float] = (self._connect_timeout, self._request_timeout)
+        if timeout_s is not None:
+            if timeout_s <= 0:
+                raise KubeUnavailableError(f"{what}: no time left to ask")
+            timeout = timeout_s  # the client makes one number urllib3's total: connect and read together
         with _translated(what):
-            response = method(
-                *args,
-                _preload_content=False,
-                _request_timeout=(self._connect_timeout, self._request_timeout),
-                **kwargs,
-            )
+            response = method(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
             try:
                 data: bytes = response.data
             finally:

@@ -74,7 +74,7 @@ def test_a_pod_bind_never_saw_is_refused_standalone() -> None:
 
 
 class FailingBinder:
-    def bind(self, pod: Mapping[str, Any], node: str) -> None:
+    def bind(self, pod: Mapping[str, Any], node: str, *, timeout_s: float) -> None:
         raise BindError("binding failed: the API server said no")
 
 
@@ -95,7 +95,7 @@ def test_against_a_cluster_bind_fetches_a_pod_it_did_not_filter() -> None:
     pod = gpu_pod("p", ONE)
     fetched: list[tuple[str, str]] = []
 
-    def fetch(namespace: str, name: str) -> dict[str, Any]:
+    def fetch(namespace: str, name: str, timeout_s: float) -> dict[str, Any]:
         fetched.append((namespace, name))
         return pod
 

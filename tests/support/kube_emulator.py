@@ -14,7 +14,8 @@ and through the helpers below, which hop onto that loop with ``asyncio.run_corou
 The server is :class:`tests.support.api_server_emulator.ApiServerEmulator` (kmock's emulator made to
 behave like kube-apiserver: resourceVersions, watches from a version, status subresources). The harness
 adds faults: :meth:`KubeEmulator.inject_watch_gone` (a one-shot kmock DSL reaction that ends the next
-watch with an ERROR event of code 410, as a server does for an expired resourceVersion) and
+watch with an ERROR event of code 410, as a server does for an expired resourceVersion),
+:meth:`KubeEmulator.inject_delay` (requests of one kind answered only after a while) and
 :meth:`KubeEmulator.unavailable` (503 before any state changes: a kmock reaction would answer 503
 but kmock would still store a create it intercepted).
 """
@@ -306,6 +307,20 @@ class KubeEmulator:
 
         def install(emulator: ApiServerEmulator) -> None:
             emulator[kmock.action.WATCH, kmock.resource(resource)] << once
+
+        self._on_loop(install)
+
+    def inject_delay(self, seconds: float, *, action: str, resource: str) -> None:
+        """From now on, hold every ``action`` request (``create``, ``fetch``...) on ``resource`` for
+        ``seconds`` before serving it as usual: an API server slow to answer (overloaded, or waiting on
+        etcd). A client that gives up meanwhile does not stop the write from landing afterwards."""
+
+        async def slow() -> object:
+            await asyncio.sleep(seconds)
+            return NotImplemented  # then the emulator serves it
+
+        def install(emulator: ApiServerEmulator) -> None:
+            emulator[getattr(kmock.action, action.upper()), kmock.resource(resource)] << slow
 
         self._on_loop(install)
 
