@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from inventory.layouts.settings import LayoutSettings, PlannerMode
 from kgm.certs import make_webhook_certificates, write_webhook_certificates
 from kgm.client.commands import COMMANDS, add_commands, run_client_command
 from kgm.logs import configure_logging
-from kgm.settings import ServeSettings, TlsSettings, read_environment
+from kgm.settings import ConnectionLimits, ServeSettings, TlsSettings, read_environment
 from kgm.tls import TLSConfigError
 from webhook.settings import WebhookSettings
 
@@ -39,6 +40,43 @@ def choose_inventory(given: str | None, environ: Mapping[str, str], home: Path) 
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_connection_limits(serve: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """What one connection may cost before its request is read (:class:`ConnectionLimits`)."""
+    limits = ConnectionLimits()
+    serve.add_argument(
+        "--header-timeout",
+        type=_positive(float),
+        default=environ.get("KGM_HEADER_TIMEOUT", str(limits.header_timeout_s)),
+        help="seconds for a connection's TLS handshake, and then for each request's headers "
+        "(default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=_positive(int),
+        default=environ.get("KGM_MAX_HEADER_BYTES", str(limits.max_header_bytes)),
+        help="request line and headers larger than this are answered 431 (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=environ.get("KGM_MAX_CONNECTIONS", str(limits.max_connections)),
+        help="connections open at once; requests on more are answered 503 (default %(default)s)",
+    )
 
 
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -119,6 +157,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=environ.get("KGM_MIG_CONFIG_NAME", LayoutSettings().configmap_name),
         help="the ConfigMap kgm writes its mig-parted configs into (the operator's migManager.config.name)",
     )
+    _add_connection_limits(serve, environ)
     serve.add_argument("--log-level", default=environ.get("KGM_LOG_LEVEL", "info"))
 
     agent = commands.add_parser("agent", help="read this node's GPUs through NVML and publish a GpuNode")
@@ -267,6 +306,11 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             extender_client_names=args.extender_client_names,
             mutate_client_cert=args.mutate_client_cert,
             mutate_client_names=args.mutate_client_names,
+        ),
+        limits=ConnectionLimits(
+            header_timeout_s=args.header_timeout,
+            max_header_bytes=args.max_header_bytes,
+            max_connections=args.max_connections,
         ),
         webhook=WebhookSettings(scheduler_name=args.scheduler_name),
         layouts=LayoutSettings(

@@ -20,15 +20,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from extender.service import ExtenderService
 from inventory.domain.allocation import Allocation
 from inventory.domain.offer import Offer
 from kgm.assembly import Parts, assemble
 from kgm.certs import make_self_signed_files
+from kgm.connections import limited_protocol, serving_loop
 from kgm.lifespan import Worker, lifespan
-from kgm.settings import ServeSettings, TlsSettings
+from kgm.settings import ConnectionLimits, ServeSettings, TlsSettings
 from kgm.tls import ReloadingTLS
 from kgm.web import routes as web_routes
 from kgm.web.client_cert import ClientCertGate, ClientCertRule, tls_scope_protocol
@@ -149,6 +149,11 @@ def client_cert_rules(tls: TlsSettings) -> dict[str, ClientCertRule | None]:
     return {"extender_callers": ClientCertRule(names=tls.extender_client_names), "mutate_callers": mutate}
 
 
+def http_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the connection limits, filling in the ASGI TLS extension."""
+    return tls_scope_protocol(limited_protocol(limits))
+
+
 def serve(settings: ServeSettings) -> None:
     registry = CollectorRegistry()
     app, parts = assembled_app(settings, registry)
@@ -160,8 +165,8 @@ def serve(settings: ServeSettings) -> None:
             host=settings.host,
             port=settings.port,
             ssl_context_factory=lambda config, default: tls.context,
-            # The ASGI TLS extension, so that routes can require a client certificate.
-            http=tls_scope_protocol(AutoHTTPProtocol),
+            # Header deadline and size, connection cap; the ASGI TLS extension (client certificates).
+            http=http_protocol(settings.limits),
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=10,
@@ -176,7 +181,8 @@ def serve(settings: ServeSettings) -> None:
             },
         )
         try:
-            asyncio.run(_serve(uvicorn.Server(config), tls, settings.tls.reload_interval))
+            with asyncio.Runner(loop_factory=functools.partial(serving_loop, settings.limits)) as runner:
+                runner.run(_serve(uvicorn.Server(config), tls, settings.tls.reload_interval))
         finally:
             parts.stop.set()
             parts.close()

@@ -45,9 +45,9 @@ class ConnectionLimits:
     """What one HTTPS connection may cost before its request is read (:mod:`kgm.connections`)."""
 
     header_timeout_s: float = 10.0
-    """Seconds from a connection's start, or a request's first byte, to the end of its headers; then the
-    connection is closed unanswered. Real callers send headers at once; 10 s is the API server's default
-    webhook timeout, so no caller waits longer for an answer anyway (kube-apiserver itself: 32 s)."""
+    """Seconds for a connection's TLS handshake, then from its start or a request's first byte to the end
+    of the request's headers; past it the connection is closed unanswered. Real callers send headers at
+    once; 10 s is the API server's default webhook timeout (kube-apiserver's own limit: 32 s)."""
 
     max_header_bytes: int = 64 * 1024
     """Bytes of request line and headers; more is answered 431. The API server and kube-scheduler send
@@ -104,6 +104,7 @@ class ServeSettings:
 
     log_level: str = "info"
     tls: TlsSettings = field(default_factory=TlsSettings)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     cache: CacheSettings = field(default_factory=CacheSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     layouts: LayoutSettings = field(default_factory=LayoutSettings)
