@@ -4,6 +4,7 @@ nothing again (pkg/scheduler/framework/preemption callExtenders), so a node is k
 from __future__ import annotations
 
 from extender.service import Victims
+from inventory.domain.model import NodeName
 from tests.extender.clusters import extender, gpu_pod, node
 
 
@@ -64,3 +65,16 @@ def test_a_pod_that_wants_no_gpu_gets_every_candidate_back() -> None:
     ext, _ = extender([node("a", count=1)])
     victims = {"a": Victims(pod_uids=["x"], num_pdb_violations=3)}
     assert ext.preempt(gpu_pod("p", {"cpu": "1"}), victims) == victims
+
+
+def test_a_pod_claiming_a_reservation_is_offered_only_its_reserved_node() -> None:
+    ext, cache = extender([node("a", count=1), node("b", count=1)])
+    cache.assume("res-1", NodeName("a"), {"nvidia.com/gpu": 1}, ttl_s=3600)
+    cache.apply_pod("ADDED", gpu_pod("x", {"nvidia.com/gpu": "1"}, node_name="b"))
+    pod = gpu_pod("p", {"nvidia.com/gpu": "1"}, annotations={"gpu.kgm.io/allocation-id": "res-1"})
+    victims = {
+        "a": Victims(pod_uids=["cpu-hog"], num_pdb_violations=0),  # its room is held for the pod
+        "b": Victims(pod_uids=["x"], num_pdb_violations=0),  # would free a GPU, but not the reserved one
+    }
+    assert ext.preempt(pod, victims) == {"a": victims["a"]}
+    assert ext.preempt(pod, {"b": victims["b"]}) == {}
