@@ -66,6 +66,14 @@ def _trust_clients(context: ssl.SSLContext, bundles: Sequence[bytes]) -> None:
     # OPTIONAL, not REQUIRED: a handshake without a certificate goes on (probes, the REST API); one
     # with a certificate that does not verify is refused by OpenSSL in the handshake.
     context.verify_mode = ssl.CERT_OPTIONAL
+    # No session tickets: a resumed session keeps the identity it was made with, and OpenSSL looks
+    # sessions up in the first context, before the swap to the current CAs, so a certificate of a CA
+    # since taken out of the bundle (or since expired) would go on being accepted for as long as the
+    # ticket lives. Callers keep their connections open; a full handshake costs about a millisecond.
+    # (TLS 1.2's session-ID cache, which Python cannot turn off, still resumes for OpenSSL's 300 s;
+    # kube-scheduler and the API server speak TLS 1.3.)
+    context.num_tickets = 0
+    context.options |= ssl.OP_NO_TICKET
 
 
 class ReloadingTLS:

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from kgm.certs import (
     CertificatePair,
@@ -26,6 +28,8 @@ from kgm.certs import (
     make_serving_cert,
     write_webhook_certificates,
 )
+from kgm.cli import _parser as kgm_parser
+from kgm.cli import main
 
 TOKEN = "client-cert-test-token"
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "k8s"
@@ -190,3 +194,39 @@ def test_with_the_flag_mutate_takes_only_its_allowed_names(mutate_too: Served, p
     # No names given for the extender there: any certificate of the client CA.
     assert _post(mutate_too, pki.apiserver, "/extender/filter", FILTER) == 200
     assert _post(mutate_too, None, "/extender/filter", FILTER) == 401
+
+
+def test_kgm_certs_issues_a_client_certificate_from_the_same_ca(tmp_path: Path) -> None:
+    assert main(["certs", "--service", "kgm", "--namespace", "kgm-system", "--out", str(tmp_path),
+                 "--client", "kgm-scheduler"], environ={}) == 0  # fmt: skip
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    leaf = x509.load_pem_x509_certificate((tmp_path / "client.crt").read_bytes())
+    leaf.verify_directly_issued_by(ca)
+    assert leaf.subject.rfc4514_string() == "CN=kgm-scheduler"
+    usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert (tmp_path / "client.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--mutate-client-cert"], ["--extender-client-names", "kgm-scheduler"], ["--mutate-client-names", "x"]],
+)
+def test_client_certificate_options_without_a_client_ca_are_refused(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--inventory", "demo", *flags], environ={}) == 2
+    assert "need --client-ca" in capsys.readouterr().err
+
+
+def test_the_client_ca_and_names_come_from_the_environment_too() -> None:
+    environ = {
+        "KGM_CLIENT_CA": os.pathsep.join(["/a/ca.crt", "/b/ca.crt"]),
+        "KGM_EXTENDER_CLIENT_NAMES": "kgm-scheduler, other",
+        "KGM_MUTATE_CLIENT_CERT": "true",
+    }
+    args = kgm_parser(environ).parse_args(["serve"])
+    assert args.client_ca == [Path("/a/ca.crt"), Path("/b/ca.crt")]
+    assert args.extender_client_names == ("kgm-scheduler", "other")
+    assert args.mutate_client_cert is True
+    assert kgm_parser({}).parse_args(["serve"]).client_ca == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
 from pathlib import Path
 
@@ -155,3 +156,34 @@ def test_a_bad_client_ca_at_start_names_the_file(files: Path, tmp_path: Path, co
     with pytest.raises(TLSConfigError) as excinfo:
         ReloadingTLS(cert_file=files / "tls.crt", key_file=files / "tls.key", client_ca_files=[client_ca])
     assert str(client_ca) in str(excinfo.value)
+
+
+def _reused(port: int, server_ca: CertificatePair, identity: tuple[Path, Path]) -> list[bool]:
+    """Connect three times over TLS 1.3 offering the last session each time: which were resumed."""
+    client = ssl.create_default_context(cadata=server_ca.cert_pem.decode())
+    client.load_cert_chain(*identity)
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    session, reused = None, []
+    for _ in range(3):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with client.wrap_socket(raw, server_hostname="localhost", session=session) as connection:
+            assert connection.recv(100).startswith(b"CN=")  # the session ticket, if any, came first
+            session, reused = connection.session, [*reused, connection.session_reused]
+    return reused
+
+
+def test_sessions_are_not_resumed_past_a_change_of_client_ca(
+    files: Path, server_ca: CertificatePair, tmp_path: Path
+) -> None:
+    # A resumed session keeps the identity it was made with, whatever the CA bundle says now.
+    client_ca = tmp_path / "client-ca.crt"
+    ca = make_ca(common_name="client CA")
+    _write_ca(client_ca, ca)
+    tls = ReloadingTLS(cert_file=files / "tls.crt", key_file=files / "tls.key", client_ca_files=[client_ca])
+    identity = _identity(tmp_path / "ids", make_client_cert(ca=ca, common_name="kgm-scheduler"))
+
+    async def body(port: int) -> None:
+        reused = await asyncio.get_running_loop().run_in_executor(None, _reused, port, server_ca, identity)
+        assert reused == [False, False, False]
+
+    _run(tls, body)
