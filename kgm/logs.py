@@ -19,6 +19,8 @@ _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {
     "taskName",
     "color_message",
 }
+# Third-party loggers that would log where outbound requests go (see configure_logging).
+QUIET_LOGGERS = ("httpcore", "httpx")
 # Keys whose values must never reach a log line, whoever passes them.
 _SECRET_WORDS = ("token", "password", "secret", "authorization", "key_pem", "private")
 
@@ -60,3 +62,8 @@ def configure_logging(level: str = "info", stream: IO[str] | None = None) -> Non
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # httpcore traces every connection at debug level with the host and port it dials, and httpx logs
+    # request URLs at info: for notifications those are the endpoints file's secrets (a Slack or Teams
+    # webhook URL is its own credential). Their warnings and errors still come through.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

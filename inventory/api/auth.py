@@ -78,11 +78,12 @@ def parse_tokens(document: object, *, where: str = "tokens") -> tuple[_Entry, ..
         if not isinstance(name, str) or not name.strip():
             raise TokenFileError(f"{at}: 'name' must be a non-empty string")
         if not isinstance(role, str) or role.strip().upper() not in Role.__members__:
-            allowed = ", ".join(Role)
-            raise TokenFileError(f"{at} ({name}): 'role' must be one of {allowed}, not {role!r}")
+            # Never quote what was there, nor the entry's name: a token pasted one field off would
+            # land in the logs (and the start-up error). The position says which entry it is.
+            raise TokenFileError(f"{at}: 'role' must be one of {', '.join(Role)}")
         digest = _digest(token.strip())
         if digest in seen:
-            raise TokenFileError(f"{at} ({name}): the same token is listed twice")
+            raise TokenFileError(f"{at}: the same token is listed twice")
         seen.add(digest)
         entries.append(
             _Entry(digest=digest, caller=Caller(name=name.strip(), role=Role[role.strip().upper()]))
@@ -95,8 +96,12 @@ def _read(path: Path) -> tuple[_Entry, ...]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise TokenFileError(f"cannot read tokens file {path}: {error.strerror}") from error
+    except UnicodeDecodeError:
+        raise TokenFileError(f"tokens file {path} is not UTF-8 text") from None
     try:
         document = yaml.safe_load(text)
+    except RecursionError:
+        raise TokenFileError(f"tokens file {path} is nested too deeply") from None
     except yaml.YAMLError as error:
         # The parser's message may quote the file's text, tokens included: keep only where it broke.
         mark = getattr(error, "problem_mark", None)
@@ -173,10 +178,11 @@ class TokenStore:
                 else:
                     self._logger.info(
                         "API tokens reloaded",
+                        # How many, not who: nothing from the file is logged.
                         extra={
                             "event": "api.tokens_reloaded",
                             "path": str(self._path),
-                            "callers": sorted(e.caller.name for e in self._entries),
+                            "callers": len(self._entries),
                         },
                     )
             return self._entries

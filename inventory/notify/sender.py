@@ -14,7 +14,8 @@ errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter up
 (a Retry-After longer than the backoff wins, up to the backoff cap); other 4xx are not retried.
 
 Webhook URLs, header values and routing keys are secrets: logs and errors name the endpoint only.
-Requests go straight to an httpx transport because ``httpx.Client`` logs every request URL at INFO.
+Requests go straight to an httpx transport because ``httpx.Client`` logs every request URL at INFO;
+httpcore's debug trace names each host and port it dials, so ``kgm.logs`` keeps it at WARNING.
 """
 
 from __future__ import annotations
