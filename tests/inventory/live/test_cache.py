@@ -157,6 +157,16 @@ def test_after_a_reconfiguration_mig_waits_for_the_agents_next_report(
     assert capacity.mig_schedulable and capacity.mig_reason is None
 
 
+def test_a_new_layout_reported_before_the_success_label_counts_at_once(cache: InventoryCache) -> None:
+    cache.apply_node("MODIFIED", mig_state("pending"))
+    new_layout = [gpu(0, node=A), gpu(1, node=A, mig=SEVEN_SMALL), gpu(2, node=A, mig=SEVEN_SMALL)]
+    cache.apply_gpunode("MODIFIED", gpunode(A, new_layout, generation=2))  # the watches keep no order
+    cache.apply_node("MODIFIED", mig_state("success"))
+    capacity = cache.snapshot().capacity(A)
+    assert capacity.mig_schedulable
+    assert dict(capacity.mig_free) == {"nvidia.com/mig-1g.10gb": 14}
+
+
 def test_a_node_first_seen_settled_takes_mig_pods_at_once(cache: InventoryCache) -> None:
     cache.replace_nodes([mig_state("success")])  # a restart: nothing changed while we watched
     assert cache.snapshot().capacity(A).mig_schedulable
