@@ -4,10 +4,12 @@ restarts the scheduler on a renewal."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kgm.tls import ReloadingTLS
 from tests.manifests.rendering import (
     INSTALL,
     NAMESPACE,
@@ -210,3 +213,66 @@ def test_a_renewal_trusts_old_and_new_and_restarts_the_scheduler(job_against_emu
     # The next renewal drops the oldest CA: the bundle never grows past two.
     run(KGM_RENEW_BEFORE_DAYS="100")
     assert len(x509.load_pem_x509_certificates(ca_bundles(kube)[0])) == 2
+
+
+def _accepted(controller: dict[str, bytes], scheduler: dict[str, bytes], tmp: Path) -> bool:
+    """Whether the controller, serving with these files of kgm-webhook-tls (and --client-ca its ca.crt),
+    and kgm-scheduler, with these of kgm-scheduler-client-tls, accept each other."""
+    for side, files in (("controller", controller), ("scheduler", scheduler)):
+        (tmp / side).mkdir(parents=True)
+        for key, value in files.items():
+            (tmp / side / key).write_bytes(value)
+    served = tmp / "controller"
+    tls = ReloadingTLS(
+        cert_file=served / "tls.crt", key_file=served / "tls.key", client_ca_files=[served / "ca.crt"]
+    )
+    client = ssl.create_default_context(cafile=tmp / "scheduler" / "ca.crt")
+    client.load_cert_chain(tmp / "scheduler" / "tls.crt", tmp / "scheduler" / "tls.key")
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"ok\n")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> bool:
+        server = await asyncio.start_server(respond, "127.0.0.1", 0, ssl=tls.context)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client, server_hostname=f"{SERVICE}.{NAMESPACE}.svc"
+            )
+            line = await reader.readline()  # a refused certificate is an alert here (TLS 1.3)
+            writer.close()
+        except (ssl.SSLError, ConnectionError):
+            return False
+        finally:
+            server.close()
+            await server.wait_closed()
+        return line == b"ok\n"
+
+    return asyncio.run(main())
+
+
+def test_controller_and_scheduler_accept_each_other_at_every_step_of_a_renewal(
+    job_against_emulator: Any, tmp_path: Path
+) -> None:
+    kube, run = job_against_emulator
+    run()
+    old_serving, old_client = stored_secret(kube), stored_secret(kube, CLIENT_SECRET)
+    run(KGM_RENEW_BEFORE_DAYS="100")
+    new_serving, new_client = stored_secret(kube), stored_secret(kube, CLIENT_SECRET)
+    bundle = new_serving["ca.crt"]
+    # What each side may hold while the renewal goes through (kubelets bring Secrets at their own
+    # pace; kgm-scheduler reads its files when restarted): before, after step 1 (the new CA trusted,
+    # the old pairs kept), after step 2 (the new pairs).
+    controllers = [old_serving, {**old_serving, "ca.crt": bundle}, new_serving]
+    schedulers = [old_client, {**old_client, "ca.crt": bundle}, new_client]
+    # The scheduler is restarted after step 1 and waits for the controller to take it in, so an old
+    # scheduler meets no new serving certificate and a new client certificate no old controller.
+    for c, controller in enumerate(controllers):
+        for s, scheduler in enumerate(schedulers):
+            if (c, s) in {(2, 0), (0, 2)}:
+                continue
+            assert _accepted(controller, scheduler, tmp_path / f"{c}-{s}"), (c, s)
+    # The serving pair is no client certificate.
+    assert not _accepted(new_serving, {**new_serving}, tmp_path / "serving")
