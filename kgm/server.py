@@ -29,7 +29,7 @@ from kgm.certs import make_self_signed_files
 from kgm.connections import limited_protocol, serving_loop
 from kgm.lifespan import Worker, lifespan
 from kgm.settings import ConnectionLimits, ServeSettings, TlsSettings
-from kgm.tls import ReloadingTLS
+from kgm.tls import CertificateCollector, CertificateInfo, ReloadingTLS
 from kgm.web import routes as web_routes
 from kgm.web.client_cert import ClientCertGate, ClientCertRule, tls_scope_protocol
 from webhook.settings import WebhookSettings
@@ -123,9 +123,18 @@ def freeze_when_loaded(ready: Callable[[], bool], stop: threading.Event) -> None
     )
 
 
-def assembled_app(settings: ServeSettings, registry: CollectorRegistry) -> tuple[Starlette, Parts]:
-    """`kgm serve`'s whole app and the parts behind it (tests serve exactly this)."""
+def assembled_app(
+    settings: ServeSettings,
+    registry: CollectorRegistry,
+    *,
+    certificate: Callable[[], CertificateInfo | None] = lambda: None,
+) -> tuple[Starlette, Parts]:
+    """`kgm serve`'s whole app and the parts behind it (tests serve exactly this).
+
+    ``certificate``: the serving certificate, for its expiry metric (none: the metric has no sample).
+    """
     parts = assemble(settings, registry)
+    registry.register(CertificateCollector(certificate))
     app = build_app(
         offer=parts.offer,
         webhook=settings.webhook,
@@ -156,10 +165,10 @@ def http_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
 
 def serve(settings: ServeSettings) -> None:
     registry = CollectorRegistry()
-    app, parts = assembled_app(settings, registry)
-    parts.background.add(Worker("gc-freeze", functools.partial(freeze_when_loaded, parts.ready)))
     with tempfile.TemporaryDirectory(prefix="kgm-tls-") as scratch:
         tls = _tls(settings, Path(scratch))
+        app, parts = assembled_app(settings, registry, certificate=lambda: tls.certificate)
+        parts.background.add(Worker("gc-freeze", functools.partial(freeze_when_loaded, parts.ready)))
         config = uvicorn.Config(
             app,
             host=settings.host,

@@ -19,12 +19,14 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 _Stamp = tuple[tuple[int, int, int], ...]
 
@@ -33,12 +35,46 @@ class TLSConfigError(Exception):
     """The certificate/key pair could not be loaded at startup."""
 
 
+EXPIRED, NOT_YET_VALID = "expired", "not yet valid"
+
+
 @dataclass(frozen=True, slots=True)
 class CertificateInfo:
     """Identity of the leaf certificate currently served."""
 
     serial_number: int
     not_after: datetime
+    not_before: datetime
+
+    def validity_problem(self, now: datetime) -> str | None:
+        """EXPIRED, NOT_YET_VALID, or None for a certificate valid at ``now``: what every client checks."""
+        if now > self.not_after:
+            return EXPIRED
+        if now < self.not_before:
+            return NOT_YET_VALID
+        return None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CertificateCollector(Collector):
+    """``kgm_tls_certificate_expiry_timestamp_seconds`` of ``certificate()``, read at scrape time;
+    no sample while it is None (an app assembled without a server in front of it)."""
+
+    def __init__(self, certificate: Callable[[], CertificateInfo | None]) -> None:
+        self._certificate = certificate
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "kgm_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the serving certificate new handshakes receive expires (notAfter).",
+        )
+        info = self._certificate()
+        if info is not None:
+            family.add_metric([], info.not_after.timestamp())
+        yield family
 
 
 def _no_password() -> bytes:
@@ -91,7 +127,9 @@ class ReloadingTLS:
         key_file: Path,
         client_ca_files: Sequence[Path] = (),
         logger: logging.Logger | None = None,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
+        self._clock = clock
         self._cert_file = Path(cert_file)
         self._key_file = Path(key_file)
         self._client_ca_files = tuple(Path(f) for f in client_ca_files)
@@ -108,6 +146,15 @@ class ReloadingTLS:
         self._context.sni_callback = self._select
         self._loaded: _Stamp = stamp
         self._failed: _Stamp | None = None
+        self._retry_at: datetime | None = None  # when a refused, not yet valid pair becomes valid
+        problem = self._info.validity_problem(clock())
+        if problem is not None:
+            # Served all the same (there is nothing else), but every client will refuse it.
+            self._log.warning(
+                "the serving certificate is %s",
+                problem,
+                extra={"event": "tls.certificate_invalid", "reason": problem, **self._describe(self._info)},
+            )
 
     @property
     def context(self) -> ssl.SSLContext:
@@ -157,7 +204,18 @@ class ReloadingTLS:
             context.load_cert_chain(cert_path, key_path, password=_no_password)
         if client_cas:
             _trust_clients(context, client_cas)
-        return context, CertificateInfo(serial_number=leaf.serial_number, not_after=leaf.not_valid_after_utc)
+        return context, CertificateInfo(
+            serial_number=leaf.serial_number,
+            not_after=leaf.not_valid_after_utc,
+            not_before=leaf.not_valid_before_utc,
+        )
+
+    def _describe(self, info: CertificateInfo) -> dict[str, str]:
+        return {
+            "cert_file": str(self._cert_file),
+            "not_before": info.not_before.isoformat(),
+            "not_after": info.not_after.isoformat(),
+        }
 
     def _report_failure(self, error: Exception) -> None:
         self._log.error(
@@ -171,23 +229,40 @@ class ReloadingTLS:
         Returns True when a new pair was loaded. On any failure (missing file, bad PEM, cert and key
         not matching) logs `tls.reload_failed`, keeps serving the previous pair and returns False.
         A pair that failed is retried as soon as either file changes again (e.g. the key lands
-        after the certificate); a missing file is retried, and logged, on every call.
+        after the certificate); a missing file is retried, and logged, on every call. A certificate
+        that is expired or not yet valid is refused alike, logged once as `tls.reload_refused`
+        (warning); a not yet valid one is taken once its notBefore has passed, the files unchanged.
         """
         try:
             stamp = self._stamp()
         except OSError as e:
             self._report_failure(e)
             return False
-        if stamp in (self._loaded, self._failed):
+        if stamp == self._loaded:
+            return False
+        if stamp == self._failed and (self._retry_at is None or self._clock() < self._retry_at):
             return False
         try:
             context, info = self._load_validated()
         except (OSError, ValueError) as e:
             # Remembered so an unchanged bad pair is not re-logged every interval.
-            self._failed = stamp
+            self._failed, self._retry_at = stamp, None
             self._report_failure(e)
             return False
-        self._loaded, self._failed, self._info = stamp, None, info
+        problem = info.validity_problem(self._clock())
+        if problem is not None:
+            # Clients would refuse it while the old pair may still be good. An expired pair stays
+            # refused until the files change; a not yet valid one is taken once its time comes.
+            if stamp != self._failed:
+                self._log.warning(
+                    "tls reload refused: the new certificate is %s; keeping the old pair",
+                    problem,
+                    extra={"event": "tls.reload_refused", "reason": problem, **self._describe(info)},
+                )
+            self._failed = stamp
+            self._retry_at = info.not_before if problem == NOT_YET_VALID else None
+            return False
+        self._loaded, self._failed, self._retry_at, self._info = stamp, None, None, info
         self._current = context  # handed to each new handshake by _select
         self._log.info(
             "tls certificate reloaded",
