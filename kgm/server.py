@@ -31,7 +31,7 @@ from kgm.lifespan import Worker, lifespan
 from kgm.settings import ConnectionLimits, ServeSettings, TlsSettings
 from kgm.tls import CertificateCollector, CertificateInfo, ReloadingTLS
 from kgm.web import routes as web_routes
-from kgm.web.client_cert import ClientCertGate, ClientCertRule, tls_scope_protocol
+from kgm.web.client_cert import ClientCertGate, ClientCertRule, refusal_counter, tls_scope_protocol
 from webhook.settings import WebhookSettings
 
 logger = logging.getLogger("kgm.server")
@@ -77,11 +77,16 @@ def build_app(
             extender, registry=registry, logger=logging.getLogger("kgm.extender")
         )
     gate_log = logging.getLogger("kgm.web")
+    refused = refusal_counter(registry) if mutate_callers or extender_callers else None
     if mutate_callers is not None:
-        mutate = ClientCertGate(mutate, mutate_callers, logger=gate_log)
+        mutate = ClientCertGate(mutate, mutate_callers, logger=gate_log, refused=refused, route="mutate")
     if extender_callers is not None:
         extender_routes = [
-            Route(r.path, ClientCertGate(r.app, extender_callers, logger=gate_log)) for r in extender_routes
+            Route(
+                r.path,
+                ClientCertGate(r.app, extender_callers, logger=gate_log, refused=refused, route="extender"),
+            )
+            for r in extender_routes
         ]
     return Starlette(
         routes=[

@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from prometheus_client import CollectorRegistry, Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kgm.web.asgi import error_body, send_json
@@ -112,13 +113,38 @@ class ClientCertRule:
         return None
 
 
-class ClientCertGate:
-    """An ASGI app around one route: refuses what ``rule`` refuses before anything reads the request."""
+def refusal_counter(registry: CollectorRegistry) -> Counter:
+    """``kgm_client_cert_refusals_total{route,code}``: route ``extender`` or ``mutate``, code 401 or 403
+    (a certificate of another CA fails the handshake and is never a request)."""
+    return Counter(
+        "kgm_client_cert_refusals",
+        "Requests refused for want of an allowed client certificate, by route (extender, mutate) and "
+        "code (401: none, 403: a common name not allowed).",
+        ["route", "code"],
+        registry=registry,
+    )
 
-    def __init__(self, app: ASGIApp, rule: ClientCertRule, *, logger: logging.Logger) -> None:
+
+class ClientCertGate:
+    """An ASGI app around one route: refuses what ``rule`` refuses before anything reads the request.
+
+    ``refused`` (:func:`refusal_counter`) counts each refusal under ``route``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        rule: ClientCertRule,
+        *,
+        logger: logging.Logger,
+        refused: Counter | None = None,
+        route: str = "",
+    ) -> None:
         self._app = app
         self._rule = rule
         self._logger = logger
+        self._refused = refused
+        self._route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         refused = self._rule.refusal(scope)
@@ -126,6 +152,8 @@ class ClientCertGate:
             await self._app(scope, receive, send)
             return
         status, message = refused
+        if self._refused is not None:
+            self._refused.labels(self._route, str(status)).inc()
         client = scope.get("client")
         tls = (scope.get("extensions") or {}).get("tls") or {}
         # The subject only, never the certificate; the path as routed (no query string).

@@ -230,3 +230,16 @@ def test_the_client_ca_and_names_come_from_the_environment_too() -> None:
     assert args.extender_client_names == ("kgm-scheduler", "other")
     assert args.mutate_client_cert is True
     assert kgm_parser({}).parse_args(["serve"]).client_ca == []
+
+
+def test_refusals_are_counted_by_route_and_code(extender_only: Served, pki: Pki) -> None:
+    def count(code: str) -> float:
+        with extender_only.client() as client:
+            text = client.get("/metrics").text
+        line = f'kgm_client_cert_refusals_total{{code="{code}",route="extender"}} '
+        return sum(float(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line))
+
+    before_401, before_403 = count("401"), count("403")
+    assert _post(extender_only, None, "/extender/prioritize", FILTER) == 401
+    assert _post(extender_only, pki.other_name, "/extender/prioritize", FILTER) == 403
+    assert (count("401"), count("403")) == (before_401 + 1, before_403 + 1)
