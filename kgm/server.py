@@ -31,7 +31,13 @@ from kgm.lifespan import Worker, lifespan
 from kgm.settings import ConnectionLimits, ServeSettings, TlsSettings
 from kgm.tls import CertificateCollector, CertificateInfo, ReloadingTLS
 from kgm.web import routes as web_routes
-from kgm.web.client_cert import ClientCertGate, ClientCertRule, refusal_counter, tls_scope_protocol
+from kgm.web.client_cert import (
+    ClientCertGate,
+    ClientCertRule,
+    expiry_gauge,
+    refusal_counter,
+    tls_scope_protocol,
+)
 from webhook.settings import WebhookSettings
 
 logger = logging.getLogger("kgm.server")
@@ -77,14 +83,19 @@ def build_app(
             extender, registry=registry, logger=logging.getLogger("kgm.extender")
         )
     gate_log = logging.getLogger("kgm.web")
-    refused = refusal_counter(registry) if mutate_callers or extender_callers else None
+    gated = mutate_callers is not None or extender_callers is not None
+    refused, expiry = (refusal_counter(registry), expiry_gauge(registry)) if gated else (None, None)
     if mutate_callers is not None:
-        mutate = ClientCertGate(mutate, mutate_callers, logger=gate_log, refused=refused, route="mutate")
+        mutate = ClientCertGate(
+            mutate, mutate_callers, logger=gate_log, refused=refused, expiry=expiry, route="mutate"
+        )
     if extender_callers is not None:
         extender_routes = [
             Route(
                 r.path,
-                ClientCertGate(r.app, extender_callers, logger=gate_log, refused=refused, route="extender"),
+                ClientCertGate(
+                    r.app, extender_callers, logger=gate_log, refused=refused, expiry=expiry, route="extender"
+                ),
             )
             for r in extender_routes
         ]

@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kgm.web.asgi import error_body, send_json
@@ -89,10 +89,15 @@ def tls_scope_protocol(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
 
 
 @functools.lru_cache(maxsize=256)
-def _common_names(pem: str) -> frozenset[str]:
+def _identity(pem: str) -> tuple[frozenset[str], float]:
     # Cached: a client presents the same certificate on every call of a connection and across them.
-    subject = x509.load_pem_x509_certificate(pem.encode("ascii")).subject
-    return frozenset(str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+    cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    names = frozenset(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+    return names, cert.not_valid_after_utc.timestamp()
+
+
+def _common_names(pem: str) -> frozenset[str]:
+    return _identity(pem)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +130,24 @@ def refusal_counter(registry: CollectorRegistry) -> Counter:
     )
 
 
+def expiry_gauge(registry: CollectorRegistry) -> Gauge:
+    """``kgm_client_cert_expiry_timestamp_seconds{route,common_name}``: the expiry of the last certificate
+    each allowed caller presented. kube-scheduler reads its client certificate only at start, so this
+    is what it will present until restarted, whatever cert-manager has renewed meanwhile."""
+    return Gauge(
+        "kgm_client_cert_expiry_timestamp_seconds",
+        "Expiry (Unix time) of the client certificate each allowed caller last presented, by route and "
+        "common name.",
+        ["route", "common_name"],
+        registry=registry,
+    )
+
+
 class ClientCertGate:
     """An ASGI app around one route: refuses what ``rule`` refuses before anything reads the request.
 
-    ``refused`` (:func:`refusal_counter`) counts each refusal under ``route``.
+    ``refused`` (:func:`refusal_counter`) counts each refusal under ``route``; ``expiry``
+    (:func:`expiry_gauge`) follows the certificates of the callers let through.
     """
 
     def __init__(
@@ -138,17 +157,22 @@ class ClientCertGate:
         *,
         logger: logging.Logger,
         refused: Counter | None = None,
+        expiry: Gauge | None = None,
         route: str = "",
     ) -> None:
         self._app = app
         self._rule = rule
         self._logger = logger
         self._refused = refused
+        self._expiry = expiry
         self._route = route
+        self._last_pem = ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         refused = self._rule.refusal(scope)
         if refused is None:
+            if self._expiry is not None:
+                self._observe(self._expiry, scope["extensions"]["tls"]["client_cert_chain"][0])
             await self._app(scope, receive, send)
             return
         status, message = refused
@@ -170,3 +194,10 @@ class ClientCertGate:
             },
         )
         await send_json(send, status, error_body(status, message))
+
+    def _observe(self, expiry: Gauge, pem: str) -> None:
+        if pem == self._last_pem:  # the common case: the same caller again, nothing to set
+            return
+        names, not_after = _identity(pem)
+        expiry.labels(self._route, min(names, default="")).set(not_after)
+        self._last_pem = pem

@@ -243,3 +243,15 @@ def test_refusals_are_counted_by_route_and_code(extender_only: Served, pki: Pki)
     assert _post(extender_only, None, "/extender/prioritize", FILTER) == 401
     assert _post(extender_only, pki.other_name, "/extender/prioritize", FILTER) == 403
     assert (count("401"), count("403")) == (before_401 + 1, before_403 + 1)
+
+
+def test_the_expiry_of_each_allowed_callers_certificate_is_a_metric(extender_only: Served, pki: Pki) -> None:
+    assert _post(extender_only, pki.scheduler, "/extender/filter", FILTER) == 200
+    with extender_only.client() as client:
+        text = client.get("/metrics").text
+    line = 'kgm_client_cert_expiry_timestamp_seconds{common_name="kgm-scheduler",route="extender"} '
+    (value,) = [float(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line)]
+    leaf = x509.load_pem_x509_certificate((pki.scheduler / "client.crt").read_bytes())
+    assert value == leaf.not_valid_after_utc.timestamp()
+    # Refused callers leave no series (their names are the caller's to choose).
+    assert "someone-else" not in text
