@@ -40,10 +40,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     A request's *head* (request line and headers) must end within ``header_timeout_s`` of the
     connection's start or of the head's first byte, and within ``max_header_bytes`` bytes, else the
     connection is closed unanswered, or answered 431 and closed. A connection opened while
-    ``max_connections`` are already open has each of its requests answered 503 (and is then closed).
+    ``max_connections`` are already open closes the one that has waited longest for a request head
+    (a slow or silent client; an idle keep-alive waits for none) and takes its place; with none
+    waiting, each of its requests is answered 503 (and it is then closed).
     """
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    # The connections whose head deadline runs, oldest first (one dict per limited_protocol class).
+    _waiting: ClassVar[dict[LimitedHttpToolsProtocol, None]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -56,8 +60,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         # uvicorn checks self.limit_concurrency as each request's headers end, against every
         # connection open then; decided here once, per connection, those admitted stay served.
+        # A slow-loris flood filling the cap would otherwise lock out probes and the API server.
         timeout = self.limits.header_timeout_s
-        if len(self.connections) > self.limits.max_connections:
+        if len(self.connections) > self.limits.max_connections and not self._evict_slowest():
             self.limit_concurrency = 0  # uvicorn answers 503 with connection: close
             timeout = min(timeout, OVER_CAP_GRACE_S)
         else:
@@ -105,14 +110,27 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _arm(self, timeout: float) -> None:
         self._disarm()
         self._head_deadline = self.loop.call_later(timeout, self._head_timed_out)
+        self._waiting[self] = None
 
     def _disarm(self) -> None:
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
+            self._waiting.pop(self, None)
+
+    def _evict_slowest(self) -> bool:
+        """Close the connection that has waited longest for a request head; False if none waits."""
+        victim = next(iter(self._waiting), None)
+        if victim is None:
+            return False
+        victim._disarm()
+        logger.debug("connection closed to make room", extra={"event": "http.evicted"})
+        victim.transport.abort()
+        return True
 
     def _head_timed_out(self) -> None:
         self._head_deadline = None
+        self._waiting.pop(self, None)
         if not self.transport.is_closing():
             logger.debug("request headers not received in time", extra={"event": "http.header_timeout"})
             # abort, not close: a TLS close waits up to 30 s for the peer's close_notify, and a client
@@ -128,7 +146,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 def limited_protocol(limits: ConnectionLimits) -> type[LimitedHttpToolsProtocol]:
     """The protocol class for ``uvicorn.Config(http=...)`` with ``limits``."""
-    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits, "_waiting": {}})
 
 
 class _ServingLoop(asyncio.SelectorEventLoop):

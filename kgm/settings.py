@@ -54,8 +54,9 @@ class ConnectionLimits:
     under 1 KiB; 64 KiB leaves room for long bearer tokens (Go's net/http allows 1 MiB, nginx 32 KiB)."""
 
     max_connections: int = 512
-    """Connections open at once; a request on one beyond them is answered 503 and the connection closed.
-    Each TLS connection holds ~260 KiB of buffers, so 512 cost ~130 MiB at most."""
+    """Connections open at once. One more closes the one waiting longest for its request's headers (a
+    slow client) or, with none waiting, has its requests answered 503 and is closed. Each TLS connection
+    holds ~260 KiB of buffers, so 512 cost ~130 MiB at most."""
 
 
 @dataclass(frozen=True, slots=True)

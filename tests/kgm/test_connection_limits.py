@@ -241,6 +241,26 @@ def test_connections_past_the_cap_get_503_while_admitted_ones_are_served(tmp_pat
             time.sleep(0.05)
 
 
+def test_a_cap_full_of_slow_connections_still_serves_a_normal_caller(tmp_path: Path) -> None:
+    """A slow-loris flood must not lock out probes and the API server: a newcomer past the cap closes
+    the connection that has waited longest for its headers, and the count never passes the cap."""
+    limits = ConnectionLimits(max_connections=3, header_timeout_s=30)
+    with serving(tmp_path, limits) as server:
+        slow = [server.connect() for _ in range(3)]
+        try:
+            for conn in slow:
+                conn.sendall(b"GET /heal")
+            time.sleep(0.2)  # the server has counted them
+            for _ in range(3):
+                with server.connect() as conn:
+                    conn.sendall(HEALTHZ)
+                    assert status(read_response(conn)) == 200
+            assert closed_by_server(slow[0], within=5) < 1  # the oldest went first
+        finally:
+            for conn in slow:
+                conn.close()
+
+
 def test_slow_connections_past_the_cap_are_dropped_within_the_grace(tmp_path: Path) -> None:
     limits = ConnectionLimits(max_connections=2, header_timeout_s=30)
     with serving(tmp_path, limits) as server:
