@@ -64,12 +64,10 @@ class InventoryCache:
         self._allocated: dict[NodeName, dict[str, int]] = {}
         self._assumed: dict[str, AssumedAllocation] = {}
         self._mig_states: dict[NodeName, str] = {}
-        # Nodes whose MIG manager turned to success while we watched and whose agent had not reported
-        # a new layout yet, with the GpuNode generation seen then: their MIG instances count again only
-        # from the agent's next report (until then the inventory lists the old layout's instances).
+        # Nodes whose MIG manager turned to success while we watched, with the GpuNode generation seen
+        # then: their MIG instances count again only from the agent's next report (the one before may
+        # still list the old layout's instances).
         self._awaiting_report: dict[NodeName, int | None] = {}
-        # Each reconfiguring node's MIG layout as reported when its reconfiguration began.
-        self._layout_before: dict[NodeName, tuple[object, ...]] = {}
         self._states: dict[NodeName, NodeState] = {}
         self._shape_ids: dict[NodeShape, int] = {}
         self._shape_epoch = 0
@@ -102,7 +100,6 @@ class InventoryCache:
             if event_type == "DELETED":
                 self._nodes.pop(name, None)
                 self._awaiting_report.pop(name, None)
-                self._layout_before.pop(name, None)
             else:
                 self._nodes[name] = self._record(parsed, self._nodes.get(name))
                 if name in self._awaiting_report and self._awaiting_report[name] != parsed.generation:
@@ -277,20 +274,11 @@ class InventoryCache:
 
     def _note_mig_transition(self, name: NodeName, before: str | None, after: str | None) -> None:
         """A change of the node's MIG manager state; under the lock."""
-        record = self._nodes.get(name)
-        if after in MIG_UNSETTLED_STATES:
+        if after == "success" and before in MIG_UNSETTLED_STATES:
+            record = self._nodes.get(name)
+            self._awaiting_report[name] = record.gpunode.generation if record else None
+        elif after in MIG_UNSETTLED_STATES or after is None:
             self._awaiting_report.pop(name, None)  # the state label says it all again
-            if before not in MIG_UNSETTLED_STATES and record is not None:
-                self._layout_before[name] = _mig_layout(record)
-        elif after == "success" and before in MIG_UNSETTLED_STATES:
-            layout_before = self._layout_before.pop(name, None)
-            # The agent may have reported the new layout already (the watches do not order GpuNode
-            # and Node events); otherwise, or if we never saw the layout before, wait for its report.
-            if record is None or layout_before is None or _mig_layout(record) == layout_before:
-                self._awaiting_report[name] = record.gpunode.generation if record else None
-        else:
-            self._awaiting_report.pop(name, None)
-            self._layout_before.pop(name, None)
 
     # -- Assumed allocations -----------------------------------------------------------------------
 
@@ -407,14 +395,6 @@ def _requests_of(pod: Mapping[str, Any]) -> tuple[str, tuple[NodeName, int, int]
         return None
     cpu, memory = pod_requests(pod)
     return str((pod.get("metadata") or {}).get("uid", "")), (NodeName(str(node)), cpu, memory)
-
-
-def _mig_layout(record: NodeRecord) -> tuple[object, ...]:
-    """A node's MIG layout as its agent reported it: per GPU, MIG on or off and the instances."""
-    return tuple(
-        (gpu.index, gpu.mig_enabled, tuple((i.profile.name, i.start) for i in gpu.mig_instances))
-        for gpu in record.gpunode.inventory.gpus
-    )
 
 
 def _mig_state(node: Mapping[str, Any]) -> str | None:

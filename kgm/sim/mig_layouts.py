@@ -194,9 +194,11 @@ class SimLayouts:
             generation=node.generation,
             agent_version="simulated",
         )
-        self._cache.apply_gpunode("MODIFIED", {**new_gpunode(node.name), "status": status})
+        # The MIG manager's label first, then the agent's report, as a cluster sees them: the cache
+        # counts a reconfigured node's MIG instances only from the first report after ``success``.
         labels = {MIG_CONFIG_STATE_LABEL: state}
         self._cache.apply_node("MODIFIED", node_object(node.name, self._allocatable, labels))
+        self._cache.apply_gpunode("MODIFIED", {**new_gpunode(node.name), "status": status})
 
     # -- Readings ----------------------------------------------------------------------------------
 

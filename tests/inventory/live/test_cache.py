@@ -157,14 +157,16 @@ def test_after_a_reconfiguration_mig_waits_for_the_agents_next_report(
     assert capacity.mig_schedulable and capacity.mig_reason is None
 
 
-def test_a_new_layout_reported_before_the_success_label_counts_at_once(cache: InventoryCache) -> None:
+def test_a_report_that_came_before_the_success_label_is_not_trusted(cache: InventoryCache) -> None:
+    # The watches do not order GpuNode and Node events: a report read before the MIG manager was done
+    # may list a half-made layout, so only a report after ``success`` counts (the next heartbeat).
     cache.apply_node("MODIFIED", mig_state("pending"))
     new_layout = [gpu(0, node=A), gpu(1, node=A, mig=SEVEN_SMALL), gpu(2, node=A, mig=SEVEN_SMALL)]
-    cache.apply_gpunode("MODIFIED", gpunode(A, new_layout, generation=2))  # the watches keep no order
+    cache.apply_gpunode("MODIFIED", gpunode(A, new_layout, generation=2))
     cache.apply_node("MODIFIED", mig_state("success"))
-    capacity = cache.snapshot().capacity(A)
-    assert capacity.mig_schedulable
-    assert dict(capacity.mig_free) == {"nvidia.com/mig-1g.10gb": 14}
+    assert not cache.snapshot().capacity(A).mig_schedulable
+    cache.apply_gpunode("MODIFIED", gpunode(A, new_layout, generation=3))
+    assert dict(cache.snapshot().capacity(A).mig_free) == {"nvidia.com/mig-1g.10gb": 14}
 
 
 def test_a_node_first_seen_settled_takes_mig_pods_at_once(cache: InventoryCache) -> None:
