@@ -306,7 +306,8 @@ def _endpoint(item: object, at: str, default_rate: float) -> Endpoint:
     _unknown_keys(item, _ENDPOINT_KEYS, at)
     fmt = item.get("format")
     if fmt not in set(Format):
-        raise _fail(f"{at}: 'format' must be one of {', '.join(Format)}, not {fmt!r}")
+        # The values a user wrote are never quoted: a secret pasted into the wrong field would reach the log.
+        raise _fail(f"{at}: 'format' must be one of {', '.join(Format)}")
     fmt = Format(fmt)
     url = item.get("url", _PAGERDUTY_URL if fmt is Format.PAGERDUTY else None)
     parts = urlsplit(url) if isinstance(url, str) else None
@@ -315,15 +316,15 @@ def _endpoint(item: object, at: str, default_rate: float) -> Endpoint:
     events = item.get("events")
     if not isinstance(events, Sequence) or isinstance(events, str) or not events:
         raise _fail(f"{at}: 'events' must be a non-empty list of event names (or [\"*\"])")
-    for event in events:
+    for position, event in enumerate(events):
         if event != "*" and event not in set(Event):
-            raise _fail(f"{at}: unknown event {event!r}; known: {', '.join(Event)} or *")
+            raise _fail(f"{at}: events[{position}] is not a known event; known: {', '.join(Event)} or *")
     headers = item.get("headers", {})
     if not isinstance(headers, Mapping):
         raise _fail(f"{at}: 'headers' must be a mapping of header name to string value")
-    for key, value in headers.items():
+    for position, (key, value) in enumerate(headers.items()):
         if not isinstance(key, str) or not _HEADER_NAME.match(key):
-            raise _fail(f"{at}: header name {key!r} is not a valid HTTP header name")
+            raise _fail(f"{at}: the name of header {position + 1} is not a valid HTTP header name")
         if not isinstance(value, str) or "\r" in value or "\n" in value:
             raise _fail(f"{at}: header {key!r} must have a single-line string value")  # never quote it
     routing_key = item.get("routingKey", "")
