@@ -376,6 +376,12 @@ class KubeClient:
         except KubeNotFoundError:
             return None
 
+    def patch_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> dict[str, Any]:
+        """Set (None: remove) a pod's labels, others untouched: the leader marks its own pod."""
+        body, merge = {"metadata": {"labels": dict(labels)}}, "application/merge-patch+json"
+        patch = self._core.patch_namespaced_pod
+        return self._call(f"patch pod {namespace}/{name}", patch, name, namespace, body, _content_type=merge)
+
     def create_binding(
         self, *, namespace: str, name: str, uid: str, node: str, timeout_s: float | None = None
     ) -> None:

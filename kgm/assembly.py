@@ -55,6 +55,8 @@ from inventory.notify.watchdog import (
     failure_notification,
 )
 from inventory.reservations.reserver import Reserver
+from inventory.reservations.service import ReservationService
+from kgm.leadership import LeaderOnlyReservations, Leadership
 from kgm.lifespan import Background, Service, Worker
 from kgm.settings import ServeSettings
 from kgm.web.routes import build_api_routes
@@ -74,6 +76,9 @@ class Parts:
     api_routes: Sequence[BaseRoute]
     #: Reads a reservation by id (admission pins pods that claim one).
     reservation: Callable[[str], Allocation | None]
+    #: Whether this replica decides placement and reservations (:mod:`kgm.leadership`); None: always
+    #: (standalone, one process).
+    serving: Callable[[], bool] | None = None
     #: What keeps the parts current (watches, reconciler, leader election, notifications): started by the
     #: app's lifespan, never by building.
     background: Background = field(default_factory=Background)
@@ -140,7 +145,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     # The kubernetes client (behind inventory.kube) loads only in live mode.
     from extender.kube_binder import KubeBinder  # noqa: PLC0415
     from inventory.kube import KubeClient  # noqa: PLC0415
-    from inventory.leader import LeaderElector  # noqa: PLC0415
+    from inventory.leader import LeaderElector, RoleLabel  # noqa: PLC0415
     from inventory.live.watches import cache_reflectors  # noqa: PLC0415
     from inventory.reservations.controller import GpuAllocationController, gpuallocation_watch  # noqa: PLC0415
 
@@ -153,11 +158,21 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         namespace=settings.namespace,
         name="kgm-reconciler",
         identity=f"{socket.gethostname()}-{os.getpid()}",
+        lease_duration_s=settings.lease_duration_s,
+        renew_s=settings.lease_renew_s,
     )
     offer: LiveOffer | PlannableOffer = LiveOffer(cache, prices, catalogue)
     if settings.layouts.mode is PlannerMode.APPLY:
         offer = PlannableOffer(cache, prices, catalogue)  # admitted for a profile the planner will carve
     signals = WorkloadSignals(recent_pods=settings.layouts.recent_pods)
+    # Only the leader decides placement and reservations, once it holds again what the ledger's
+    # reservations hold (the holds of the term before were in another replica's memory).
+    leadership = Leadership(
+        is_leader=leader.is_leader,
+        term=lambda: leader.term,
+        ready=offer.ready,
+        restore=lambda: core.reserver.restore(),  # noqa: PLW0108  (core is built just below)
+    )
     core = _core(
         settings,
         registry,
@@ -169,6 +184,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         binder=lambda reconciler: KubeBinder(kube),
         fetch_pod=kube.get_pod,
         is_leader=leader.is_leader,
+        serving=leadership.serving,
         description={"inventory": "live", "identity": leader.identity},
         closers=[kube.close],
         signals=signals,
@@ -181,7 +197,11 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         reconciler.resync(listing.items)
 
     resync = _logged(resync_from_listing)
-    background.add(Worker("leader", functools.partial(leader.run, on_leading=resync)))
+    elect = functools.partial(leader.run, on_leading=resync)
+    if settings.pod_name:  # in a pod: mark it for the Service kgm-leader while it leads
+        label = RoleLabel(store=kube, namespace=settings.namespace, pod=settings.pod_name)
+        elect = functools.partial(leader.run, on_leading=resync, on_round=label.sync)
+    background.add(Worker("leader", elect))
     background.add(Worker("resync", functools.partial(_every, settings.resync_interval_s, action=resync)))
     planning = settings.layouts.mode is not PlannerMode.OFF
     for reflector in cache_reflectors(
@@ -195,11 +215,9 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         node_listeners=[(signals.replace_nodes, signals.apply_node)] if planning else [],
     ):
         background.add(Worker(f"reflector-{reflector.name}", reflector.run))
-    background.add(
-        Worker("restore-reservations", functools.partial(_restore_when_synced, offer.ready, core.reserver))
-    )
-    # Reservations made as GpuAllocation objects; decided by the leader only, like the ledger.
-    controller = GpuAllocationController(reservations=core.reserver, store=kube, is_leader=leader.is_leader)
+    background.add(Worker("leadership", leadership.run))
+    # Reservations made as GpuAllocation objects; decided by the leader only, like the REST API's.
+    controller = GpuAllocationController(reservations=core.reserver, store=kube, is_leader=leadership.serving)
     watch = gpuallocation_watch(kube, controller, watch_timeout_seconds=settings.watch_timeout_s)
     background.add(Worker("reflector-gpuallocations", watch.reflector.run))
     background.add(Worker("gpuallocation-resync", watch.resync))
@@ -219,12 +237,14 @@ def _core(
     description: dict[str, object],
     fetch_pod: PodFetcher | None = None,
     is_leader: Callable[[], bool] = lambda: True,
+    serving: Callable[[], bool] | None = None,
     closers: Sequence[Callable[[], None]] = (),
     signals: WorkloadSignals | None = None,
     mig_store: MigConfigStore | None = None,
 ) -> _Core:
     """What both ways have in common: the ledger and its reconciler, reservations, the extender, the
-    API, metrics and notifications, over the cache and offer each way builds."""
+    API, metrics and notifications, over the cache and offer each way builds. ``serving``: whether this
+    replica may decide placement and reservations (the REST API refuses reservation writes otherwise)."""
     background = Background(join_timeout_s=settings.shutdown_timeout_s)
     ledger = SqlLedger.open(ledger_url)
     metrics = ReconcileMetrics.register(registry)
@@ -252,8 +272,17 @@ def _core(
         ready=ready,
         description={**description, "ledger": redact(ledger_url)},
         extender=extender,
-        api_routes=_api(settings, ledger, cache, reserver, prices, registry, planner),
+        api_routes=_api(
+            settings,
+            ledger,
+            cache,
+            reserver if serving is None else LeaderOnlyReservations(reserver, serving),
+            prices,
+            registry,
+            planner,
+        ),
         reservation=ledger.get,
+        serving=serving,
         background=background,
         closers=[ledger.close, *closers],
     )
@@ -382,7 +411,7 @@ def _api(
     settings: ServeSettings,
     ledger: SqlLedger,
     cache: InventoryCache,
-    reserver: Reserver,
+    reserver: ReservationService,
     prices: PriceTable,
     registry: CollectorRegistry,
     planner: LayoutPlanner | None,
@@ -398,15 +427,6 @@ def _api(
         registry=registry,
         logger=logging.getLogger("kgm.api"),
         mig_plan=planner.view if planner is not None else None,
-    )
-
-
-def _restore_when_synced(ready: Callable[[], bool], reserver: Reserver, stop: threading.Event) -> None:
-    while not ready():
-        if stop.wait(0.5):
-            return
-    logger.info(
-        "reservations held again", extra={"event": "serve.reservations_restored", "count": reserver.restore()}
     )
 
 

@@ -297,6 +297,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         notifications=args.notifications,
         daily_cost_threshold=args.daily_cost_threshold,
         namespace=environ.get("POD_NAMESPACE", "kgm-system"),
+        pod_name=environ.get("POD_NAME") or None,
         environ=environ,
         log_level=args.log_level,
         tls=TlsSettings(

@@ -55,8 +55,11 @@ def build_app(
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     extender_callers: ClientCertRule | None = None,
     mutate_callers: ClientCertRule | None = None,
+    extender_serving: Callable[[], bool] | None = None,
 ) -> Starlette:
     """``lifespan``: runs the background work from startup to shutdown (:func:`kgm.lifespan.lifespan`).
+
+    ``extender_serving``: whether this replica decides placement now (:mod:`kgm.leadership`); None: always.
 
     ``extender_callers`` / ``mutate_callers``: the client certificate ``/extender/*`` / ``/mutate``
     require (:mod:`kgm.web.client_cert`); None: none.
@@ -80,7 +83,7 @@ def build_app(
     extender_routes = []
     if extender is not None:
         extender_routes = web_routes.extender_routes(
-            extender, registry=registry, logger=logging.getLogger("kgm.extender")
+            extender, registry=registry, logger=logging.getLogger("kgm.extender"), serving=extender_serving
         )
     gate_log = logging.getLogger("kgm.web")
     gated = mutate_callers is not None or extender_callers is not None
@@ -160,6 +163,7 @@ def assembled_app(
         api_routes=parts.api_routes,
         reservation=parts.reservation,
         lifespan=lifespan(parts.background),
+        extender_serving=parts.serving,
         **client_cert_rules(settings.tls),
     )
     return app, parts

@@ -92,6 +92,17 @@ class ServeSettings:
     namespace: str = "kgm-system"
     """This replica's namespace ($POD_NAMESPACE, from the downward API): where the reconciler's Lease is."""
 
+    pod_name: str | None = None
+    """This replica's pod ($POD_NAME, from the downward API): the leader labels it ``gpu.kgm.io/role=leader``
+    for the Service ``kgm-leader``; none (outside a pod): no label."""
+
+    lease_duration_s: float = 15.0
+    """Seconds a Lease not renewed stays another replica's; how long a failover may take (client-go's
+    default for kube-controller-manager)."""
+
+    lease_renew_s: float = 5.0
+    """Seconds between the leader's renewals (and the others' tries)."""
+
     environ: Mapping[str, str] = field(default_factory=dict)
     """The environment the Kubernetes client configures itself from ($KUBERNETES_SERVICE_HOST in a pod,
     else $KUBECONFIG); empty: ``~/.kube/config``."""

@@ -16,6 +16,9 @@ GROUP: Final = "gpu.kgm.io"
 #: Every pod label and annotation of ours starts with this.
 PREFIX: Final = GROUP + "/"
 
+#: Label, by kgm serve on its own pod while it holds the Lease (value ``inventory.leader.ROLE_LEADER``);
+#: the Service ``kgm-leader`` (the extender's and reservations' address) selects it.
+ROLE: Final = PREFIX + "role"
 #: Annotation, by the user: GPU memory the workload needs, in GB; chooses the MIG profile.
 MEMORY_GB: Final = PREFIX + "memory-gb"
 #: Annotation by the user (Training, Inference, Development); label by the webhook, for cost reports.

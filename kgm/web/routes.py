@@ -7,11 +7,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from extender.app import VERBS, VerbHandler
+from extender.app import VERBS, Verb, VerbHandler
 from extender.service import ExtenderService
 from inventory.api import TokenStore, api_paths
 from inventory.api.handlers import MAX_BODY_BYTES
@@ -22,6 +23,8 @@ from inventory.domain.snapshot import InventorySnapshot
 from inventory.layouts.planner import PlanView
 from inventory.ledger.store import Ledger
 from inventory.reservations.service import ReservationService
+from kgm.leadership import NOT_LEADER
+from kgm.web.asgi import error_body, send_json
 from kgm.web.endpoint import JsonEndpoint, NotFound, Wording
 from kgm.web.metrics import RouteMetrics
 from webhook.app import Admission
@@ -76,28 +79,58 @@ def extender_routes(
     read_timeout: float = 10.0,
     logger: logging.Logger | None = None,
     registry: CollectorRegistry | None = None,
+    serving: Callable[[], bool] | None = None,
 ) -> list[Route]:
     """``/extender/<verb>`` for the four verbs, to mount in ``kgm.server.build_app``.
 
     No ``methods=`` on the routes: the endpoints answer other methods with a JSON 405 themselves.
+    ``serving``: whether this replica decides placement (:mod:`kgm.leadership`); while it does not, every
+    call is answered "not the leader" without reaching the service. None: always.
     """
     metrics = RouteMetrics.extender(registry) if registry is not None else None
     log = logger or logging.getLogger("kgm.extender")
-    return [
-        Route(
-            f"/extender/{verb.name}",
-            JsonEndpoint(
-                VerbHandler(verb, service),
-                wording=extender_wording(verb.name),
-                max_body_bytes=max_body_bytes,
-                read_timeout=read_timeout,
-                logger=log,
-                requests=metrics.requests if metrics else None,
-                latency=metrics.latency.labels(verb.name) if metrics else None,
-            ),
+    routes = []
+    for verb in VERBS:
+        endpoint: ASGIApp = JsonEndpoint(
+            VerbHandler(verb, service),
+            wording=extender_wording(verb.name),
+            max_body_bytes=max_body_bytes,
+            read_timeout=read_timeout,
+            logger=log,
+            requests=metrics.requests if metrics else None,
+            latency=metrics.latency.labels(verb.name) if metrics else None,
         )
-        for verb in VERBS
-    ]
+        if serving is not None:
+            endpoint = LeaderOnly(endpoint, verb, serving, requests=metrics.requests if metrics else None)
+        routes.append(Route(f"/extender/{verb.name}", endpoint))
+    return routes
+
+
+class LeaderOnly:
+    """A verb's calls reach the service only while ``serving()``: another replica's holds are not in
+    this one's memory, so deciding here could give one slice twice. Refused otherwise with the verb's
+    ``Error`` reply (kube-scheduler retries the pod with backoff), or 503 where the reply has no ``Error``
+    (prioritize: kube-scheduler drops this extender's scores for the pod). Counted as outcome
+    ``not_leader``."""
+
+    def __init__(
+        self, app: ASGIApp, verb: Verb[Any], serving: Callable[[], bool], *, requests: Counter | None = None
+    ) -> None:
+        self._app = app
+        self._serving = serving
+        self._verb = verb.name
+        self._status, self._body = (
+            (503, error_body(503, NOT_LEADER)) if verb.error is None else (200, verb.error(NOT_LEADER))
+        )
+        self._refused = requests.labels(verb.name, "not_leader") if requests is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") != "POST" or self._serving():
+            await self._app(scope, receive, send)
+            return
+        if self._refused is not None:
+            self._refused.inc()
+        await send_json(send, self._status, self._body)
 
 
 def build_extender_app(

@@ -27,7 +27,7 @@ LIVE_THREADS = {
     "reflector-gpunodes",
     "reflector-pods",
     "reflector-nodes",
-    "restore-reservations",
+    "leadership",
     "reflector-gpuallocations",
     "gpuallocation-resync",
     "mig-planner",  # the default recommend mode plans every 30 s
@@ -189,9 +189,7 @@ def test_the_live_app_starts_its_watches_at_startup_and_joins_them_at_shutdown(
         assert running_names() == before, "building the app started threads"
         with serving(app):
             assert {t.name for t in parts.background.threads} == LIVE_THREADS
-            # restore-reservations runs once, when the cache has synced, and may be done already.
-            loops = [t for t in parts.background.threads if t.name != "restore-reservations"]
-            assert all(thread.is_alive() for thread in loops)
+            assert all(thread.is_alive() for thread in parts.background.threads)
         assert parts.stop.is_set()
         assert not any(thread.is_alive() for thread in parts.background.threads)
     finally:

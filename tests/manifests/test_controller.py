@@ -11,6 +11,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from inventory.domain.labels import ROLE
+from inventory.leader import ROLE_LEADER
 from kgm.cli import _parser as kgm_parser
 from kgm.server import build_app
 from tests.manifests.rendering import (
@@ -27,6 +29,7 @@ from tests.manifests.rendering import (
     render,
     service_port,
 )
+from tests.support.data import REPO
 from webhook.settings import WebhookSettings
 
 
@@ -46,7 +49,21 @@ def test_service_port_container_port_webhook_port_and_scheduler_url_are_one_port
 
     config = yaml.safe_load(find(objs, "ConfigMap", "kgm-scheduler-config")["data"]["config.yaml"])
     (extender,) = config["extenders"]
-    assert extender["urlPrefix"] == f"https://{SERVICE}.{NAMESPACE}.svc:{port['port']}/extender"
+    assert extender["urlPrefix"] == f"https://kgm-leader.{NAMESPACE}.svc:{port['port']}/extender"
+    assert extender["tlsConfig"]["serverName"] == f"{SERVICE}.{NAMESPACE}.svc"
+
+
+def test_the_leader_service_selects_the_controller_pod_that_holds_the_lease() -> None:
+    objs = render(INSTALL)
+    leader, service = find(objs, "Service", "kgm-leader"), find(objs, "Service", SERVICE)
+    deployment = find(objs, "Deployment", "kgm")
+    assert leader["spec"]["selector"] == {**deployment["spec"]["selector"]["matchLabels"], ROLE: ROLE_LEADER}
+    assert leader["spec"]["ports"] == service["spec"]["ports"]
+    (c,) = pod_spec(deployment)["containers"]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c["env"]}
+    # kgm serve labels its own pod: it learns its name and namespace from the downward API.
+    assert (env["POD_NAME"], env["POD_NAMESPACE"]) == ("metadata.name", "metadata.namespace")
+    assert 'pod_name=environ.get("POD_NAME")' in (REPO / "kgm" / "cli.py").read_text()
 
 
 def serve_args(deployment: Obj) -> Any:

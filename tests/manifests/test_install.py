@@ -35,6 +35,7 @@ CONTROLLER_OBJECTS = {
     ("Deployment", NAMESPACE, "kgm"),
     ("PodDisruptionBudget", NAMESPACE, "kgm"),
     ("Service", NAMESPACE, "kgm"),
+    ("Service", NAMESPACE, "kgm-leader"),
     ("NetworkPolicy", NAMESPACE, "kgm"),
 }
 AGENT_OBJECTS = {

@@ -58,6 +58,7 @@ CONTROLLER_GRANTS = {
     (NAMESPACE, "coordination.k8s.io", "leases", "get", "kgm-reconciler"),
     (NAMESPACE, "coordination.k8s.io", "leases", "update", "kgm-reconciler"),
     (NAMESPACE, "coordination.k8s.io", "leases", "create", "*"),
+    (NAMESPACE, "", "pods", "patch", "*"),
 }
 AGENT_GRANTS = {
     ("", "gpu.kgm.io", "gpunodes", "get", "*"),
@@ -135,6 +136,7 @@ KUBE_CALLS: dict[str, tuple[str, Callable[[KubeClient], object]]] = {
         "kgm",
         lambda k: k.replace_lease(NAMESPACE, "kgm-reconciler", {"metadata": {"name": "kgm-reconciler"}}),
     ),
+    "patch_pod_labels": ("kgm", lambda k: k.patch_pod_labels("ml", "p1", {"gpu.kgm.io/role": "leader"})),
     "get_gpunode": ("kgm-agent", lambda k: k.get_gpunode("n1")),
     "create_gpunode": ("kgm-agent", lambda k: k.create_gpunode({"metadata": {"name": "n2"}})),
     "update_gpunode_status": ("kgm-agent", lambda k: k.update_gpunode_status("n1", {"devices": []})),

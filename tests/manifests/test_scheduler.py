@@ -187,7 +187,7 @@ def test_the_extender_uses_only_v1_field_names_with_their_exact_casing() -> None
 
 def test_the_extender_names_all_four_verbs_under_the_controller_service() -> None:
     ext = extender()
-    assert ext["urlPrefix"] == "https://kgm.kgm-system.svc:8443/extender"
+    assert ext["urlPrefix"] == "https://kgm-leader.kgm-system.svc:8443/extender"
     assert (ext["filterVerb"], ext["prioritizeVerb"], ext["bindVerb"], ext["preemptVerb"]) == (
         "filter",
         "prioritize",
@@ -199,15 +199,17 @@ def test_the_extender_names_all_four_verbs_under_the_controller_service() -> Non
 def test_the_extender_url_is_the_service_the_webhook_is_served_by() -> None:
     (hook,) = yaml.safe_load(WEBHOOK_MANIFEST.read_text())["webhooks"]
     service = hook["clientConfig"]["service"]
-    host = f"{service['name']}.{service['namespace']}.svc:{service['port']}"
+    # Through the Service kgm-leader (the leader's pod only), verified as the webhook's Service.
+    host = f"{service['name']}-leader.{service['namespace']}.svc:{service['port']}"
     assert extender()["urlPrefix"] == f"https://{host}/extender"
+    assert extender()["tlsConfig"]["serverName"] == f"{service['name']}.{service['namespace']}.svc"
 
 
 def test_the_extender_is_called_over_https_trusting_the_kgm_certs_ca() -> None:
     ext = extender()
     assert ext["enableHTTPS"] is True
     # Verify the server (never `insecure`) and present the scheduler's own client certificate.
-    assert set(ext["tlsConfig"]) == {"caFile", "certFile", "keyFile"}
+    assert set(ext["tlsConfig"]) == {"caFile", "certFile", "keyFile", "serverName"}
     source = mounted_file(ext["tlsConfig"]["caFile"])
     secret = source["volume"]["secret"]
     assert secret["secretName"] == CA_SECRET

@@ -37,6 +37,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp.web
 import attrs
 import kmock
 
@@ -133,10 +134,39 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             raise kmock.KubernetesError(
                 status=503, reason="ServiceUnavailable", message="unavailable (harness)"
             )
+        if request.resource is not None and request.method == kmock.method.PUT and request.name is not None:
+            return await self._replace(request)
         if request.resource is not None:
             await self._prepare_write(request)
         # No await between here and kmock's taking its lock: revisions are stored in the order handed out.
         return await super()._handle(request)
+
+    async def _replace(self, request: kmock.Request) -> Any:
+        """PUT of a named object (kmock has none): kube-apiserver's optimistic concurrency, 409 when the
+        body's resourceVersion is not the stored one (leader election's lease renewals rely on it)."""
+        assert request.resource is not None
+        key = (request.resource, request.namespace, request.name)
+        data = request.data if isinstance(request.data, dict) else {}
+        async with self._lock:
+            if key not in self.objects or self.objects[key].deleted:
+                raise kmock.KubernetesError(
+                    status=404, reason="NotFound", message=f"{request.name} not found"
+                )
+            stored = self.objects[key].raw
+            asked = (data.get("metadata") or {}).get("resourceVersion")
+            if asked and asked != (stored.get("metadata") or {}).get("resourceVersion"):
+                raise kmock.KubernetesError(
+                    status=409,
+                    reason="Conflict",
+                    message="the object has been modified; apply your changes to the latest version",
+                )
+            self._revision += 1
+            metadata = {**(stored.get("metadata") or {}), **(data.get("metadata") or {})}
+            metadata["resourceVersion"] = str(self._revision)
+            self.objects[key].patch({**data, "metadata": metadata})
+            raw = self.objects[key].raw
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
+        return aiohttp.web.json_response(raw)
 
     async def _prepare_write(self, request: kmock.Request) -> None:
         """Stamp a resourceVersion into the write, and apply the status subresource's rules to it."""
