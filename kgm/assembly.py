@@ -157,7 +157,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         store=kube,
         namespace=settings.namespace,
         name="kgm-reconciler",
-        identity=f"{socket.gethostname()}-{os.getpid()}",
+        identity=f"{settings.pod_name or socket.gethostname()}-{os.getpid()}",
         lease_duration_s=settings.lease_duration_s,
         renew_s=settings.lease_renew_s,
     )
