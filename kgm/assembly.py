@@ -56,7 +56,7 @@ from inventory.notify.watchdog import (
 )
 from inventory.reservations.reserver import Reserver
 from inventory.reservations.service import ReservationService
-from kgm.leadership import LeaderOnlyReservations, Leadership
+from kgm.leadership import LeaderOnlyReservations, Leadership, TermRestore
 from kgm.lifespan import Background, Service, Worker
 from kgm.settings import ServeSettings
 from kgm.web.routes import build_api_routes
@@ -101,6 +101,7 @@ class _Core:
     parts: Parts
     reconciler: Reconciler
     reserver: Reserver
+    ledger: SqlLedger
 
 
 def assemble(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
@@ -171,7 +172,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         is_leader=leader.is_leader,
         term=lambda: leader.term,
         ready=offer.ready,
-        restore=lambda: core.reserver.restore(),  # noqa: PLW0108  (core is built just below)
+        restore=lambda: restore(),  # noqa: PLW0108  (built just below, with the core)
     )
     core = _core(
         settings,
@@ -191,6 +192,9 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         mig_store=kube,
     )
     reconciler, background = core.reconciler, core.parts.background
+    restore = TermRestore(
+        overlapping=core.ledger.overlapping, forget=cache.forget, restore=core.reserver.restore
+    )
 
     def resync_from_listing() -> None:
         listing = kube.list_pods()  # complete or an exception: never a resync on part of the pods
@@ -287,7 +291,7 @@ def _core(
         closers=[ledger.close, *closers],
     )
     _watch(background, settings, cache, ledger, notifier, is_leader=is_leader)
-    return _Core(parts=parts, reconciler=reconciler, reserver=reserver)
+    return _Core(parts=parts, reconciler=reconciler, reserver=reserver, ledger=ledger)
 
 
 def _planner(

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 from inventory.domain.allocation import Allocation
 from inventory.reservations.service import ReservationRefusedError, ReservationRequest, ReservationService
@@ -75,6 +76,37 @@ class Leadership:
                     "reservations not restored", extra={"event": "serve.restore_failed", "error": str(error)}
                 )
             stop.wait(self._interval)
+
+
+class TermRestore:
+    """What a new term holds: every open reservation in the ledger (``restore``), and nothing of one
+    that another leader ended since this replica's previous term began (``forget`` by its id). Holds
+    of a term are created from that term's start on, so the reservations open at some moment since
+    then (``overlapping``) are all this replica may still hold; an ended one would hold its slice until
+    its own lapse otherwise."""
+
+    def __init__(
+        self,
+        *,
+        overlapping: Callable[[datetime, datetime], Iterable[Allocation]],
+        forget: Callable[[str], None],
+        restore: Callable[[], int],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._overlapping = overlapping
+        self._forget = forget
+        self._restore = restore
+        self._clock = clock
+        self._since: datetime | None = None
+
+    def __call__(self) -> int:
+        now = self._clock()
+        if self._since is not None:
+            for allocation in self._overlapping(self._since, now):
+                if not allocation.is_open:
+                    self._forget(allocation.id)
+        self._since = now
+        return self._restore()
 
 
 class LeaderOnlyReservations:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from inventory.domain.labels import ROLE
 from inventory.kube import KubeUnavailableError
 from inventory.leader import ROLE_LEADER, RoleLabel
 from inventory.reservations.service import ReservationRefusedError, ReservationRequest
-from kgm.leadership import NOT_LEADER, LeaderOnlyReservations, Leadership
+from kgm.leadership import NOT_LEADER, LeaderOnlyReservations, Leadership, TermRestore
 from kgm.web.routes import extender_routes
 from tests.inventory.test_leader import Clocks, MemoryLeases, elector
 from tests.support.kube_emulator import KubeEmulator
@@ -232,3 +233,32 @@ def test_the_leader_labels_its_own_pod_through_the_official_client(kube_emulator
     label.sync(False)
     stored = kube_emulator.stored("v1/pods", "kgm-a", namespace="kgm-system")
     assert stored is not None and stored["metadata"]["labels"] == {"app": "kgm"}
+
+
+class Row:
+    def __init__(self, allocation_id: str, *, is_open: bool) -> None:
+        self.id, self.is_open = allocation_id, is_open
+
+
+def test_a_new_term_lets_go_of_reservations_another_leader_ended_meanwhile() -> None:
+    times = iter(datetime(2026, 12, 6, hour, tzinfo=UTC) for hour in range(1, 10))
+    asked: list[tuple[datetime, datetime]] = []
+    forgotten: list[str] = []
+    rows = [Row("released-by-the-other", is_open=False), Row("still-reserved", is_open=True)]
+
+    def overlapping(start: datetime, end: datetime) -> list[Row]:
+        asked.append((start, end))
+        return rows
+
+    restore = TermRestore(
+        overlapping=overlapping,  # type: ignore[arg-type]
+        forget=forgotten.append,
+        restore=lambda: 1,
+        clock=lambda: next(times),
+    )
+    assert restore() == 1
+    assert (asked, forgotten) == ([], [])  # a first term: nothing was held before
+    assert restore() == 1
+    # Since the previous term began: the ended reservation lets go, the open one is held again.
+    assert asked == [(datetime(2026, 12, 6, 1, tzinfo=UTC), datetime(2026, 12, 6, 2, tzinfo=UTC))]
+    assert forgotten == ["released-by-the-other"]
