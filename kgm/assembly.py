@@ -31,12 +31,12 @@ from inventory.domain.allocation import Allocation
 from inventory.domain.catalogue import builtin_catalogue
 from inventory.domain.cluster_file import load_cluster
 from inventory.domain.cost import allocation_cost
+from inventory.domain.mig_candidates import plannable_offer
 from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import Offer, offer_of
 from inventory.domain.prices import PriceTable, parse_price_table
 from inventory.domain.shape import NodeShape
 from inventory.layouts.metrics import PlanCollector, PlanMetrics
-from inventory.layouts.offer import PlannableOffer
 from inventory.layouts.planner import LayoutPlanner
 from inventory.layouts.settings import PlannerMode
 from inventory.layouts.signals import WorkloadSignals
@@ -162,9 +162,11 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         lease_duration_s=settings.lease_duration_s,
         renew_s=settings.lease_renew_s,
     )
-    offer: LiveOffer | PlannableOffer = LiveOffer(cache, prices, catalogue)
+    offer = LiveOffer(cache, prices, catalogue)
     if settings.layouts.mode is PlannerMode.APPLY:
-        offer = PlannableOffer(cache, prices, catalogue)  # admitted for a profile the planner will carve
+        # Admitted for a profile the planner will carve: only in apply mode, or such a pod would wait
+        # for ever for a profile nobody creates.
+        offer = LiveOffer(cache, prices, catalogue, offer_of=plannable_offer)
     signals = WorkloadSignals(recent_pods=settings.layouts.recent_pods)
     # Only the leader decides placement and reservations, once it holds again what the ledger's
     # reservations hold (the holds of the term before were in another replica's memory).

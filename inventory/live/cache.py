@@ -408,7 +408,9 @@ class LiveOffer:
 
     The offer is the set of (model, MIG profile) that exist somewhere; it changes when a GPU is
     repartitioned (minutes), while the cache changes with every heartbeat. Recomputing it over
-    thousands of nodes for each admission would cost more than the admission itself.
+    thousands of nodes for each admission would cost more than the admission itself. ``offer_of``
+    says what the fresh nodes offer: what exists (the default), or, while kgm applies MIG layouts,
+    also the profiles the planner may carve (``inventory.domain.mig_candidates.plannable_offer``).
     """
 
     def __init__(
@@ -419,10 +421,12 @@ class LiveOffer:
         *,
         refresh_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        offer_of: Callable[[ClusterInventory], Offer] = offer_of,
     ) -> None:
         self._cache = cache
         self._prices = prices
         self._catalogue = catalogue
+        self._offer_of = offer_of
         self._refresh_s = refresh_s
         self._clock = clock
         self._offer: Offer | None = None
@@ -438,7 +442,7 @@ class LiveOffer:
                 if snapshot.capacity(name).schedulable
             )
             cluster = ClusterInventory(nodes=fresh, catalogue=self._catalogue, prices=self._prices)
-            self._offer, self._computed_at = offer_of(cluster), now
+            self._offer, self._computed_at = self._offer_of(cluster), now
         return self._offer
 
     def ready(self) -> bool:
