@@ -132,6 +132,19 @@ def make_serving_cert(
     if not dns_names and not ip_addresses:
         raise ValueError("a serving certificate needs at least one DNS name or IP address")
     ips = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    san = x509.SubjectAlternativeName([*map(x509.DNSName, dns_names), *ips])
+    return _leaf(ca, common_name, ExtendedKeyUsageOID.SERVER_AUTH, now, valid_days, san)
+
+
+def _leaf(
+    ca: CertificatePair,
+    common_name: str,
+    usage: x509.ObjectIdentifier,
+    now: datetime | None,
+    valid_days: int,
+    san: x509.SubjectAlternativeName | None = None,
+) -> CertificatePair:
+    """An ECDSA P-256 leaf certificate signed by `ca`, for one extended key usage (server or client)."""
     not_before, not_after = _validity(now, valid_days)
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
@@ -139,7 +152,7 @@ def make_serving_cert(
         raise ValueError("the CA key must be an EC private key")
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
@@ -150,13 +163,13 @@ def make_serving_cert(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         # ECDHE key exchange only needs signatures; keyEncipherment is an RSA-only notion.
         .add_extension(_key_usage("digital_signature"), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .add_extension(x509.SubjectAlternativeName([*map(x509.DNSName, dns_names), *ips]), critical=False)
-        .sign(ca_key, hashes.SHA256())
     )
-    return _pair(cert, key)
+    if san is not None:
+        builder = builder.add_extension(san, critical=False)
+    return _pair(builder.sign(ca_key, hashes.SHA256()), key)
 
 
 def make_client_cert(
@@ -170,29 +183,7 @@ def make_client_cert(
     """
     if not common_name:
         raise ValueError("a client certificate needs a common name")
-    not_before, not_after = _validity(now, valid_days)
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
-    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ValueError("the CA key must be an EC private key")
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage("digital_signature"), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    return _pair(cert, key)
+    return _leaf(ca, common_name, ExtendedKeyUsageOID.CLIENT_AUTH, now, valid_days)
 
 
 def service_dns_names(service: str, namespace: str) -> list[str]:
