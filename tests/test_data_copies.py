@@ -1,11 +1,12 @@
 """The data the tests read is a copy, in the repository, of the project's shared material: where that
 material sits beside the checkout (``../shared``), each copy still matches it byte for byte."""
 
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.support.data import ALIBABA_TRACE, K8S_FIXTURES, K8S_OPENAPI, PACKAGED_MIG_TABLES, SHARED
+from tests.support.data import ALIBABA_TRACE, K8S_FIXTURES, K8S_OPENAPI, PACKAGED_MIG_TABLES, REPO, SHARED
 
 #: (the copy in the repository, where it came from under ../shared)
 COPIES: list[tuple[Path, Path]] = [
@@ -24,3 +25,15 @@ COPIES: list[tuple[Path, Path]] = [
 def test_the_copy_still_matches_the_shared_original(copy: Path, origin: Path) -> None:
     assert origin.is_file(), f"{origin} is gone from ../shared: drop the copy or its entry"
     assert copy.read_bytes() == origin.read_bytes(), f"{copy} differs from {origin}: copy it again"
+
+
+def test_no_test_reads_the_shared_material_itself() -> None:
+    """A clone with nothing beside it must pass: tests read tests/data, never ../shared."""
+    reads_shared = re.compile(r"""/ ["']shared["']|\.\./shared/""")
+    allowed = {Path(__file__).resolve(), REPO / "tests" / "support" / "data.py"}
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in sorted((REPO / "tests").rglob("*.py"))
+        if path not in allowed and reads_shared.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []

@@ -30,9 +30,10 @@ from kgm.certs import (
 )
 from kgm.cli import _parser as kgm_parser
 from kgm.cli import main
+from tests.support.data import K8S_FIXTURES
 
 TOKEN = "client-cert-test-token"
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "k8s"
+FIXTURES = K8S_FIXTURES
 FILTER = (FIXTURES / "extender-filter-args-nodecache.json").read_bytes()
 REVIEW = (FIXTURES / "admissionreview-pod-create.json").read_bytes()
 
