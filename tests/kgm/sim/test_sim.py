@@ -98,12 +98,12 @@ def test_protocol_inflation_and_arrived_accounting() -> None:
 
 
 def _three_nodes() -> list[TraceNode]:
-    return [node("idle8", gpu=8, cpu=96000), node("shared", gpu=2), node("idle2", gpu=2)]
+    return [node("idle8", gpu=8, cpu=96000), node("half-used", gpu=2), node("idle2", gpu=2)]
 
 
 def _prepare(policy: str) -> Cluster:
     c = cluster(_three_nodes(), policy, wl((1000, 1, 1000, 0.5), (1000, 1, 500, 0.5)))
-    c.place(1, PodDemand.of(pod(milli=500)), random.Random(0))  # node "shared": GPUs (500, 1000)
+    c.place(1, PodDemand.of(pod(milli=500)), random.Random(0))  # node "half-used": GPUs (500, 1000)
     return c
 
 
