@@ -29,7 +29,9 @@ def test_notify_returns_at_once_even_when_every_receiver_hangs(receivers: Any, n
         started = time.perf_counter()
         assert notifier.notify(note(f"key-{i}"))
         durations.append(time.perf_counter() - started)
-    assert max(durations) < 0.010, max(durations)
+    # Far under the receivers' 5 s timeout: notify never waits on one (a 10 ms bound failed on loaded
+    # machines without any notify waiting; timings belong to benchmarks).
+    assert max(durations) < 1.0, max(durations)
     for hook in hooks:
         hook.wait_for(1, delivered=False)
     started = time.monotonic()
