@@ -14,6 +14,12 @@ from kgm.cli import AGENT_EXTRA_MISSING, _parser, choose_inventory, kube_config_
 from kgm.logs import JsonFormatter
 
 
+def serve_demo(*options: str) -> subprocess.CompletedProcess[str]:
+    """`kgm serve` on the demo cluster, as a process, with ``options``: for the ways it refuses to start."""
+    command = [sys.executable, "-m", "kgm.cli", "serve", "--inventory", "demo", "--port", "0", *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_certs_writes_the_pair_and_prints_the_ca_bundle(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -105,24 +111,7 @@ def test_log_lines_are_json_with_level_event_and_ids_and_no_secrets() -> None:
 
 
 def test_serve_with_an_unreachable_ledger_says_so_and_exits_2() -> None:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kgm.cli",
-            "serve",
-            "--inventory",
-            "demo",
-            "--port",
-            "0",
-            "--ledger",
-            "postgresql:///nope?host=/nonexistent-socket-dir",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = serve_demo("--ledger", "postgresql:///nope?host=/nonexistent-socket-dir")
     assert run.returncode == 2
     assert "kgm serve: ledger" in run.stderr
     assert "Traceback" not in run.stderr
@@ -163,24 +152,7 @@ def test_the_mig_planner_recommends_unless_told_otherwise(
 
 
 def test_applying_mig_layouts_without_a_cluster_is_refused_in_one_line() -> None:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kgm.cli",
-            "serve",
-            "--inventory",
-            "demo",
-            "--port",
-            "0",
-            "--mig-planner",
-            "apply",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = serve_demo("--mig-planner", "apply")
     assert run.returncode == 2
     assert (
         "kgm serve: --mig-planner apply changes a cluster's layouts: it needs the live inventory"
