@@ -33,7 +33,7 @@ def test_every_import_linter_contract_is_kept(capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize(
     ("client", "adapter"),
     [
-        ("kubernetes", "inventory.kube"),
+        ("kubernetes", "inventory.kube.**"),
         ("pynvml", "inventory.node.nvml"),
         ("grpc", "inventory.node.podresources"),
         ("sqlite3", "inventory.ledger.sql"),

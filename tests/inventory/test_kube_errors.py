@@ -57,7 +57,7 @@ def test_an_expired_version_in_the_watch_stream_is_gone(kube_emulator: KubeEmula
     ],
 )
 def test_an_error_event_maps_its_code_like_an_http_status(code: int, error: type[KubeError]) -> None:
-    from inventory.kube import _event  # noqa: PLC0415
+    from inventory.kube.transport import _event  # noqa: PLC0415
 
     line = b'{"type":"ERROR","object":{"kind":"Status","code":%d,"reason":"R","message":"m"}}' % code
     with pytest.raises(error) as caught:

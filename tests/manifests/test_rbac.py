@@ -112,7 +112,7 @@ def test_every_workload_service_account_exists_and_is_bound() -> None:
             assert grants(objs, account), f"{account} is bound to nothing"
 
 
-# Every call of inventory/kube.py's KubeClient and the ServiceAccount that makes it ("mig-apply": the
+# Every call of inventory/kube/'s KubeClient and the ServiceAccount that makes it ("mig-apply": the
 # controller in the mig-apply overlay, granted by manifests/components/mig-apply). A new call must be
 # added here, and so to the role that needs it.
 KUBE_CALLS: dict[str, tuple[str, Callable[[KubeClient], object]]] = {

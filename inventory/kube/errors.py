@@ -1,6 +1,6 @@
 """The Kubernetes adapter's exceptions, and which one a status answer means.
 
-Apart from ``inventory/kube.py`` (which raises them, chained ``from`` the client's own) so that the
+Apart from ``inventory/kube/transport.py`` (which raises them, chained ``from`` the client's own) so that the
 adapter stays one concern per module; callers import them from ``inventory.kube``.
 """
 
