@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import os
 import sys
@@ -21,6 +22,9 @@ from kgm.settings import ConnectionLimits, ServeSettings, TlsSettings, read_envi
 from kgm.tls import TLSConfigError
 from webhook.settings import WebhookSettings
 
+#: The distribution that installs the ``kgm`` command (pyproject.toml ``[project] name``).
+DISTRIBUTION = "k8s-gpu-management"
+
 
 def kube_config_found(environ: Mapping[str, str], home: Path) -> bool:
     """Whether a Kubernetes client configuration exists (in-cluster, $KUBECONFIG or ~/.kube/config)."""
@@ -36,6 +40,14 @@ def choose_inventory(given: str | None, environ: Mapping[str, str], home: Path) 
     if given == "live" or (given is None and kube_config_found(environ, home)):
         return None
     return given or DEMO
+
+
+def installed_version() -> str:
+    """The version of the installed distribution (its metadata, as pip sees it), not a copy in the code."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install .)"
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -81,6 +93,7 @@ def _add_connection_limits(serve: argparse.ArgumentParser, environ: Mapping[str,
 
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgm", description="GPU manager for Kubernetes")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve the admission webhook (HTTPS), health and metrics")
@@ -224,7 +237,11 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
 
     add_commands(commands, environ)
+    _add_certs(commands)
+    return parser
 
+
+def _add_certs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     certs = commands.add_parser("certs", help="make a CA and a serving certificate for the webhook Service")
     certs.add_argument("--service", required=True, help="name of the webhook's Service")
     certs.add_argument("--namespace", required=True, help="namespace of that Service")
@@ -235,7 +252,11 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="also a client certificate for common name NAME from the same CA (client.crt, client.key): "
         "kube-scheduler's, for kgm serve --client-ca",
     )
-    return parser
+    certs.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a CA already in --out (everything that trusts the old one must get the new caBundle)",
+    )
 
 
 #: kgm agent's kubelet PodResources client speaks gRPC, an extra that a controller-only install lacks.
@@ -270,6 +291,16 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def _certs(args: argparse.Namespace) -> int:
+    existing_ca = args.out / "ca.crt"
+    if existing_ca.exists() and not args.force:
+        # The API server's caBundle and kube-scheduler's client certificate trust that CA: a new one
+        # made by mistake refuses every GPU pod (failurePolicy: Fail) until both are redistributed.
+        print(
+            f"kgm certs: {existing_ca} exists: refusing to replace the CA that the webhook's caBundle and "
+            "the client certificates trust; pass --force to make a new CA",
+            file=sys.stderr,
+        )
+        return 2
     certs = make_webhook_certificates(service=args.service, namespace=args.namespace, client=args.client)
     paths = write_webhook_certificates(certs, args.out)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
