@@ -4,7 +4,7 @@
 exception tree), ``client.py`` (:class:`KubeClient` and its resource calls).
 """
 
-from inventory.kube.client import GPUALLOCATIONS, KubeClient
+from inventory.kube.client import GPUALLOCATIONS, GROUP, VERSION, KubeClient
 from inventory.kube.errors import (
     KubeConflictError,
     KubeError,
@@ -18,6 +18,8 @@ from inventory.kube.transport import Listing, WatchEvent
 
 __all__ = [
     "GPUALLOCATIONS",
+    "GROUP",
+    "VERSION",
     "KubeClient",
     "KubeConflictError",
     "KubeError",
