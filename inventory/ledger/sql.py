@@ -15,8 +15,6 @@ ledger's writes are small and serial (one reconciler), and one connection is sim
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import re
@@ -31,6 +29,7 @@ from typing import Any, Protocol, Self
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from inventory.domain.allocation import OPEN_STATUSES, Allocation, AllocationFilter, Page, Status
+from inventory.ledger.pages import decode_cursor, encode_cursor
 from inventory.ledger.schema import (
     COLUMNS,
     MIGRATIONS,
@@ -377,7 +376,7 @@ class SqlLedger:
         condition = " AND ".join(f"{column} = ?" for column, v in wanted.items() if v is not None) or "1 = 1"
         page_condition, page_params = condition, list(params)
         if cursor is not None:
-            start, last_id = _decode_cursor(cursor)
+            start, last_id = decode_cursor(cursor)
             page_condition += ' AND ("start" < ? OR ("start" = ? AND id > ?))'
             page_params += [self._dialect.time_in(start), self._dialect.time_in(start), last_id]
         count_sql = self._dialect.sql(f"SELECT COUNT(*) FROM allocations WHERE {condition}")
@@ -389,7 +388,7 @@ class SqlLedger:
             rows = db.fetchall()
         items = [_allocation(row) for row in rows[:limit]]
         more = len(rows) > limit
-        return Page(items=items, total=total, next_cursor=_encode_cursor(items[-1]) if more else None)
+        return Page(items=items, total=total, next_cursor=encode_cursor(items[-1]) if more else None)
 
     def overlapping(self, start: datetime, end: datetime) -> Iterator[Allocation]:
         """Oldest first, read in batches (each its own transaction, no lock held between batches), so
@@ -430,27 +429,3 @@ def _allocation(row: Sequence[Any]) -> Allocation:
         cost_limit=None if cost_limit is None else Decimal(cost_limit), message=message,
     )  # fmt: skip
 
-
-def _encode_cursor(last: Allocation) -> str:
-    position = json.dumps([last.start.isoformat(), last.id]).encode()
-    return base64.urlsafe_b64encode(position).decode().rstrip("=")
-
-
-#: Longer than any cursor :func:`_encode_cursor` writes (a time and an id), short enough to refuse
-#: unread: what is longer is not ours (a deeply nested JSON array, say), and not worth decoding.
-_CURSOR_MAX = 1024
-_ID = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The position a page's ``next_cursor`` names; ``ValueError`` for anything else, whatever it holds
-    (not base64, not JSON, nested too deep, a time outside the years 1..9999 once in UTC, a bad id)."""
-    try:
-        if len(cursor) > _CURSOR_MAX:
-            raise ValueError("too long")
-        start, last_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(start, str) or not isinstance(last_id, str) or not _ID.fullmatch(last_id):
-            raise ValueError("not a time and an id")
-        return _aware(datetime.fromisoformat(start)).astimezone(UTC), last_id
-    except (binascii.Error, ValueError, TypeError, OverflowError, RecursionError) as e:
-        raise ValueError(f"not a page cursor: {cursor[:80]!r}") from e
