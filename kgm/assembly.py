@@ -260,7 +260,12 @@ def _core(
         cache=cache, binder=binder(reconciler), prices=prices, fetch_pod=fetch_pod, reservation=ledger.get
     )
     reserver = Reserver(
-        cache=cache, ledger=ledger, prices=prices, offer=offer, on_refused=_refused(metrics, notifier)
+        cache=cache,
+        ledger=ledger,
+        prices=prices,
+        offer=offer,
+        on_refused=_refused(metrics, notifier),
+        on_change=_announce(notifier),
     )
     registry.register(InventoryCollector(cache))
     registry.register(LedgerCollector(ledger))
@@ -406,6 +411,9 @@ def _reconciler(
 
 
 def _announce(notifier: Notifier | None) -> Callable[[Allocation, bool], None]:
+    """``allocation.created`` / ``allocation.released``: one way for what binds open and close (the
+    reconciler) and what reservations do (the reserver, for REST and GpuAllocation alike)."""
+
     def announce(allocation: Allocation, opened: bool) -> None:
         if notifier is not None:
             notifier.notify(allocation_notification(allocation, opened=opened, now=datetime.now(UTC)))

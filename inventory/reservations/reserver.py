@@ -41,9 +41,13 @@ class Reserver:
         offer: Callable[[], Offer],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_refused: Callable[[str], None] = lambda reason: None,
+        on_change: Callable[[Allocation, bool], None] = lambda allocation, opened: None,
     ) -> None:
-        """``on_refused(reason)`` hears of reservations that could not be placed (metrics, notifications)."""
+        """``on_refused(reason)`` hears of reservations that could not be placed (metrics, notifications);
+        ``on_change(allocation, opened)`` of every reservation recorded (True) or released (False), as
+        the reconciler's does of binds, so REST and GpuAllocation reservations are announced alike."""
         self._on_refused = on_refused
+        self._on_change = on_change
         self._cache = cache
         self._ledger = ledger
         self._prices = prices
@@ -105,6 +109,7 @@ class Reserver:
                 f"pod {request.namespace}/{request.pod_name} already has a reservation: release it first",
                 status=409,
             )
+        self._on_change(allocation, True)
         return allocation
 
     def release(self, allocation_id: str) -> Allocation | None:
@@ -116,7 +121,10 @@ class Reserver:
             return None
         if found.status is Status.RESERVED and self._ledger.end_reservation(allocation_id, self._clock()):
             self._cache.forget(allocation_id)
-            return self._ledger.get(allocation_id)
+            released = self._ledger.get(allocation_id)
+            if released is not None:
+                self._on_change(released, False)
+            return released
         now = self._ledger.get(allocation_id)
         if now is None or now.status is not Status.ACTIVE:
             return None  # ended meanwhile (expired, or released by another call)

@@ -75,8 +75,15 @@ class Rig:
         offer = offer_of(cluster)
         self.ledger = ledger
         self.cache: InventoryCache = cache_of(cluster)
+        #: What the reserver announced: (allocation id, opened), in order.
+        self.announced: list[tuple[str, bool]] = []
         self.reserver = Reserver(
-            cache=self.cache, ledger=ledger, prices=PriceTable(), offer=lambda: offer, clock=lambda: NOW
+            cache=self.cache,
+            ledger=ledger,
+            prices=PriceTable(),
+            offer=lambda: offer,
+            clock=lambda: NOW,
+            on_change=lambda allocation, opened: self.announced.append((allocation.id, opened)),
         )
         self.store = Store()
         self.leader = leader
