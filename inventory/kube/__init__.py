@@ -4,7 +4,9 @@
 exception tree), ``client.py`` (:class:`KubeClient` and its resource calls).
 """
 
-from inventory.kube.client import GPUALLOCATIONS, GROUP, VERSION, KubeClient
+from inventory.domain.gpunode import VERSION
+from inventory.domain.labels import GROUP
+from inventory.kube.client import GPUALLOCATIONS, KubeClient
 from inventory.kube.errors import (
     KubeConflictError,
     KubeError,
