@@ -77,6 +77,7 @@ BASE_OBJECTS = {
     ("ResourceQuota", NAMESPACE, "kgm-critical-pods"),
     ("CustomResourceDefinition", "", "gpunodes.gpu.kgm.io"),
     ("CustomResourceDefinition", "", "gpuallocations.gpu.kgm.io"),
+    ("CustomResourceDefinition", "", "gpuquotas.gpu.kgm.io"),
     ("MutatingWebhookConfiguration", "", WEBHOOK),
     *CONTROLLER_OBJECTS,
     *AGENT_OBJECTS,
@@ -164,7 +165,7 @@ def test_the_critical_priority_classes_are_covered_by_a_quota_in_kgm_system() ->
 
 
 def test_the_crds_are_the_repository_files_unchanged() -> None:
-    for name in ("gpunode", "gpuallocation"):
+    for name in ("gpunode", "gpuallocation", "gpuquota"):
         source = yaml.safe_load((MANIFESTS / "crds" / f"{name}.yaml").read_text())
         rendered = find(render(INSTALL), "CustomResourceDefinition", source["metadata"]["name"])
         del rendered["metadata"]["labels"]["app.kubernetes.io/part-of"]
