@@ -36,8 +36,8 @@ def test_every_import_linter_contract_is_kept(capsys: pytest.CaptureFixture[str]
         ("kubernetes", "inventory.kube.**"),
         ("pynvml", "inventory.node.nvml"),
         ("grpc", "inventory.node.podresources"),
-        ("sqlite3", "inventory.ledger.sql"),
-        ("psycopg", "inventory.ledger.sql"),
+        ("sqlite3", "inventory.ledger.dialects"),
+        ("psycopg", "inventory.ledger.dialects"),
     ],
 )
 def test_each_outside_client_has_exactly_one_adapter(client: str, adapter: str) -> None:

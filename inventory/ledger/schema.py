@@ -96,3 +96,18 @@ STATEMENTS = {
     "version": "SELECT MAX(version) FROM schema_version",
     "add_version": "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
 }
+
+#: Backup and restore (``inventory.ledger.backup``): the whole table read a batch at a time by id inside
+#: one snapshot, and written back with a plain INSERT, so that a duplicate id fails the restore instead
+#: of vanishing.
+BACKUP_STATEMENTS = {
+    "page_by_id": f"{SELECT} WHERE id > ? ORDER BY id LIMIT ?",
+    "summary": f'SELECT COUNT(*), COUNT(CASE WHEN status IN {OPEN} THEN 1 END), MAX("start") '
+    "FROM allocations",
+    "delete_all": "DELETE FROM allocations",
+    "restore": f"INSERT INTO allocations ({QUOTED}) VALUES ({', '.join('?' for _ in COLUMNS)})",
+    # A SQLite backup file carries its header (counts, checksum) in a table of its own.
+    "create_header": "CREATE TABLE kgm_backup (header TEXT NOT NULL)",
+    "write_header": "INSERT INTO kgm_backup (header) VALUES (?)",
+    "read_header": "SELECT header FROM kgm_backup",
+}

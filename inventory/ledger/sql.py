@@ -4,65 +4,62 @@ Its statements and migrations are in ``inventory.ledger.schema``.
 One schema for both, versioned: :data:`MIGRATIONS` are applied in order at open, each in the
 transaction that records it in ``schema_version``, so a second open applies nothing. The SQL is the
 same on both; what differs (placeholders, column types, how a time or an amount is written) is in
-a :class:`_Dialect`. Times are written as ISO-8601 UTC text on SQLite (fixed width, so text order is
+a :class:`Dialect`. Times are written as ISO-8601 UTC text on SQLite (fixed width, so text order is
 time order) and TIMESTAMPTZ on PostgreSQL; amounts as TEXT on SQLite and NUMERIC on PostgreSQL, so a
 ``Decimal`` comes back exactly as it went in.
 
-This is the only module that imports ``sqlite3`` or ``psycopg``: every driver exception becomes
+This module and ``inventory.ledger.dialects`` (which imports the drivers) are the only ones that touch
+``sqlite3`` or ``psycopg``: every driver exception becomes
 :class:`~inventory.domain.allocation.LedgerError` here, chained. One connection per ledger behind a lock: the
 ledger's writes are small and serial (one reconciler), and one connection is simple and correct.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import re
-import sqlite3
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol, Self
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from itertools import islice
+from typing import Any, Self
 
 from inventory.domain.allocation import OPEN_STATUSES, Allocation, AllocationFilter, Page, Status
+from inventory.ledger.dialects import (
+    SQLITE,
+    SQLITE_VERSION,
+    Cursor,
+    Dialect,
+    connect_sqlite_file,
+    online_backup,
+    parse_url,
+    redact,
+    time_out,
+)
 from inventory.ledger.pages import decode_cursor, encode_cursor
 from inventory.ledger.schema import (
+    BACKUP_STATEMENTS,
     COLUMNS,
     MIGRATIONS,
     SCHEMA_VERSION_TABLE,
     SELECT,
     STATEMENTS,
 )
-from inventory.ledger.store import LedgerError
+from inventory.ledger.store import LedgerError, LedgerNotEmpty
 
 log = logging.getLogger(__name__)
+
+__all__ = ["MAX_AMOUNT", "SQLITE_VERSION", "SqlLedger", "redact"]  # what others import from here
 
 Clock = Callable[[], datetime]
 
 _OVERLAPPING_BATCH = 1000
-#: The SQLite library this Python links (for reports; 3.24+ is needed for ON CONFLICT).
-SQLITE_VERSION = sqlite3.sqlite_version
-
-
-class _Cursor(Protocol):
-    """What this module uses of a DB-API cursor; ``sqlite3`` and ``psycopg`` cursors both have it."""
-
-    @property
-    def rowcount(self) -> int: ...
-    def execute(self, sql: str, params: Sequence[Any] = (), /) -> object: ...
-    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> object: ...
-    def fetchone(self) -> Any: ...
-    def fetchall(self) -> list[Any]: ...
-
-
-def _aware(moment: datetime) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"the ledger takes timezone-aware datetimes, not {moment!r}")
-    return moment
+#: Rows per read while a backup streams the table, and per write while a restore fills it.
+_BACKUP_BATCH = 1000
 
 
 #: Amounts are at least 0 and under this: an hourly price or a cost limit of more digits is a mistake,
@@ -76,103 +73,6 @@ def _amount(amount: Decimal) -> Decimal:
     return amount
 
 
-def _iso_utc(moment: datetime) -> str:
-    # Fixed width (always microseconds, always +00:00): comparing the text compares the times.
-    return _aware(moment).astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _time_out(value: datetime | str) -> datetime:
-    return (value if isinstance(value, datetime) else datetime.fromisoformat(value)).astimezone(UTC)
-
-
-def _connect_sqlite(path: str) -> sqlite3.Connection:
-    # isolation_level=None: no implicit transactions; _transaction issues BEGIN itself.
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")  # ":memory:" stays "memory": nothing to share
-        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
-        conn.execute("PRAGMA busy_timeout = 5000")  # another process (a backup, sqlite3 CLI) holds the lock
-        conn.execute("PRAGMA foreign_keys = ON")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-@dataclass(frozen=True, slots=True)
-class _Dialect:
-    name: str
-    #: The driver's placeholder, replacing ``?`` in our SQL.
-    param: str
-    #: Column types substituted into migrations.
-    types: dict[str, str]
-    #: How a datetime and an amount are written (read back by ``_time_out`` and ``Decimal``).
-    time_in: Callable[[datetime], object]
-    money_in: Callable[[Decimal], object]
-    errors: type[Exception]
-    #: Opens a connection to what the URL names (a path, or a libpq conninfo).
-    connect: Callable[[str], Any]
-    #: Statement opening a writing transaction (SQLite takes the write lock up front); None: implicit.
-    begin_write: str | None
-    begin_read: str | None
-    #: Run first in the migration transaction so that two processes opening at once take turns.
-    migration_lock: str | None
-
-    def sql(self, text: str) -> str:
-        return text.replace("?", self.param)
-
-
-SQLITE = _Dialect(
-    name="sqlite", param="?", types={"money": "TEXT", "time": "TEXT", "bool": "INTEGER"},
-    time_in=_iso_utc, money_in=str, errors=sqlite3.Error, connect=_connect_sqlite,
-    begin_write="BEGIN IMMEDIATE", begin_read="BEGIN", migration_lock=None,
-)  # fmt: skip
-
-
-def _postgresql() -> _Dialect:
-    """The PostgreSQL dialect, built on first use: psycopg is an extra (``[postgres]``), so that a
-    SQLite install neither needs nor loads it."""
-    try:
-        import psycopg  # noqa: PLC0415
-    except ImportError as error:
-        raise ValueError(
-            "a postgresql:// ledger needs psycopg: pip install 'k8s-gpu-management[postgres]'"
-        ) from error
-    return _Dialect(
-        name="postgresql", param="%s", types={"money": "NUMERIC", "time": "TIMESTAMPTZ", "bool": "BOOLEAN"},
-        time_in=_aware, money_in=lambda amount: amount, errors=psycopg.Error,
-        connect=lambda conninfo: psycopg.connect(conninfo, autocommit=False),
-        begin_write=None, begin_read=None, migration_lock="SELECT pg_advisory_xact_lock(7460401)",
-    )  # fmt: skip
-
-
-def redact(url: str) -> str:
-    """The URL fit for a log line: a password, in the user part or the query, becomes ``***``."""
-    parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    if parts.password is None and all(key != "password" for key, _ in pairs):
-        return url
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    hidden = [(k, "***" if k == "password" else v) for k, v in pairs]
-    query = urlencode(hidden, safe="/:*", quote_via=quote)  # libpq reads "+" as itself, not a space
-    # Not urlunsplit: it drops the "//" of an empty host ("postgresql:///db?host=/run/postgresql").
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-
-
-def _parse_url(url: str) -> tuple[_Dialect, str]:
-    """The dialect and what its driver connects to: a SQLite path (or ``:memory:``), or a conninfo."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return _postgresql(), url
-    if url.startswith("sqlite:///"):
-        return SQLITE, url.removeprefix("sqlite:///")
-    if not url or re.match(r"[A-Za-z][\w+.-]+:", url):  # another scheme; ":memory:" has none
-        raise ValueError(f"not a ledger URL (sqlite:///PATH, a path, or postgresql://...): {redact(url)}")
-    return SQLITE, url
-
-
 def _statements(migration: str, types: dict[str, str]) -> list[str]:
     return [s.strip() for s in migration.format(**types).split(";") if s.strip()]
 
@@ -181,7 +81,7 @@ class SqlLedger:
     """A :class:`~inventory.ledger.store.Ledger` in SQLite or PostgreSQL. Thread-safe; open with
     :meth:`open`."""
 
-    def __init__(self, *, dialect: _Dialect, target: str, clock: Clock) -> None:
+    def __init__(self, *, dialect: Dialect, target: str, clock: Clock) -> None:
         self._dialect = dialect
         self._target = target
         self._display = redact(target) if dialect.name == "postgresql" else f"sqlite:///{target}"
@@ -189,18 +89,24 @@ class SqlLedger:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._closed = False
-        self._sql = {key: dialect.sql(text) for key, text in STATEMENTS.items()}
+        self._sql = {key: dialect.sql(text) for key, text in (STATEMENTS | BACKUP_STATEMENTS).items()}
 
     @classmethod
-    def open(cls, url: str, *, clock: Clock = lambda: datetime.now(UTC)) -> SqlLedger:
+    def open(
+        cls, url: str, *, clock: Clock = lambda: datetime.now(UTC), must_exist: bool = False
+    ) -> SqlLedger:
         """Connect to ``url``, bring its schema up to date, and return the ledger.
 
         ``url``: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``, a plain
         path or ``:memory:``; or ``postgresql://user:pass@host:port/db`` /
         ``postgresql:///db?host=/var/run/postgresql`` (a libpq URL). ``clock`` stamps applied
-        migrations. Raises ``ValueError`` for an unknown URL, :class:`LedgerError` when the store fails.
+        migrations. ``must_exist``: a SQLite file that is not there raises :class:`LedgerError` instead
+        of being created (a backup of a mistyped path). Raises ``ValueError`` for an unknown URL,
+        :class:`LedgerError` when the store fails.
         """
-        dialect, target = _parse_url(url)
+        dialect, target = parse_url(url)
+        if must_exist and dialect.name == "sqlite" and target != ":memory:" and not os.path.exists(target):
+            raise LedgerError(f"no ledger at sqlite:///{target}")
         ledger = cls(dialect=dialect, target=target, clock=clock)
         try:
             ledger._migrate()
@@ -231,7 +137,7 @@ class SqlLedger:
                     log.warning("closing the ledger %s: %s", self._display, e)
 
     @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[_Cursor]:
+    def _transaction(self, *, write: bool, snapshot: bool = False) -> Iterator[Cursor]:
         """A cursor inside one transaction: committed when the block ends, rolled back if it raises."""
         with self._lock:
             conn = None
@@ -239,6 +145,7 @@ class SqlLedger:
                 conn = self._connection()
                 cursor = conn.cursor()
                 begin = self._dialect.begin_write if write else self._dialect.begin_read
+                begin = self._dialect.begin_snapshot if snapshot else begin
                 if begin is not None:
                     cursor.execute(begin)
                 yield cursor
@@ -416,16 +323,94 @@ class SqlLedger:
                 end_rows = (self._end_params(i, end, inferred, Status.RELEASED) for i, end, inferred in ends)
                 cursor.executemany(self._sql["end"], end_rows)
 
+    # Backup and restore (the file formats are inventory.ledger.backup's): what needs the driver.
+
+    @contextmanager
+    def snapshot(self) -> Iterator[tuple[int, Iterator[Allocation]]]:
+        """The schema version and every allocation by id, as of one moment, while writers carry on: one
+        read-only transaction (``begin_snapshot``) read a batch at a time, so memory stays bounded. The
+        ledger's lock is held until the block ends."""
+        with self._transaction(write=False, snapshot=True) as cursor:
+            cursor.execute(self._sql["version"])
+            version = int(cursor.fetchone()[0] or 0)
+
+            def rows() -> Iterator[Allocation]:
+                after = ""
+                while True:
+                    cursor.execute(self._sql["page_by_id"], (after, _BACKUP_BATCH))
+                    batch = cursor.fetchall()
+                    yield from map(_allocation, batch)
+                    if len(batch) < _BACKUP_BATCH:
+                        return
+                    after = batch[-1][0]
+
+            yield version, rows()
+
+    def replace_all(self, allocations: Iterable[Allocation], *, force: bool) -> int:
+        """Make ``allocations`` the ledger's only rows, in one transaction: all of them, or nothing if
+        anything fails (a row, or the caller's check raising while ``allocations`` is read). Raises
+        :class:`LedgerNotEmpty` (and changes nothing) when the ledger has rows and not ``force``. Returns
+        the number of rows written."""
+        with self._transaction(write=True) as cursor:
+            if self._dialect.table_lock is not None:
+                cursor.execute(self._dialect.table_lock)
+            cursor.execute(self._sql["summary"])
+            rows, open_rows, newest = cursor.fetchone()
+            if rows and not force:
+                newest_start = None if newest is None else time_out(newest)
+                raise LedgerNotEmpty(rows=int(rows), open_rows=int(open_rows), newest_start=newest_start)
+            cursor.execute(self._sql["delete_all"])
+            written, source = 0, iter(allocations)
+            while batch := [self._row(a) for a in islice(source, _BACKUP_BATCH)]:
+                cursor.executemany(self._sql["restore"], batch)
+                written += len(batch)
+            return written
+
+    def backup_sqlite(self, path: str) -> None:
+        """Copy this SQLite ledger into a new file at ``path`` (``dialects.online_backup``: one moment of
+        the ledger, while other connections, the server's, write)."""
+        if self._dialect.name != "sqlite":
+            raise ValueError(f"{self._display} is not a SQLite ledger: back it up in the portable format")
+        with self._lock:
+            try:
+                online_backup(self._connection(), path)
+            except self._dialect.errors as e:
+                raise LedgerError(f"backing up {self._display} to {path}: {type(e).__name__}: {e}") from e
+
+    @classmethod
+    def open_backup_file(cls, path: str, *, writable: bool = False) -> SqlLedger:
+        """A SQLite backup file as a ledger to read (:meth:`snapshot`, :meth:`backup_header`), never
+        migrated nor created; read-only unless ``writable`` (to add the header of a copy just made)."""
+        dialect = dataclasses.replace(SQLITE, connect=lambda _: connect_sqlite_file(path, writable=writable))
+        return cls(dialect=dialect, target=path, clock=lambda: datetime.now(UTC))
+
+    def write_backup_header(self, header: str) -> None:
+        with self._transaction(write=True) as cursor:
+            cursor.execute(self._sql["create_header"])
+            cursor.execute(self._sql["write_header"], (header,))
+
+    def backup_header(self) -> str:
+        """The header a SQLite backup file carries, once SQLite's own check of its pages passes."""
+        with self._transaction(write=False) as cursor:
+            cursor.execute("PRAGMA quick_check")
+            problems = [str(row[0]) for row in cursor.fetchall()]
+            if problems != ["ok"]:
+                raise LedgerError(f"{self._display} is damaged: {'; '.join(problems[:3])}")
+            cursor.execute(self._sql["read_header"])
+            found = cursor.fetchone()
+        if found is None:
+            raise LedgerError(f"{self._display} has no backup header")
+        return str(found[0])
+
 
 def _allocation(row: Sequence[Any]) -> Allocation:
     (id_, namespace, pod, pod_uid, node, resource, count, gpu_model, price, status, start, end, inferred,
      devices, team, user, workload_type, expires_at, max_hours, cost_limit, message) = row  # fmt: skip
     return Allocation(
         id=id_, namespace=namespace, pod=pod, pod_uid=pod_uid, node=node, resource=resource, count=count,
-        gpu_model=gpu_model, hourly_price=Decimal(price), status=Status(status), start=_time_out(start),
-        end=None if end is None else _time_out(end), end_inferred=bool(inferred),
+        gpu_model=gpu_model, hourly_price=Decimal(price), status=Status(status), start=time_out(start),
+        end=None if end is None else time_out(end), end_inferred=bool(inferred),
         device_ids=tuple(json.loads(devices)), team=team, user=user, workload_type=workload_type,
-        expires_at=None if expires_at is None else _time_out(expires_at), max_duration_hours=max_hours,
+        expires_at=None if expires_at is None else time_out(expires_at), max_duration_hours=max_hours,
         cost_limit=None if cost_limit is None else Decimal(cost_limit), message=message,
     )  # fmt: skip
-

@@ -18,6 +18,18 @@ class LedgerError(Exception):
     """The ledger's store failed (the database is away, a constraint broke)."""
 
 
+class LedgerNotEmpty(LedgerError):  # noqa: N818  (a LedgerError, named for what it found)
+    """A restore found allocations in the ledger it was to fill, and was not told to replace them."""
+
+    def __init__(self, *, rows: int, open_rows: int, newest_start: datetime | None) -> None:
+        self.rows, self.open_rows, self.newest_start = rows, open_rows, newest_start
+        newest = "" if newest_start is None else f", the newest started {newest_start.isoformat()}"
+        super().__init__(
+            f"the target ledger is not empty: it holds {rows} allocations ({open_rows} reserved or active"
+            f"{newest}); restoring with --force deletes them and writes the backup's"
+        )
+
+
 class Ledger(Protocol):
     """Thread-safe. Every method raises :class:`LedgerError` when the store fails."""
 

@@ -7,7 +7,7 @@ pass with PostgreSQL silently untested.
 Each user gets its own PostgreSQL schema (``kgm_test_<random>``), created on entry and dropped with
 everything in it on exit, through ``options=-c search_path=...`` in the URL it is handed: tests run
 against one database without seeing each other's tables. Test code only may import psycopg here; the
-product's one importer is ``inventory/ledger_sql.py``.
+product's one importer is ``inventory/ledger/dialects.py``.
 """
 
 from __future__ import annotations
