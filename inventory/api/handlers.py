@@ -20,7 +20,15 @@ import orjson
 from starlette.types import Scope
 
 from inventory.api import auth, openapi, serialize
-from inventory.api.auth import Caller, Role, TokenStore
+from inventory.api.auth import (
+    ALLOCATIONS,
+    Area,
+    Authenticator,
+    AuthUnavailableError,
+    Caller,
+    Role,
+    forbidden,
+)
 from inventory.api.mig_plan import plan_view
 from inventory.api.serialize import BadRequestError
 from inventory.domain import cost
@@ -38,10 +46,17 @@ MAX_BODY_BYTES = 64 * 1024
 CALLER = "caller"
 _INTERNAL = "internal error; the server's logs say more"
 _WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="kgm"')
+#: The RBAC verb of each method, as kube-rbac-proxy maps them; listing paths say "list" themselves.
+_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
+          "DELETE": "delete"}  # fmt: skip
 
 
 class NotFoundError(LookupError):
     """No such thing (404); the message says what was looked for."""
+
+
+class ForbiddenError(PermissionError):
+    """The caller may not do this in that namespace (403); the message says what and where."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,23 +126,38 @@ class Reply:
 
 
 class ApiPath:
-    """One path: its handler per method, and who may call it (None: anybody)."""
+    """One path: its handler and RBAC verb per method, and its area of the API (None: open to anybody)."""
 
-    blocking = True  # the ledger and the reservation service wait on a database
+    #: The ledger and the reservation service wait on a database; the check may wait on the API server
+    #: (TokenReview, SubjectAccessReview) or the identity provider's keys: both run in a worker thread.
+    blocking = True
 
     def __init__(
-        self, route: str, handlers: Mapping[str, Handler], roles: frozenset[Role] | None, tokens: TokenStore
+        self,
+        route: str,
+        handlers: Mapping[str, Handler],
+        area: Area | None,
+        tokens: Authenticator,
+        verbs: Mapping[str, str] | None = None,
     ) -> None:
+        """``verbs``: the RBAC verb of each method (default: GET get, POST create, DELETE delete)."""
         self.route = route
         self.handlers = handlers
-        self.roles = roles
+        self.area = area
         self.methods = frozenset(handlers)
+        self.verbs = {method: _VERBS.get(method, method.lower()) for method in handlers} | dict(verbs or {})
         self._tokens = tokens
 
+    @property
+    def roles(self) -> frozenset[Role] | None:
+        """The roles that may call it (None: anybody), for the OpenAPI document's claims."""
+        return self.area.roles if self.area is not None else None
+
     def check(self, scope: Scope) -> Reply | None:
-        if self.roles is None:
+        if self.area is None:
             return None
-        verdict = auth.authorize(self._tokens, scope["headers"], self.roles, what=self.route)
+        verb = self.verbs[scope["method"]]
+        verdict = auth.authorize(self._tokens, scope["headers"], self.area, verb, what=self.route)
         if isinstance(verdict, auth.Refusal):
             scope[CALLER] = verdict.caller
             headers = [_WWW_AUTHENTICATE] if verdict.status == 401 else []
@@ -158,6 +188,10 @@ class ApiPath:
             return self._error(scope, 400, str(error)), None
         if isinstance(error, NotFoundError):
             return self._error(scope, 404, str(error)), None
+        if isinstance(error, ForbiddenError):
+            return self._error(scope, 403, str(error)), None
+        if isinstance(error, AuthUnavailableError):
+            return self._error(scope, 503, str(error)), None
         if isinstance(error, ReservationRefusedError):
             return self._error(scope, error.status, str(error)), None
         if isinstance(error, LedgerError):
@@ -188,6 +222,8 @@ class GpuApi:
     reservations: ReservationService
     prices: PriceTable
     clock: Callable[[], datetime]
+    #: Who may see and change reservations of which namespace (the paths' own check came first).
+    tokens: Authenticator
     #: The MIG planner's last plan (a planner that is off shows an empty one).
     mig_plan: Callable[[], PlanView] = lambda: PlanView(mode=PlannerMode.OFF)
 
@@ -202,11 +238,12 @@ class GpuApi:
 
     def list_allocations(self, call: Call) -> Answer:
         limit = serialize.int_param(call.query, "limit", default=100, low=1, high=500)
+        namespace = self._listable_namespace(call)
         status = call.query.get("status")
         if status is not None and status.lower() not in {s.value for s in Status}:
             raise BadRequestError(f"status must be one of {', '.join(Status)}, not {status[:40]!r}")
         where = AllocationFilter(
-            namespace=call.query.get("namespace"),
+            namespace=namespace,
             team=call.query.get("team"),
             status=Status(status.lower()) if status else None,
             node=call.query.get("nodeName"),
@@ -228,6 +265,7 @@ class GpuApi:
         found = self.ledger.get(call.path_params["allocationId"])
         if found is None:
             raise NotFoundError(f"no allocation {call.path_params['allocationId']!r}")
+        self._require(call, "get", found.namespace)
         return Answer(200, {"data": serialize.allocation(found, self.clock())})
 
     def reserve(self, call: Call) -> Answer:
@@ -239,15 +277,48 @@ class GpuApi:
             request = body_request(body)
         except RequestError as error:
             raise BadRequestError(str(error)) from error
+        self._require(call, "create", request.namespace)
         made = self.reservations.reserve(request)
         location = f"/api/v1/gpu/allocations/{made.id}".encode()
         return Answer(201, {"data": serialize.reservation(made)}, [(b"location", location)])
 
     def release(self, call: Call) -> Answer:
+        found = self.ledger.get(call.path_params["allocationId"])
+        if found is not None:  # an unknown id is the reservation service's 404, as before
+            self._require(call, "delete", found.namespace)
         released = self.reservations.release(call.path_params["allocationId"])
         if released is None:
             raise NotFoundError(f"no open allocation {call.path_params['allocationId']!r}")
         return Answer(200, {"data": {"allocationId": released.id, "status": "Released"}})
+
+    def _allowed(self, call: Call, verb: str, namespace: str | None) -> bool:
+        return call.caller is not None and self.tokens.allows(call.caller, ALLOCATIONS, verb, namespace)
+
+    def _require(self, call: Call, verb: str, namespace: str) -> None:
+        """403 unless the caller may ``verb`` reservations of ``namespace``. Another namespace's
+        reservation is 403, not 404: ids are unguessable, and Kubernetes too says forbidden, not absent."""
+        if not self._allowed(call, verb, namespace):
+            assert call.caller is not None  # the path's check let no anonymous caller through
+            raise ForbiddenError(forbidden(call.caller, ALLOCATIONS, verb, call.path, namespace))
+
+    def _listable_namespace(self, call: Call) -> str | None:
+        """The namespace a listing is narrowed to: the one asked for, if the caller may list it; none
+        for a caller who may list every namespace; else the caller's only namespace, or 403 naming the
+        way (the ledger pages one namespace at a time, as ``kubectl get -n`` asks for one)."""
+        asked = call.query.get("namespace")
+        if asked is not None:
+            self._require(call, "list", asked)
+            return asked
+        if self._allowed(call, "list", None):
+            return None
+        caller = call.caller
+        assert caller is not None
+        mine = sorted(caller.namespaces or ())
+        if len(mine) == 1:
+            return mine[0]
+        hint = f" (one of {', '.join(mine)})" if mine else ""
+        reason = forbidden(caller, ALLOCATIONS, "list", call.path)
+        raise ForbiddenError(f"{reason} in every namespace; name one with ?namespace={hint}")
 
     def overview(self, call: Call) -> Answer:
         data = serialize.overview(self.snapshot(), self.ledger.open_allocations(), self.prices)
@@ -264,7 +335,7 @@ class GpuApi:
             self.ledger.overlapping(start, end),
             start=start,
             end=end,
-            capacity_hourly=cost.capacity_hourly(self.snapshot(), self.prices),
+            capacity=cost.capacity_of(self.snapshot(), self.prices),
             currency=self.prices.currency,
         )
         return Answer(200, {"data": serialize.cost_analysis(analysis)})
@@ -276,26 +347,36 @@ def api_paths(
     snapshot: Callable[[], InventorySnapshot],
     reservations: ReservationService,
     prices: PriceTable,
-    tokens: TokenStore,
+    tokens: Authenticator,
     clock: Callable[[], datetime],
     mig_plan: Callable[[], PlanView] | None = None,
 ) -> list[ApiPath]:
-    """The paths of ``/api/v1``, each with its handlers and roles (``kgm.web.routes`` serves them)."""
-    api = GpuApi(ledger=ledger, snapshot=snapshot, reservations=reservations, prices=prices, clock=clock)
+    """The paths of ``/api/v1``, each with its handlers and area (``kgm.web.routes`` serves them);
+    ``tokens`` tells who calls and what they may do (a token file, Kubernetes or OIDC)."""
+    api = GpuApi(
+        ledger=ledger, snapshot=snapshot, reservations=reservations, prices=prices, clock=clock, tokens=tokens
+    )
     if mig_plan is not None:
         api = dataclasses.replace(api, mig_plan=mig_plan)
-    table: list[tuple[str, dict[str, Handler], frozenset[Role] | None]] = [
-        ("/api/v1/health", {"GET": api.health}, None),
-        ("/api/v1/openapi.json", {"GET": api.openapi}, None),
-        ("/api/v1/gpu/devices", {"GET": api.devices}, auth.DEVICES),
-        ("/api/v1/gpu/allocations", {"GET": api.list_allocations, "POST": api.reserve}, auth.ALLOCATIONS),
+    listing = {"GET": "list"}  # the RBAC verb of GET on a collection
+    table: list[tuple[str, dict[str, Handler], Area | None, dict[str, str]]] = [
+        ("/api/v1/health", {"GET": api.health}, None, {}),
+        ("/api/v1/openapi.json", {"GET": api.openapi}, None, {}),
+        ("/api/v1/gpu/devices", {"GET": api.devices}, auth.DEVICES, listing),
+        (
+            "/api/v1/gpu/allocations",
+            {"GET": api.list_allocations, "POST": api.reserve},
+            auth.ALLOCATIONS,
+            listing,
+        ),
         (
             "/api/v1/gpu/allocations/{allocationId}",
             {"GET": api.get_allocation, "DELETE": api.release},
             auth.ALLOCATIONS,
+            {},
         ),
-        ("/api/v1/gpu/overview", {"GET": api.overview}, auth.OVERVIEW),
-        ("/api/v1/gpu/mig/plan", {"GET": api.mig_plan_view}, auth.OVERVIEW),
-        ("/api/v1/gpu/cost/analysis", {"GET": api.cost_analysis}, auth.COST),
+        ("/api/v1/gpu/overview", {"GET": api.overview}, auth.OVERVIEW, {}),
+        ("/api/v1/gpu/mig/plan", {"GET": api.mig_plan_view}, auth.OVERVIEW, {}),
+        ("/api/v1/gpu/cost/analysis", {"GET": api.cost_analysis}, auth.COST, {}),
     ]
-    return [ApiPath(path, handlers, roles, tokens) for path, handlers, roles in table]
+    return [ApiPath(path, handlers, area, tokens, verbs) for path, handlers, area, verbs in table]

@@ -78,7 +78,8 @@ class Handler(Protocol[Call]):
 
     @property
     def blocking(self) -> bool:
-        """Whether :meth:`answer` waits on I/O (a database, the API server): it then runs in a thread."""
+        """Whether :meth:`check` and :meth:`answer` wait on I/O (a database, the API server, a token
+        review): they then run in a worker thread."""
 
     def check(self, scope: Scope) -> Answer | None:
         """Before the body is read (who is asking): a refusal, or None to go on."""
@@ -144,6 +145,8 @@ class JsonEndpoint(Generic[Call]):
             if method not in handler.methods:
                 message = self._wording.not_allowed.format(method=method, allow=self._allow)
                 answer = handler.rejected(scope, 405, message, self._allow_headers)
+            elif handler.blocking:  # e.g. the REST API's TokenReview: never on the event loop
+                answer = await asyncio.to_thread(handler.check, scope)
             else:
                 answer = handler.check(scope)
             body = b""

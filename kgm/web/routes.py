@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from extender.app import VERBS, Verb, VerbHandler
 from extender.service import ExtenderService
-from inventory.api import TokenStore, api_paths
+from inventory.api import Authenticator, api_paths
 from inventory.api.handlers import MAX_BODY_BYTES
 from inventory.domain.allocation import Allocation
 from inventory.domain.offer import Offer
@@ -159,7 +159,7 @@ def build_api_routes(
     snapshot: Callable[[], InventorySnapshot],
     reservations: ReservationService,
     prices: PriceTable,
-    tokens: TokenStore,
+    tokens: Authenticator,
     clock: Callable[[], datetime],
     registry: CollectorRegistry | None = None,
     logger: logging.Logger | None = None,

@@ -1,6 +1,7 @@
-"""Who may call the REST API: bearer tokens from a file (a mounted Secret), each with a name and a role.
+"""Who may call the REST API, the small install's way: bearer tokens from a file (a mounted Secret), each
+with a name, a role and, optionally, the only namespaces whose reservations it may see and change.
 
-    - {token: "3f9c...", name: ci-pipeline, role: USER}
+    - {token: "3f9c...", name: ci-pipeline, role: USER, namespaces: [team-a, team-b]}
     - {token: "b7e1...", name: finance-dashboard, role: FINANCE}
 
 YAML or JSON (JSON is YAML). The file is re-read when it changes, so a rotated Secret applies
@@ -21,35 +22,15 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import yaml
 
-
-class Role(StrEnum):
-    ADMIN = "ADMIN"
-    OPERATOR = "OPERATOR"
-    USER = "USER"
-    VIEWER = "VIEWER"
-    FINANCE = "FINANCE"
-
-
-#: Which roles may use each area of the API (health and the OpenAPI document are open to all).
-DEVICES = frozenset({Role.ADMIN, Role.OPERATOR})
-ALLOCATIONS = frozenset({Role.ADMIN, Role.USER, Role.OPERATOR})
-COST = frozenset({Role.ADMIN, Role.VIEWER, Role.FINANCE})
-OVERVIEW = frozenset(Role)
+from inventory.api.auth.roles import Area, Caller, Role, role_allows
 
 
 class TokenFileError(ValueError):
     """A tokens file that cannot be used, with where and why (never the token itself)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    name: str
-    role: Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +62,27 @@ def parse_tokens(document: object, *, where: str = "tokens") -> tuple[_Entry, ..
             # Never quote what was there, nor the entry's name: a token pasted one field off would
             # land in the logs (and the start-up error). The position says which entry it is.
             raise TokenFileError(f"{at}: 'role' must be one of {', '.join(Role)}")
+        namespaces = _namespaces(item.get("namespaces"), at)
         digest = _digest(token.strip())
         if digest in seen:
             raise TokenFileError(f"{at}: the same token is listed twice")
         seen.add(digest)
+        roles = frozenset({Role[role.strip().upper()]})
         entries.append(
-            _Entry(digest=digest, caller=Caller(name=name.strip(), role=Role[role.strip().upper()]))
+            _Entry(digest=digest, caller=Caller(name=name.strip(), roles=roles, namespaces=namespaces))
         )
     return tuple(entries)
+
+
+def _namespaces(value: object, at: str) -> frozenset[str] | None:
+    """An entry's ``namespaces``: absent means every namespace (as before the field existed)."""
+    if value is None:
+        return None
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise TokenFileError(f"{at}: 'namespaces' must be a list of namespace names")
+    if not all(isinstance(name, str) and name.strip() for name in value):
+        raise TokenFileError(f"{at}: 'namespaces' must be a list of non-empty namespace names")
+    return frozenset(name.strip() for name in value)
 
 
 def _read(path: Path) -> tuple[_Entry, ...]:
@@ -148,6 +142,10 @@ class TokenStore:
     def configured(self) -> bool:
         return self._path is not None or bool(self._entries)
 
+    def allows(self, caller: Caller, area: Area, verb: str, namespace: str | None) -> bool:
+        """The role matrix and the entry's namespaces; every verb of an area goes with it."""
+        return role_allows(caller, area, namespace)
+
     def authenticate(self, token: str) -> Caller | None:
         """The caller holding ``token``, or None."""
         entries = self._current()
@@ -186,41 +184,3 @@ class TokenStore:
                         },
                     )
             return self._entries
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """401 (who are you?) or 403 (not you); ``caller`` is known for a 403."""
-
-    status: int
-    message: str
-    caller: Caller | None = None
-
-
-def authorize(
-    tokens: TokenStore, headers: Sequence[tuple[bytes, bytes]], roles: frozenset[Role], *, what: str
-) -> Caller | Refusal:
-    """The caller of a request with ``headers`` if one of ``roles`` holds its token, else why not."""
-    if not tokens.configured:
-        return Refusal(401, "no API tokens are configured on this server; set its tokens file to use the API")
-    token = bearer_token(headers)
-    if token is None:
-        return Refusal(401, "an 'Authorization: Bearer <token>' header is required")
-    caller = tokens.authenticate(token)
-    if caller is None:
-        return Refusal(401, "the bearer token is not valid")
-    if caller.role not in roles:
-        allowed = ", ".join(role for role in Role if role in roles)
-        return Refusal(403, f"role {caller.role} may not use {what}; allowed: {allowed}", caller)
-    return caller
-
-
-def bearer_token(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, or None."""
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return None
-    return None
