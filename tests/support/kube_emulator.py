@@ -42,6 +42,8 @@ T = TypeVar("T")
 
 GPUNODES = "gpu.kgm.io/v1alpha1/gpunodes"
 GPUALLOCATIONS = "gpu.kgm.io/v1alpha1/gpuallocations"
+GPUQUOTAS = "gpu.kgm.io/v1alpha1/gpuquotas"
+RESOURCEQUOTAS = "v1/resourcequotas"
 PODS = "v1/pods"
 NODES = "v1/nodes"
 
@@ -59,6 +61,15 @@ GPUALLOCATION_RESOURCE = kmock.ResourceInfo(
     singular="gpuallocation",
     namespaced=True,
     shortnames={"ga"},
+    verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
+    subresources={"status"},
+)
+
+GPUQUOTA_RESOURCE = kmock.ResourceInfo(
+    kind="GpuQuota",
+    singular="gpuquota",
+    namespaced=True,
+    shortnames={"gq"},
     verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
     subresources={"status"},
 )
@@ -166,6 +177,7 @@ class KubeEmulator:
         emulator.resources.load_data(_bundled_resources())  # the built-ins of a recent K3s: pods, nodes...
         emulator.resources[GPUNODES] = GPUNODE_RESOURCE
         emulator.resources[GPUALLOCATIONS] = GPUALLOCATION_RESOURCE
+        emulator.resources[GPUQUOTAS] = GPUQUOTA_RESOURCE
         async with emulator, kmock.Server(emulator) as server:
             self._emulator = emulator
             self.url = str(server.url).rstrip("/")
