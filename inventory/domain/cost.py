@@ -7,7 +7,7 @@ sums of rounded parts would drift from the rounded total.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -38,7 +38,7 @@ class CostAnalysis:
     by_model: Mapping[str, Decimal]
     #: Resource name without ``nvidia.com/``: ``gpu`` for whole GPUs, ``mig-3g.40gb`` for a profile.
     by_profile: Mapping[str, Decimal]
-    #: What every healthy GPU of the inventory costs over the window.
+    #: What every healthy GPU of the inventory costs over the window, each from when it was first seen.
     capacity_cost: Decimal
     #: Capacity cost not covered by allocations (never below 0).
     idle_cost: Decimal
@@ -48,6 +48,20 @@ class CostAnalysis:
     @property
     def days(self) -> Decimal:
         return span_hours(self.end - self.start) / 24
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """GPUs that cost ``hourly`` together, paid for since ``since``: when kgm first saw them (None:
+    since before any window asked about)."""
+
+    hourly: Decimal
+    since: datetime | None = None
+
+    def cost_within(self, start: datetime, end: datetime) -> Decimal:
+        """What it cost in ``[start, end)``: nothing before it was first seen, as nobody could use it."""
+        begin = start if self.since is None else max(start, self.since)
+        return self.hourly * span_hours(end - begin) if begin < end else Decimal(0)
 
 
 def profile_key(resource: str) -> str:
@@ -69,10 +83,11 @@ def analyse(
     *,
     start: datetime,
     end: datetime,
-    capacity_hourly: Decimal,
+    capacity: Sequence[Capacity],
     currency: str,
 ) -> CostAnalysis:
-    """The cost of ``allocations`` within ``[start, end)`` against a capacity costing ``capacity_hourly``.
+    """The cost of ``allocations`` within ``[start, end)`` against ``capacity``, each part counted from
+    when it was first seen (a node that came a minute ago adds a minute of idle capacity, not the window).
 
     Allocations outside the window add nothing (but may be passed: the caller need not pre-filter).
     """
@@ -93,7 +108,7 @@ def analyse(
         }
         for group, key in keys.items():
             groups[group][key] = groups[group].get(key, Decimal(0)) + cost
-    capacity_cost = capacity_hourly * span_hours(end - start)
+    capacity_cost = sum((part.cost_within(start, end) for part in capacity), Decimal(0))
     return CostAnalysis(
         start=start,
         end=end,
@@ -109,19 +124,32 @@ def analyse(
     )
 
 
-def capacity_hourly(snapshot: InventorySnapshot, prices: PriceTable) -> Decimal:
-    """The hourly price of every healthy GPU in the inventory.
+def capacity_of(snapshot: InventorySnapshot, prices: PriceTable) -> tuple[Capacity, ...]:
+    """The hourly price of every healthy GPU in the inventory, per node, since the node's GpuNode was
+    created (when kgm first saw it; the API server keeps that time across our restarts).
 
     A MIG-enabled GPU counts at the whole GPU's price, whether or not all its slices are carved into
     instances: capacity nobody can use is still paid for. GPUs of a model the price table lacks add
     nothing, as their allocations are recorded at no price either.
     """
-    total = Decimal(0)
-    for record in snapshot.nodes.values():
-        for gpu in record.gpunode.inventory.gpus:
-            if gpu.healthy:
-                total += prices.hourly.get(gpu.model.name, Decimal(0))
-    return total
+    found = []
+    for name in sorted(snapshot.nodes):
+        record = snapshot.nodes[name]
+        hourly = sum(
+            (
+                prices.hourly.get(gpu.model.name, Decimal(0))
+                for gpu in record.gpunode.inventory.gpus
+                if gpu.healthy
+            ),
+            Decimal(0),
+        )
+        found.append(Capacity(hourly, record.gpunode.created))
+    return tuple(found)
+
+
+def capacity_hourly(snapshot: InventorySnapshot, prices: PriceTable) -> Decimal:
+    """The hourly price of every healthy GPU in the inventory now."""
+    return sum((part.hourly for part in capacity_of(snapshot, prices)), Decimal(0))
 
 
 def _frozen(costs: dict[str, Decimal]) -> Mapping[str, Decimal]:

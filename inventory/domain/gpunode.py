@@ -139,6 +139,9 @@ class ParsedGpuNode:
     assignments: tuple[DeviceAssignment, ...] | None
     #: Parts of the status that could not be used, in words (unknown MIG profile...).
     problems: tuple[str, ...] = ()
+    #: When the object was created (``metadata.creationTimestamp``, kept by the API server across our
+    #: restarts): when kgm first saw the node's GPUs, from which their capacity is counted in costs.
+    created: datetime | None = None
 
 
 def parse_gpunode(obj: Mapping[str, Any], catalogue: Catalogue) -> ParsedGpuNode:
@@ -172,6 +175,7 @@ def parse_gpunode(obj: Mapping[str, Any], catalogue: Catalogue) -> ParsedGpuNode
         heartbeat_time=parse_time(status.get("heartbeatTime")),
         assignments=assignments,
         problems=tuple(problems),
+        created=_aware(parse_time(obj.get("metadata", {}).get("creationTimestamp"))),
     )
 
 
@@ -220,6 +224,11 @@ def _model(entry: Mapping[str, Any], product: str, memory_mib: int | None, catal
     # A model without a table: usable as whole GPUs, sized by what NVML reported.
     memory_gb = math.ceil((memory_mib or 0) / 1024)
     return GpuModel(name=product.replace(" ", "-"), memory_gb=memory_gb, product_names=(product,))
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A time with its zone; one without (never written by an API server) is not a time to compare."""
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 def _int(value: object) -> int | None:

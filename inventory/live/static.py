@@ -4,19 +4,28 @@ judges nodes through the same cache, snapshots and assumed allocations as a live
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from inventory.domain.gpunode import build_status, new_gpunode
 from inventory.domain.health import GpuHealth
 from inventory.domain.model import ClusterInventory
 from inventory.domain.snapshot import CacheSettings
+from inventory.domain.times import format_time
 from inventory.live.cache import InventoryCache
 from inventory.node.fake_gpu import FakeGpuSource
 
 
-def cache_of(cluster: ClusterInventory, *, assume_ttl_s: float = 120.0) -> InventoryCache:
-    """Every node as its agent would publish it, healthy, never stale (nothing heartbeats here)."""
-    now = datetime.now(UTC)
+def cache_of(
+    cluster: ClusterInventory,
+    *,
+    assume_ttl_s: float = 120.0,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> InventoryCache:
+    """Every node as its agent would publish it, healthy, never stale (nothing heartbeats here), its
+    GpuNode created now: kgm first sees these GPUs when it loads the description, and counts their
+    capacity (idle cost) from then."""
+    now = clock()
     cache = InventoryCache(
         catalogue=cluster.catalogue,
         settings=CacheSettings(stale_after_s=math.inf, assume_ttl_s=assume_ttl_s),
@@ -35,7 +44,9 @@ def cache_of(cluster: ClusterInventory, *, assume_ttl_s: float = 120.0) -> Inven
             generation=1,
             agent_version="static",
         )
-        objects.append({**new_gpunode(node.name), "status": status})
+        gpunode = new_gpunode(node.name)
+        gpunode["metadata"]["creationTimestamp"] = format_time(now)
+        objects.append({**gpunode, "status": status})
     cache.replace_gpunodes(objects)
     cache.replace_pods([])
     cache.replace_nodes([])

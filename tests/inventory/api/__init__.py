@@ -206,8 +206,12 @@ class FakeReservations:
         return self.ledger.get(allocation_id)
 
 
-def cluster_cache() -> InventoryCache:
-    return cache_of(parse_cluster(CLUSTER, builtin_catalogue()))
+#: When the test cluster was first seen: long before any cost window the tests ask about.
+FIRST_SEEN = NOW - timedelta(days=365)
+
+
+def cluster_cache(first_seen: datetime = FIRST_SEEN) -> InventoryCache:
+    return cache_of(parse_cluster(CLUSTER, builtin_catalogue()), clock=lambda: first_seen)
 
 
 def write_tokens(path: Path, tokens: dict[Role, str] | None = None) -> Path:

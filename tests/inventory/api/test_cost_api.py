@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pytest
 
 from inventory.api import Role, TokenStore
+from inventory.ledger.sql import SqlLedger
 from inventory.ledger.store import Ledger
-from tests.inventory.api import assert_matches_spec, harness
+from tests.inventory.api import NOW, assert_matches_spec, cluster_cache, harness
 
 COST = "/api/v1/gpu/cost/analysis"
 
@@ -47,3 +50,23 @@ def test_ninety_days_is_the_longest_window(ledger: Ledger, tokens: TokenStore) -
     data = harness(ledger, tokens).get(f"{COST}?days=90").json()["data"]
     assert data["window"]["days"] == 90.0
     assert data["total"] == 130.24  # 36.64 and a5: 3.90 x 24 h = 93.60, ten days ago
+
+
+@pytest.mark.parametrize(
+    ("first_seen", "capacity_cost"),
+    [
+        pytest.param(NOW - timedelta(minutes=1), 0.21, id="a minute old: 12.60 for a minute"),
+        pytest.param(NOW - timedelta(hours=6), 75.6, id="six hours old: 12.60 x 6 h"),
+        pytest.param(NOW - timedelta(days=3), 302.4, id="older than the window: the whole day"),
+    ],
+)
+def test_idle_capacity_counts_only_from_when_the_cluster_was_first_seen(
+    tokens: TokenStore, first_seen: datetime, capacity_cost: float
+) -> None:
+    """The reported case: a server a minute old reported a whole day of idle capacity (2,371 dollars
+    for the demo cluster); its GPUs were paid for a minute, not a day."""
+    with SqlLedger.open("sqlite:///:memory:") as empty:
+        cache = cluster_cache(first_seen)
+        data = harness(empty, tokens, snapshot=cache.snapshot).get(f"{COST}?days=1").json()["data"]
+    assert data["total"] == 0
+    assert data["idle"] == {"cost": capacity_cost, "capacityCost": capacity_cost, "utilization": 0.0}

@@ -9,8 +9,8 @@ import pytest
 
 from inventory.domain.allocation import Allocation, Status
 from inventory.domain.catalogue import builtin_catalogue
-from inventory.domain.cluster_file import parse_cluster
-from inventory.domain.cost import analyse, capacity_hourly, overlap_hours, profile_key
+from inventory.domain.cluster_file import load_cluster, parse_cluster
+from inventory.domain.cost import Capacity, analyse, capacity_hourly, capacity_of, overlap_hours, profile_key
 from inventory.domain.prices import PriceTable
 from inventory.live.cache import InventoryCache
 from inventory.live.static import cache_of
@@ -88,14 +88,14 @@ def test_overlap_hours_clips_to_the_window(allocation: Allocation, hours: Decima
 def test_the_total_is_price_times_count_times_hours_in_the_window(
     allocations: list[Allocation], total: Decimal
 ) -> None:
-    result = analyse(allocations, start=START, end=END, capacity_hourly=Decimal(100), currency="USD")
+    result = analyse(allocations, start=START, end=END, capacity=[Capacity(Decimal(100))], currency="USD")
     assert result.total.quantize(Decimal("1e-12")) == total  # to a millionth of a cent
     assert result.capacity_cost == Decimal(2400)
 
 
 def test_the_mig_case_to_many_places() -> None:
     mig = held(START, START + 2 * H, price=MIG_3G, resource="nvidia.com/mig-3g.40gb")
-    total = analyse([mig], start=START, end=END, capacity_hourly=Decimal(0), currency="USD").total
+    total = analyse([mig], start=START, end=END, capacity=[Capacity(Decimal(0))], currency="USD").total
     assert str(total)[:8] == "3.342857"
 
 
@@ -108,7 +108,7 @@ def test_costs_are_grouped_by_team_namespace_model_and_profile() -> None:
         held(START, START + 7 * H, team="ml", price=MIG_3G, resource="nvidia.com/mig-3g.40gb"),  # 11.70
         held(START - 9 * H, START - H, team="old"),  # outside: no group at all
     ]
-    result = analyse(allocations, start=START, end=END, capacity_hourly=Decimal(0), currency="EUR")
+    result = analyse(allocations, start=START, end=END, capacity=[Capacity(Decimal(0))], currency="EUR")
     assert result.currency == "EUR"
     assert result.total == Decimal("21.90")
     assert dict(result.by_team) == {"ml": Decimal("19.50"), "unassigned": Decimal("2.40")}
@@ -119,8 +119,8 @@ def test_costs_are_grouped_by_team_namespace_model_and_profile() -> None:
 
 
 def test_an_allocation_without_a_model_is_grouped_as_unknown() -> None:
-    result = analyse([held(START, START + H, model=None)], start=START, end=END, capacity_hourly=Decimal(0),
-                     currency="USD")  # fmt: skip
+    allocations = [held(START, START + H, model=None)]
+    result = analyse(allocations, start=START, end=END, capacity=[Capacity(Decimal(0))], currency="USD")
     assert dict(result.by_model) == {"unknown": Decimal("3.90")}
 
 
@@ -137,18 +137,18 @@ def test_idle_cost_is_capacity_cost_less_allocated_cost(
     capacity_hourly: Decimal, idle: Decimal, utilization: Decimal | None
 ) -> None:
     allocations = [held(START, START + 10 * H)]  # 3.90 x 10 h = 39
-    result = analyse(allocations, start=START, end=END, capacity_hourly=capacity_hourly, currency="USD")
+    result = analyse(allocations, start=START, end=END, capacity=[Capacity(capacity_hourly)], currency="USD")
     assert result.capacity_cost == capacity_hourly * 24
     assert (result.idle_cost, result.utilization) == (idle, utilization)
 
 
 def test_a_window_that_ends_before_it_starts_is_refused() -> None:
     with pytest.raises(ValueError, match="ends"):
-        analyse([], start=END, end=START, capacity_hourly=Decimal(1), currency="USD")
+        analyse([], start=END, end=START, capacity=[Capacity(Decimal(1))], currency="USD")
 
 
 def test_days_of_the_window() -> None:
-    result = analyse([], start=START, end=START + 36 * H, capacity_hourly=Decimal(1), currency="USD")
+    result = analyse([], start=START, end=START + 36 * H, capacity=[Capacity(Decimal(1))], currency="USD")
     assert result.days == Decimal("1.5")
 
 
@@ -211,3 +211,61 @@ def test_an_allocation_costs_its_price_times_its_exact_hours(
     allocation: Allocation, until: datetime, cost: Decimal
 ) -> None:
     assert allocation.cost(until) == cost
+
+
+# -- Capacity counts from when kgm first saw it ------------------------------------------------------
+
+M = timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("since", "capacity_cost"),
+    [
+        pytest.param(None, Decimal(240), id="seen before the window: all of it"),
+        pytest.param(START - H, Decimal(240), id="seen an hour before: all of it"),
+        pytest.param(START, Decimal(240), id="seen at the start: all of it"),
+        pytest.param(END - 6 * H, Decimal(60), id="seen 6 h before the end: 6 h"),
+        pytest.param(END - M, Decimal(10) / 60, id="seen a minute ago: a minute"),
+        pytest.param(END, Decimal(0), id="seen at the end: nothing"),
+        pytest.param(END + H, Decimal(0), id="seen after the window: nothing"),
+    ],
+)
+def test_capacity_costs_from_when_it_was_first_seen(since: datetime | None, capacity_cost: Decimal) -> None:
+    result = analyse([], start=START, end=END, capacity=[Capacity(Decimal(10), since)], currency="USD")
+    assert result.capacity_cost == capacity_cost
+    assert result.idle_cost == capacity_cost
+
+
+def test_each_node_counts_from_its_own_first_sight() -> None:
+    capacity = [Capacity(Decimal(10), None), Capacity(Decimal(100), END - 2 * H)]  # 240 + 200
+    allocations = [held(END - H, END, price=Decimal(100))]  # the new node busy for its last hour: 100
+    result = analyse(allocations, start=START, end=END, capacity=capacity, currency="USD")
+    assert (result.capacity_cost, result.total, result.idle_cost) == (
+        Decimal(440),
+        Decimal(100),
+        Decimal(340),
+    )
+    assert result.utilization == Decimal(100) / Decimal(440)
+
+
+def test_the_one_minute_old_demo_cluster_is_idle_for_a_minute_not_a_day() -> None:
+    """The reported case: a demo cluster loaded a minute ago showed a whole day of idle capacity."""
+    cluster = load_cluster("demo")
+    loaded = END - M
+    snapshot = cache_of(cluster, clock=lambda: loaded).snapshot()
+    capacity = capacity_of(snapshot, PriceTable())
+    assert {part.since for part in capacity} == {loaded}
+    day = analyse([], start=START, end=END, capacity=capacity, currency="USD")
+    assert capacity_hourly(snapshot, PriceTable()) * 24 == Decimal("2371.20")  # what it used to say
+    assert day.idle_cost == Decimal("2371.20") / 24 / 60
+
+
+def test_a_gpunode_is_first_seen_when_it_was_created() -> None:
+    cache = InventoryCache(catalogue=builtin_catalogue())
+    created = gpunode("n", [gpu(0, node="n")])
+    created["metadata"]["creationTimestamp"] = "2025-06-01T12:00:00Z"
+    naive = gpunode("m", [gpu(0, node="m")])
+    naive["metadata"]["creationTimestamp"] = "2025-06-01T12:00:00"  # no zone: not a time to use
+    cache.replace_gpunodes([created, gpunode("o", [gpu(0, node="o")]), naive])
+    capacity = capacity_of(cache.snapshot(), PriceTable())
+    assert [part.since for part in capacity] == [None, START + 12 * H, None]  # nodes m, n, o
