@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from inventory.domain.allocation import Allocation, Status
+from inventory.domain.demand import PLACEMENT_POLICIES
 from inventory.domain.labels import (
     ALLOCATION_ID,
     COST_PER_HOUR,
@@ -28,6 +29,7 @@ from inventory.domain.labels import (
     MIG_RESOURCE_PREFIX,
     MUTATED,
     ORIGINAL_REQUEST,
+    PLACEMENT_POLICY,
     PRODUCT_LABEL,
     RESOURCE_PREFIX,
     TEAM,
@@ -49,6 +51,8 @@ from inventory.domain.pods import (
     strings_at,
     wants_mig,
 )
+from webhook.advice import brief, mig_smaller_than_asked
+from webhook.copies import first_asks
 from webhook.patch import PatchOp, replace_key, set_entries
 from webhook.pinning import pin_to_node
 from webhook.settings import WebhookSettings
@@ -82,6 +86,22 @@ def mutate_pod(
 
     ``reservation(id)`` reads a reservation the pod names in ``gpu.kgm.io/allocation-id`` (a read:
     admission never writes anywhere); such a pod gets the reserved resource and is pinned to its node.
+
+    A pure function of (pod, namespace, offer, settings, reservation): the same inputs, the same
+    answer. The pod fields it reads, all of them:
+
+    - ``metadata`` (whether it is a mapping), ``metadata.labels`` (``gpu.kgm.io/team``,
+      ``gpu.kgm.io/gpu-profile``, and whether the map exists, for the patch);
+    - ``metadata.annotations``: ``gpu.kgm.io/memory-gb``, ``workload-type``, ``use-mig``, ``team``,
+      ``user``, ``allocation-id``, ``placement-policy``, ``original-request``, ``mutated``, and every
+      other annotation's key and value for their total size (the API server's 256 KiB limit);
+    - ``spec.schedulerName``, ``spec.nodeSelector`` (``nvidia.com/gpu.product``), ``spec.affinity``
+      (only for a pod pinned to its reservation's node);
+    - every container and init container: ``name``, ``restartPolicy``, ``resources.limits`` and
+      ``resources.requests`` (``spec.containers``, ``spec.initContainers``).
+
+    An edited copy of a pod kgm mutated is judged from its user's first ask where it still carries
+    it (``webhook/copies.py`` states the rule).
     """
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
     assert isinstance(metadata, Mapping)
@@ -92,6 +112,8 @@ def mutate_pod(
         return containers  # a denial
     if not containers:
         return Admit()  # not a GPU pod: none of our business
+    if unknown_policy := _unknown_policy(annotations.get(PLACEMENT_POLICY)):
+        return unknown_policy  # before the fingerprint: an edited copy must not slip through
     spec = pod["spec"]  # container_gpus found containers, so spec is a mapping
     scheduler = spec.get("schedulerName")
     routed = settings.scheduler_name if scheduler in (None, *_DEFAULT_SCHEDULERS) else scheduler
@@ -105,8 +127,9 @@ def mutate_pod(
     except IntentError as error:
         return Deny(message=str(error), code=422, reason="Invalid")
     product = strings_at(spec.get("nodeSelector"), "spec.nodeSelector").get(PRODUCT_LABEL)
-    refusal = _refusal(containers, intent, offer, product, settings)
-    if refusal:
+    current = containers
+    containers = first_asks(current, annotations, labels)
+    if refusal := _refusal(containers, intent, offer, product, settings):
         return refusal
 
     held = _reservation(annotations.get(ALLOCATION_ID), namespace, reservation)
@@ -115,7 +138,8 @@ def mutate_pod(
     target, fallback = _mig_choice(containers, intent, offer, product)
     if held is not None:
         target, fallback = _reserved_target(held, offer), None
-    moved, final = _moves(containers, target)
+    final = _moves(containers, target)
+    changed = [(now, then) for now, then in zip(current, final, strict=True) if now != then]
     total = pod_gpu_total(final)
     if held is not None and dict(total) != {held.resource: held.count}:
         asked = ", ".join(f"{n} x {r}" for r, n in sorted(total.items()))
@@ -129,9 +153,8 @@ def mutate_pod(
         if held is not None
         else _hourly_cost(total, offer, product, intent.memory_gb)
     )
-    warnings = _moved_warnings(moved, target)
-    if cost is None:
-        warnings.append("kgm: no node offers what this pod asks for; cost per hour unknown")
+    warnings = _moved_warnings(changed) + mig_smaller_than_asked(total, intent.memory_gb)
+    warnings += [] if cost is not None else [_UNPRICED]
 
     wanted_labels = {
         TEAM: intent.team or labels.get(TEAM) or namespace,
@@ -144,11 +167,10 @@ def mutate_pod(
     if fallback:
         wanted_annotations[MIG_FALLBACK] = fallback
     wanted_annotations[MUTATED] = fingerprint(final, annotations, scheduler=routed)
-    too_long = _annotations_too_long(metadata.get("annotations"), wanted_annotations, len(containers))
-    if too_long:
+    if too_long := _annotations_too_long(metadata.get("annotations"), wanted_annotations, len(containers)):
         return too_long
 
-    patch = [op for c in moved if target for op in _move_to_mig(pod, c, target)]
+    patch = [op for now, then in changed for op in _rewrite(pod, now, then)]
     patch += set_entries("/metadata/labels", metadata.get("labels"), wanted_labels)
     patch += set_entries("/metadata/annotations", metadata.get("annotations"), wanted_annotations)
     if held is not None and held.node:
@@ -157,7 +179,7 @@ def mutate_pod(
         patch.append(_route(settings))
     if not isinstance(pod.get("metadata"), Mapping):
         patch.insert(0, {"op": "add", "path": "/metadata", "value": {}})
-    return Admit(patch=patch, warnings=warnings)
+    return Admit(patch=patch, warnings=[brief(warning) for warning in warnings])
 
 
 def _gpu_containers(pod: Mapping[str, Any]) -> tuple[ContainerGpus, ...] | Deny:
@@ -191,6 +213,9 @@ def fingerprint(
         "scheduler": scheduler,
     }
     return "v2-" + hashlib.sha256(orjson.dumps(state, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+_UNPRICED = "kgm: no node offers what this pod asks for; cost per hour unknown"
 
 
 def _route(settings: WebhookSettings) -> PatchOp:
@@ -229,19 +254,22 @@ def _annotations_too_long(current: object, wanted: Mapping[str, str], containers
     )
 
 
-def _moved_warnings(moved: list[ContainerGpus], target: OfferedResource | None) -> list[str]:
-    if target is None or not moved:
-        return []
+def _moved_warnings(changed: list[tuple[ContainerGpus, ContainerGpus]]) -> list[str]:
     warnings = [
-        f"kgm: container {c.name} moved from {FULL_GPU_RESOURCE} to {target.resource_name}"
-        for c in moved[:_NAMED_CONTAINERS]
+        f"kgm: container {now.name} moved from {_named(now)} to {_named(then)}"
+        for now, then in changed[:_NAMED_CONTAINERS]
     ]
-    if len(moved) > _NAMED_CONTAINERS:
+    if len(changed) > _NAMED_CONTAINERS:
+        now, then = changed[-1]
         warnings.append(
-            f"kgm: {len(moved) - _NAMED_CONTAINERS} more containers moved from {FULL_GPU_RESOURCE} "
-            f"to {target.resource_name}"
+            f"kgm: {len(changed) - _NAMED_CONTAINERS} more containers moved (the last from {_named(now)} "
+            f"to {_named(then)})"
         )
     return warnings
+
+
+def _named(container: ContainerGpus) -> str:
+    return ", ".join(container.resources)
 
 
 def _refusal(
@@ -315,23 +343,28 @@ def _reservation(
 
 def _moves(
     containers: tuple[ContainerGpus, ...], target: OfferedResource | None
-) -> tuple[list[ContainerGpus], tuple[ContainerGpus, ...]]:
-    """The containers that move to ``target``, and every container as it will be.
+) -> tuple[ContainerGpus, ...]:
+    """Every container as it will be: single whole GPUs moved to ``target``.
 
     One pass: a pod may carry thousands of containers (a membership test over the moved ones for
     each container made admission quadratic: 10,000 containers took 7 s).
     """
     if target is None:
-        return [], containers
-    moved: list[ContainerGpus] = []
-    final: list[ContainerGpus] = []
-    for container in containers:
-        if _single_gpu(container):
-            moved.append(container)
-            final.append(replace(container, resources={target.resource_name: 1}))
-        else:
-            final.append(container)
-    return moved, tuple(final)
+        return containers
+    resources = {target.resource_name: 1}
+    return tuple(replace(c, resources=resources) if _single_gpu(c) else c for c in containers)
+
+
+def _unknown_policy(policy: str | None) -> Deny | None:
+    """A denial for a placement policy the extender does not know: it would use its default silently."""
+    if policy is None or policy in PLACEMENT_POLICIES:
+        return None
+    return Deny(
+        message=f"{PLACEMENT_POLICY}={policy[:63]!r} is not a placement policy; "
+        f"allowed: {', '.join(PLACEMENT_POLICIES)}",
+        code=422,
+        reason="Invalid",
+    )
 
 
 def _size(annotations: Mapping[str, str]) -> int:
@@ -351,14 +384,18 @@ def _single_gpu(container: ContainerGpus) -> bool:
     return dict(container.resources) == {FULL_GPU_RESOURCE: 1}
 
 
-def _move_to_mig(pod: Mapping[str, Any], container: ContainerGpus, target: OfferedResource) -> list[PatchOp]:
-    resources = pod["spec"][container.kind][container.index]["resources"]
+def _rewrite(pod: Mapping[str, Any], now: ContainerGpus, then: ContainerGpus) -> list[PatchOp]:
+    """Operations that turn the container's one GPU resource (``now``) into ``then``'s: a whole GPU
+    into a MIG instance, or, in an edited copy, kgm's earlier MIG instance into another or back."""
+    ((old, _),) = now.resources.items()
+    ((new, _),) = then.resources.items()
+    resources = pod["spec"][now.kind][now.index]["resources"]
     ops: list[PatchOp] = []
     for section in ("limits", "requests"):
         values = resources.get(section)
-        if isinstance(values, Mapping) and FULL_GPU_RESOURCE in values:
-            path = f"/spec/{container.kind}/{container.index}/resources/{section}"
-            ops += replace_key(path, values, FULL_GPU_RESOURCE, target.resource_name, "1")
+        if isinstance(values, Mapping) and old in values:
+            path = f"/spec/{now.kind}/{now.index}/resources/{section}"
+            ops += replace_key(path, values, old, new, "1")
     return ops
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from inventory.domain.labels import (
     ALLOCATION_ID,
@@ -24,6 +24,10 @@ from inventory.domain.pods import (
     pod_gpu_total,
     strings_at,
 )
+
+#: The values of ``gpu.kgm.io/placement-policy`` the extender's prioritize knows (``fragmentation`` is
+#: its default); admission refuses any other, which prioritize would silently read as the default.
+PLACEMENT_POLICIES: Final = ("fragmentation", "binpack", "spread", "cost")
 
 
 @dataclass(frozen=True, slots=True)
