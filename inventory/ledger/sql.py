@@ -119,6 +119,11 @@ class SqlLedger:
     def __repr__(self) -> str:
         return f"SqlLedger({self._display!r})"
 
+    @property
+    def database(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._dialect.name
+
     def __enter__(self) -> Self:
         return self
 
