@@ -10,7 +10,10 @@ from typing import Any
 from inventory.domain.allocation import Allocation, Status
 from inventory.domain.labels import ALLOCATION_ID
 from inventory.domain.offer import Offer
+from inventory.domain.quota import QuotaChecker
+from webhook.memo import Decided, DecisionMemo
 from webhook.mutation import Admit, mutate_pod
+from webhook.quota import judge as quota_judge
 from webhook.review import AdmissionRequest, allowed, denied
 from webhook.settings import WebhookSettings
 
@@ -33,9 +36,14 @@ def answer(
     offer: Offer,
     settings: WebhookSettings,
     reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
+    memo: DecisionMemo | None = None,
+    quota: QuotaChecker | None = None,
 ) -> Answer:
     """Pod CREATEs are judged; a Pod UPDATE only for its claim of a reservation (set at creation, when
-    the pod is pinned to the reserved node, never after); every other request is allowed as it is."""
+    the pod is pinned to the reserved node, never after); every other request is allowed as it is.
+
+    ``memo``: where the mutation's decision may come from (:mod:`webhook.memo`); only the decision:
+    what is checked per request stays here, outside it."""
     if request.is_pod_update:
         before, after = _claim(request.old_object), _claim(request.object)
         if before == after:
@@ -44,20 +52,45 @@ def answer(
         return Answer(Outcome.DENIED, denied(request.uid, message, code=403, reason="Forbidden"), message)
     if not request.is_pod_create:
         return Answer(Outcome.UNCHANGED, allowed(request.uid))
-    if request.object is None:
+    if not request.has_object:
         message = "the review of a Pod CREATE carries no pod object"
         return Answer(Outcome.DENIED, denied(request.uid, message, code=400, reason="BadRequest"), message)
-    stranger = _not_its_reservation(request.object, request.namespace, reservation)
+    stranger = None
+    if request.may_claim:  # most pods' typed view shows no claim: their dict is never built
+        stranger = _not_its_reservation(request.object or {}, request.namespace, reservation)
     if stranger is not None:
         return Answer(Outcome.DENIED, denied(request.uid, stranger, code=403, reason="Forbidden"), stranger)
-    decision = mutate_pod(
-        request.object, namespace=request.namespace, offer=offer, settings=settings, reservation=reservation
-    )
+    if memo is None:
+        decided = Decided.of(
+            mutate_pod(
+                request.object or {},
+                namespace=request.namespace,
+                offer=offer,
+                settings=settings,
+                reservation=reservation,
+            )
+        )
+    else:
+        decided = memo.decide(
+            request.pod,
+            namespace=request.namespace,
+            offer=offer,
+            settings=settings,
+            reservation=reservation,
+            whole_pod=lambda: request.object,
+        )
+    decision = decided.decision
+    if isinstance(decision, Admit) and quota is not None:  # GPU quotas judge the pod as mutated
+        judged = quota_judge(
+            request.object or {}, decision, uid=request.uid, namespace=request.namespace,
+            dry_run=request.dry_run, check=quota,
+        )  # fmt: skip
+        if judged is not decision:
+            decided, decision = Decided.of(judged), judged
     if isinstance(decision, Admit):
         outcome = Outcome.MUTATED if decision.patch else Outcome.UNCHANGED
-        return Answer(outcome, allowed(request.uid, decision.patch, decision.warnings))
-    body = denied(request.uid, decision.message, code=decision.code, reason=decision.reason)
-    return Answer(Outcome.DENIED, body, decision.message)
+        return Answer(outcome, decided.body(request.uid))
+    return Answer(Outcome.DENIED, decided.body(request.uid), decision.message)
 
 
 def _claim(pod: Mapping[str, Any] | None) -> object:

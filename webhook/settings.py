@@ -15,3 +15,10 @@ class WebhookSettings:
 
     max_body_bytes: int = 3 * 1024 * 1024
     """Largest AdmissionReview accepted (bytes). The API server's own request limit is 3 MiB."""
+
+    memo_entries: int = 4096
+    """Admission decisions remembered (:mod:`webhook.memo`): distinct pod templates, least recently used
+    dropped first. 0: no memo, every pod decided afresh."""
+
+    memo_bytes: int = 16 * 1024 * 1024
+    """Bytes the remembered decisions may hold in all (a few KB each)."""

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Counter, Histogram
 from starlette.types import Receive, Scope, Send
@@ -130,6 +130,9 @@ class JsonEndpoint(Generic[Call]):
         self._read_timeout = read_timeout
         self._logger = logger
         self._requests = requests
+        # The counter's children by label values, each resolved once: ``labels()`` takes a lock and
+        # builds a key on every call. Label values come from fixed sets, so this stays small.
+        self._children: dict[tuple[str, ...], Any] = {}
         self._latency = latency
         allow = ", ".join(sorted(handler.methods))
         self._allow = allow
@@ -182,7 +185,10 @@ class JsonEndpoint(Generic[Call]):
         # Before the send, so a client that reads /metrics right after its answer finds it counted.
         labels = answer.labels
         if labels is not None and self._requests is not None:
-            self._requests.labels(*labels).inc()
+            child = self._children.get(labels)
+            if child is None:
+                child = self._children[labels] = self._requests.labels(*labels)
+            child.inc()
         if answer.timed and self._latency is not None:
             self._latency.observe(seconds)
         level = answer.level

@@ -9,9 +9,14 @@ as long as the process does, so no caller may choose one.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from webhook.memo import MemoStats
 
 # Admission sits in the API server's request path with a timeout of seconds; the interesting range
 # is sub-millisecond to the 10 ms budget, with a tail up to the timeout.
@@ -79,4 +84,42 @@ class RouteMetrics:
             latency=Histogram(
                 "kgm_api_request_duration_seconds", "REST API time to answer.", ["route"], registry=registry
             ),
+        )
+
+
+class MemoCollector(Collector):
+    """The admission decision memo (:mod:`webhook.memo`), read at scrape time: the hot path only adds
+    to plain integers on the memo."""
+
+    def __init__(self, stats: Callable[[], MemoStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self._stats()
+        yield GaugeMetricFamily(
+            "kgm_admission_memo_entries", "Admission decisions held in the memo.", value=stats.entries
+        )
+        yield GaugeMetricFamily(
+            "kgm_admission_memo_bytes",
+            "Bytes the memo's entries hold (serialized answers and an estimate of their objects).",
+            value=stats.bytes,
+        )
+        lookups = CounterMetricFamily(
+            "kgm_admission_memo_lookups",
+            "Pod CREATE decisions by where they came from: hit (the memo), miss (decided and "
+            "remembered), bypassed (decided, never remembered: a reservation's pod, an odd pod).",
+            labels=["result"],
+        )
+        for result, count in (("hit", stats.hits), ("miss", stats.misses), ("bypassed", stats.bypassed)):
+            lookups.add_metric([result], count)
+        yield lookups
+        yield CounterMetricFamily(
+            "kgm_admission_memo_evictions",
+            "Memo entries dropped to stay within its bounds (entries, bytes).",
+            value=stats.evictions,
+        )
+        yield CounterMetricFamily(
+            "kgm_admission_memo_clears",
+            "Times the memo was emptied because the offer or the webhook's settings changed.",
+            value=stats.clears,
         )

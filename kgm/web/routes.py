@@ -19,6 +19,7 @@ from inventory.api.handlers import MAX_BODY_BYTES
 from inventory.domain.allocation import Allocation
 from inventory.domain.offer import Offer
 from inventory.domain.prices import PriceTable
+from inventory.domain.quota import QuotaChecker
 from inventory.domain.snapshot import InventorySnapshot
 from inventory.layouts.planner import PlanView
 from inventory.ledger.store import Ledger
@@ -26,8 +27,9 @@ from inventory.reservations.service import ReservationService
 from kgm.leadership import NOT_LEADER
 from kgm.web.asgi import error_body, send_json
 from kgm.web.endpoint import JsonEndpoint, NotFound, Wording
-from kgm.web.metrics import RouteMetrics
+from kgm.web.metrics import MemoCollector, RouteMetrics
 from webhook.app import Admission
+from webhook.memo import DecisionMemo
 from webhook.settings import WebhookSettings
 
 ADMISSION_WORDING = Wording(
@@ -58,11 +60,18 @@ def mutate_endpoint(
     logger: logging.Logger,
     read_timeout: float = 10.0,
     reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
+    quota: QuotaChecker | None = None,
 ) -> JsonEndpoint[Any]:
-    """``POST /mutate``: admission, bounded by ``settings.max_body_bytes`` and ``read_timeout``."""
+    """``POST /mutate``: admission, bounded by ``settings.max_body_bytes`` and ``read_timeout``; its
+    decisions remembered within ``settings.memo_entries`` and ``settings.memo_bytes``; ``quota``: the
+    GPU quotas' judge (none: no quotas)."""
     metrics = RouteMetrics.admission(registry)
+    memo = None
+    if settings.memo_entries > 0 and settings.memo_bytes > 0:
+        memo = DecisionMemo(max_entries=settings.memo_entries, max_bytes=settings.memo_bytes)
+        registry.register(MemoCollector(memo.stats))
     return JsonEndpoint(
-        Admission(offer=offer, settings=settings, reservation=reservation),
+        Admission(offer=offer, settings=settings, reservation=reservation, memo=memo, quota=quota),
         wording=ADMISSION_WORDING,
         max_body_bytes=settings.max_body_bytes,
         read_timeout=read_timeout,

@@ -1,0 +1,220 @@
+"""A memo of the mutation decision: a ReplicaSet's 100 identical pods cost one decision.
+
+The decision (``webhook.mutation.mutate_pod``) is a pure function of the fields of the pod it reads
+(:class:`webhook.review.PodView`), the namespace, the offer and the settings. The memo keys an entry by
+a canonical digest of exactly those pod fields and the namespace (SHA-256 over their msgpack encoding,
+map keys sorted: two reviews share an entry only if those fields hold the same values), and keeps
+entries only for the offer and settings they were made with: when either changes (a new offer object
+that is not equal to the last, as ``LiveOffer`` builds every few seconds), every entry goes. Fields
+that differ between replicas (name, generateName, uid, creationTimestamp, ownerReferences, the
+ServiceAccount token volume the API server names per pod) are not read by the decision, so not keyed.
+
+What is never memoized: a pod that names a reservation (``gpu.kgm.io/allocation-id``: the decision
+reads the reservation, which changes by itself), a pod without a typed view (fields of unexpected
+types: the dict path decides, as before), and anything but the decision itself. Whatever admission
+checks per request after the decision stays per request.
+
+An entry holds the decision and its answer serialized without the uid, so a hit writes the review's
+own uid between two byte strings: the bytes are those ``review.allowed``/``review.denied`` give
+(tests/webhook/test_memo.py checks it over thousands of generated reviews and offer changes).
+
+Bounded: at most ``max_entries`` entries and ``max_bytes`` of them (the serialized answer and an
+estimate of the decision's objects), least recently used evicted first. It runs on the event loop's
+thread only (``Admission.blocking`` is False): no lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import orjson
+
+from inventory.domain.allocation import Allocation
+from inventory.domain.labels import ALLOCATION_ID
+from inventory.domain.offer import Offer
+from webhook.mutation import Admit, Deny, mutate_pod
+from webhook.review import API_VERSION, KIND, MetaView, PodView, allowed, denied
+from webhook.settings import WebhookSettings
+
+#: Every serialized review starts so, the request's uid next (``review._review``'s key order).
+_HEAD = orjson.dumps({"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": ""}})[:-4]
+_PLACEHOLDER_UID = "-"
+_KEY_ENCODER = msgspec.msgpack.Encoder(order="sorted")
+# An entry's fixed cost besides its bytes: the key, the OrderedDict node, the Decided object.
+_ENTRY_OVERHEAD = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A decision, and its review serialized up to the uid and from after it."""
+
+    decision: Admit | Deny
+    tail: bytes
+
+    @classmethod
+    def of(cls, decision: Admit | Deny) -> Decided:
+        if isinstance(decision, Admit):
+            body = allowed(_PLACEHOLDER_UID, decision.patch, decision.warnings)
+        else:
+            body = denied(_PLACEHOLDER_UID, decision.message, code=decision.code, reason=decision.reason)
+        start = _HEAD + orjson.dumps(_PLACEHOLDER_UID)
+        assert body.startswith(start), body[:120]
+        return cls(decision, body[len(start) :])
+
+    def body(self, uid: str) -> bytes:
+        """The serialized review answering request ``uid`` (the uid escaped as orjson escapes it)."""
+        return _HEAD + orjson.dumps(uid) + self.tail
+
+
+@dataclass(frozen=True, slots=True)
+class MemoStats:
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+    bypassed: int
+    evictions: int
+    clears: int
+
+
+class DecisionMemo:
+    """The memo of one :class:`webhook.app.Admission` (see the module)."""
+
+    def __init__(self, *, max_entries: int = 4096, max_bytes: int = 16 * 1024 * 1024) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError("a memo holds at least one entry and one byte")
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[bytes, tuple[Decided, int]] = OrderedDict()
+        self._bytes = 0
+        self._offer: Offer | None = None
+        self._settings: WebhookSettings | None = None
+        self.hits = self.misses = self.bypassed = self.evictions = self.clears = 0
+
+    def decide(
+        self,
+        pod: PodView | None,
+        *,
+        namespace: str,
+        offer: Offer,
+        settings: WebhookSettings,
+        reservation: Callable[[str], Allocation | None],
+        whole_pod: Callable[[], dict[str, Any] | None],
+    ) -> Decided:
+        """The decision for the pod of a Pod CREATE: from the memo, or made and remembered.
+
+        ``pod`` is the typed view of the pod (None: it has none, and is decided from ``whole_pod()``,
+        unmemoized, as are pods that claim a reservation).
+        """
+        key = None if pod is None or _claims(pod) else _key(pod, namespace)
+        if key is None:
+            self.bypassed += 1
+            return Decided.of(
+                mutate_pod(
+                    whole_pod() or {},
+                    namespace=namespace,
+                    offer=offer,
+                    settings=settings,
+                    reservation=reservation,
+                )
+            )
+        assert pod is not None
+        if offer is not self._offer or settings is not self._settings:
+            self._switch(offer, settings)
+        entries = self._entries
+        found = entries.get(key)
+        if found is not None:
+            self.hits += 1
+            entries.move_to_end(key)
+            return found[0]
+        self.misses += 1
+        decided = Decided.of(
+            mutate_pod(
+                pod.decision_input(),
+                namespace=namespace,
+                offer=offer,
+                settings=settings,
+                reservation=reservation,
+            )
+        )
+        self._remember(key, decided)
+        return decided
+
+    def stats(self) -> MemoStats:
+        return MemoStats(
+            entries=len(self._entries),
+            bytes=self._bytes,
+            hits=self.hits,
+            misses=self.misses,
+            bypassed=self.bypassed,
+            evictions=self.evictions,
+            clears=self.clears,
+        )
+
+    def _switch(self, offer: Offer, settings: WebhookSettings) -> None:
+        # A new offer object each refresh; equal to the last one most of the time (nothing was
+        # repartitioned), and then every decision still holds.
+        if self._offer is None or offer != self._offer or settings != self._settings:
+            if self._entries:
+                self.clears += 1
+            self._entries.clear()
+            self._bytes = 0
+        self._offer, self._settings = offer, settings
+
+    def _remember(self, key: bytes, decided: Decided) -> None:
+        size = _ENTRY_OVERHEAD + len(key) + len(decided.tail) + _size_of(decided.decision)
+        if size > self._max_bytes:
+            return
+        entries = self._entries
+        entries[key] = (decided, size)
+        self._bytes += size
+        while len(entries) > self._max_entries or self._bytes > self._max_bytes:
+            _, (_, dropped) = entries.popitem(last=False)
+            self._bytes -= dropped
+            self.evictions += 1
+
+
+def _claims(pod: PodView) -> bool:
+    # The decision reads the reservation a pod names, which changes without the pod changing.
+    return ALLOCATION_ID in pod.annotations
+
+
+def _key(pod: PodView, namespace: str) -> bytes | None:
+    """SHA-256 of exactly what the decision reads of the pod, and the namespace; None for a pod whose
+    values msgpack cannot hold exactly (integers past 64 bits: decided from the dict, unmemoized)."""
+    metadata = pod.metadata
+    if isinstance(metadata, MetaView):  # name and generateName left out: the decision never reads them
+        meta: object = (True, _present(metadata.annotations), _present(metadata.labels))
+    else:
+        meta = _present(metadata)
+    try:
+        encoded = _KEY_ENCODER.encode((namespace, meta, _present(pod.spec)))
+    except (OverflowError, TypeError, msgspec.EncodeError):
+        return None
+    return hashlib.sha256(encoded).digest()
+
+
+def _present(value: object) -> object:
+    # UNSET (absent) and None (null) are distinct inputs; msgpack's false stands for absent here, a
+    # value no typed field of the view can otherwise hold in these places.
+    return False if value is msgspec.UNSET else value
+
+
+def _size_of(value: object) -> int:
+    """Bytes of a decision's objects, near enough to bound the memo (dataclasses, lists, dicts, str)."""
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        return size + sum(_size_of(k) + _size_of(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return size + sum(_size_of(item) for item in value)
+    if isinstance(value, Admit):
+        return size + _size_of(value.patch) + _size_of(value.warnings)
+    if isinstance(value, Deny):
+        return size + _size_of(value.message) + _size_of(value.reason)
+    return size
