@@ -17,6 +17,7 @@ from inventory.domain.prices import PriceError
 from inventory.layouts.settings import LayoutSettings, PlannerMode
 from kgm.certs import make_webhook_certificates, write_webhook_certificates
 from kgm.client.commands import COMMANDS, add_commands, run_client_command
+from kgm.ledger_cli import add_ledger_command, run_ledger_command
 from kgm.logs import configure_logging
 from kgm.settings import ConnectionLimits, ServeSettings, TlsSettings, read_environment
 from kgm.tls import TLSConfigError
@@ -237,6 +238,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
 
     add_commands(commands, environ)
+    add_ledger_command(commands, environ)
     _add_certs(commands)
     return parser
 
@@ -269,6 +271,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         if args.command == "certs":
             return _certs(args)
+        if args.command == "ledger":
+            return run_ledger_command(args)
         if args.command in COMMANDS:
             return run_client_command(args)
         if args.command == "simulate":
