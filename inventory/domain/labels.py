@@ -43,6 +43,9 @@ ORIGINAL_REQUEST: Final = PREFIX + "original-request"
 MIG_FALLBACK: Final = PREFIX + "mig-fallback-reason"
 #: Annotation, by the webhook: the fingerprint of the pod it produced (a match is left alone).
 MUTATED: Final = PREFIX + "mutated"
+#: Annotation, by the webhook: the admission that counted the pod against its quotas; once the pod shows
+#: up in the watch, that admission's assumed hold is dropped (the pod itself counts from then on).
+QUOTA_ADMISSION: Final = PREFIX + "quota-admission"
 #: Node annotation, by the MIG planner (apply mode): when it last asked for a new layout (RFC 3339),
 #: so a new leader keeps the minimum time between two changes of a node.
 MIG_CHANGED_AT: Final = PREFIX + "mig-config-changed-at"

@@ -14,7 +14,7 @@ never judged on less than the pod will hold.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -193,6 +193,28 @@ class Holding:
     namespace: str
     team: str | None
     measure: Measure
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaAsk:
+    """A pod at admission, as it will be after the webhook's rewrite: whose it is and what it holds."""
+
+    #: The admission's id (the review's uid): the pod carries it, so its hold is dropped once it shows up.
+    key: str
+    namespace: str
+    team: str | None
+    resources: Mapping[str, int]
+    #: A dry run is judged but takes nothing.
+    dry_run: bool = False
+    #: The reservation the pod claims: what it holds is counted already, as the reservation.
+    reservation: str | None = None
+    #: The admission the pod says judged it already (its ``gpu.kgm.io/quota-admission``): a webhook
+    #: reinvocation, which must not count the pod twice while that admission's hold stands.
+    judged_as: str | None = None
+
+
+#: Judges an ask and, when it fits (and is no dry run), holds it: the refusals, empty when admitted.
+QuotaChecker = Callable[[QuotaAsk], "list[Refusal]"]
 
 
 def usage(quota: Quota, holdings: Iterable[Holding]) -> Measure:
