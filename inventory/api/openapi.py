@@ -201,7 +201,12 @@ _SCHEMAS: dict[str, Any] = {
             ),
         }
     ),
-    "Health": _object({"status": {"type": "string", "const": "ok"}}),
+    "Health": _object(
+        {
+            "status": {"type": "string", "const": "ok"},
+            "ledger": {"type": "string", "const": "writable", "description": "It took a write just now."},
+        }
+    ),
     "MigLayout": _object(
         {
             "migEnabled": {"type": "boolean"},
@@ -270,9 +275,10 @@ _PATHS: dict[str, Any] = {
     "/api/v1/health": {
         "get": {
             "operationId": "health",
-            "summary": "Liveness of the API (no token needed).",
+            "summary": "Liveness of the API and of its ledger, which takes a write that changes nothing "
+            "(no token needed).",
             "security": [],
-            "responses": {"200": _json(_data(_ref("Health")), "Up.")},
+            "responses": {"200": _json(_data(_ref("Health")), "Up."), **_errors(503)},
         }
     },
     "/api/v1/openapi.json": {
