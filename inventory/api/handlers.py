@@ -240,7 +240,10 @@ class GpuApi:
         return Answer(200, openapi.document())
 
     def devices(self, call: Call) -> Answer:
-        return Answer(200, {"data": serialize.devices(self.snapshot(), call.query.get("nodeName"))})
+        snapshot, node = self.snapshot(), call.query.get("nodeName")
+        if node is not None and node not in snapshot.nodes:  # an empty list would read "no GPUs there"
+            raise NotFoundError(f"no such node {node[:253]!r}")
+        return Answer(200, {"data": serialize.devices(snapshot, node)})
 
     def list_allocations(self, call: Call) -> Answer:
         limit = serialize.int_param(call.query, "limit", default=100, low=1, high=500)
@@ -295,7 +298,7 @@ class GpuApi:
         released = self.reservations.release(call.path_params["allocationId"])
         if released is None:
             raise NotFoundError(f"no open allocation {call.path_params['allocationId']!r}")
-        return Answer(200, {"data": {"allocationId": released.id, "status": "Released"}})
+        return Answer(200, {"data": serialize.release(released)})
 
     def _allowed(self, call: Call, verb: str, namespace: str | None) -> bool:
         return call.caller is not None and self.tokens.allows(call.caller, ALLOCATIONS, verb, namespace)

@@ -51,7 +51,7 @@ _ERRORS = {
     400: ("BadRequest", "A parameter or field is not valid; the message names it."),
     401: ("Unauthorized", "No bearer token, an unknown one, or no tokens configured on the server."),
     403: ("Forbidden", "The token's role may not use this path."),
-    404: ("NotFound", "No such allocation (or no open one, for a release)."),
+    404: ("NotFound", "No such allocation (or no open one, for a release), or no such node."),
     409: ("Conflict", "The reservation was refused: no capacity that fits."),
     413: ("PayloadTooLarge", "The body is larger than 64 KiB."),
     503: ("Unavailable", "The allocation ledger's database is unavailable."),
@@ -62,6 +62,11 @@ _TIME = {"type": "string", "format": "date-time"}
 _USAGE = _object({n: {"type": "integer", "minimum": 0} for n in ("total", "allocated", "available")})
 _COSTS = {"type": "object", "additionalProperties": _MONEY}
 _STATUS = ["reserved", "active", "released", "expired", "failed"]
+_STATUS_TEXT = {
+    "type": "string",
+    "enum": [word.capitalize() for word in _STATUS],
+    "description": "`status` in words: the same state, never another.",
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": _object({"error": _object({"code": {"type": "integer"}, "message": {"type": "string"}})}),
@@ -100,7 +105,7 @@ _SCHEMAS: dict[str, Any] = {
     ),
     "Allocation": _object(
         {
-            "id": {"type": "string"},
+            "allocationId": {"type": "string"},
             "namespace": {"type": "string"},
             "podName": {"type": "string"},
             "podUid": _nullable("string", description="Null for a reservation whose pod has not come."),
@@ -110,7 +115,7 @@ _SCHEMAS: dict[str, Any] = {
             "count": {"type": "integer", "minimum": 1},
             "gpuModel": _nullable("string"),
             "status": {"type": "string", "enum": _STATUS},
-            "statusText": {"type": "string", "enum": ["Allocated", "Released", "Expired", "Failed"]},
+            "statusText": _STATUS_TEXT,
             "startTime": _TIME,
             "endTime": _nullable("string", format="date-time"),
             "endInferred": {"type": "boolean", "description": "The end is when the loss was discovered."},
@@ -157,11 +162,16 @@ _SCHEMAS: dict[str, Any] = {
             "allocatedResource": {"type": "string", "examples": ["nvidia.com/mig-3g.40gb"]},
             "nodeName": _nullable("string"),
             "costPerHour": _RATE,
-            "status": {"type": "string", "enum": ["Allocated", "Released", "Expired", "Failed"]},
+            "status": {"type": "string", "const": "reserved"},
+            "statusText": {"type": "string", "const": "Reserved"},
         }
     ),
     "Release": _object(
-        {"allocationId": {"type": "string"}, "status": {"type": "string", "const": "Released"}}
+        {
+            "allocationId": {"type": "string"},
+            "status": {"type": "string", "const": "released"},
+            "statusText": {"type": "string", "const": "Released"},
+        }
     ),
     "Overview": _object(
         {
@@ -293,10 +303,10 @@ _PATHS: dict[str, Any] = {
         "get": {
             "operationId": "listDevices",
             "summary": "Every GPU the node agents report. Roles: ADMIN, OPERATOR.",
-            "parameters": [_query("nodeName", "Only this node's GPUs.")],
+            "parameters": [_query("nodeName", "Only this node's GPUs; 404 when no GPU node has this name.")],
             "responses": {
                 "200": _json(_data({"type": "array", "items": _ref("Device")}), "The GPUs."),
-                **_errors(401, 403),
+                **_errors(401, 403, 404),
             },
         }
     },

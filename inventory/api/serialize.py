@@ -23,10 +23,11 @@ from inventory.domain.snapshot import InventorySnapshot
 _CENT = Decimal("0.01")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _RATE = Decimal("0.0001")
-#: The words the reference clients read for an allocation's state.
+#: ``statusText``: ``status`` (the value ``?status=`` takes) in words, one word per status, so the two
+#: never disagree (a reserved allocation read "Allocated" while its pod had not come).
 STATUS_WORDS = {
-    Status.RESERVED: "Allocated",
-    Status.ACTIVE: "Allocated",
+    Status.RESERVED: "Reserved",
+    Status.ACTIVE: "Active",
     Status.RELEASED: "Released",
     Status.EXPIRED: "Expired",
     Status.FAILED: "Failed",
@@ -161,7 +162,7 @@ def _usage(total: int, free: int) -> dict[str, int]:
 def allocation(item: Allocation, now: datetime) -> dict[str, Any]:
     """An allocation as the API shows it; ``cost`` is what it has cost up to ``now`` (or its end)."""
     return {
-        "id": item.id,
+        "allocationId": item.id,
         "namespace": item.namespace,
         "podName": item.pod,
         "podUid": item.pod_uid,
@@ -170,8 +171,7 @@ def allocation(item: Allocation, now: datetime) -> dict[str, Any]:
         "profile": profile_key(item.resource),
         "count": item.count,
         "gpuModel": item.gpu_model,
-        "status": item.status.value,
-        "statusText": STATUS_WORDS[item.status],
+        **status(item),
         "startTime": timestamp(item.start),
         "endTime": timestamp(item.end),
         "endInferred": item.end_inferred,
@@ -188,6 +188,11 @@ def allocation(item: Allocation, now: datetime) -> dict[str, Any]:
     }
 
 
+def status(item: Allocation) -> dict[str, str]:
+    """``status`` and ``statusText``, as every answer about an allocation shows them."""
+    return {"status": item.status.value, "statusText": STATUS_WORDS[item.status]}
+
+
 def reservation(item: Allocation) -> dict[str, Any]:
     """The answer to ``POST /api/v1/gpu/allocations``, in the reference clients' words."""
     return {
@@ -195,8 +200,13 @@ def reservation(item: Allocation) -> dict[str, Any]:
         "allocatedResource": item.resource,
         "nodeName": item.node,
         "costPerHour": rate(item.hourly_price * item.count),
-        "status": STATUS_WORDS[item.status],
+        **status(item),
     }
+
+
+def release(item: Allocation) -> dict[str, Any]:
+    """The answer to ``DELETE /api/v1/gpu/allocations/{allocationId}``."""
+    return {"allocationId": item.id, **status(item)}
 
 
 def cost_analysis(analysis: CostAnalysis) -> dict[str, Any]:

@@ -35,7 +35,7 @@ BODY = {
 
 
 def ids_of(reply: Any) -> list[str]:
-    return [item["id"] for item in reply.json()["data"]]
+    return [item["allocationId"] for item in reply.json()["data"]]
 
 
 def test_an_allocation_is_shown_with_every_field_and_its_cost_so_far(
@@ -45,7 +45,7 @@ def test_an_allocation_is_shown_with_every_field_and_its_cost_so_far(
     assert reply.status_code == 200
     assert reply.json() == {
         "data": {
-            "id": IDS["a4"],
+            "allocationId": IDS["a4"],
             "namespace": "inference",
             "podName": "pod-a4",
             "podUid": None,
@@ -55,7 +55,7 @@ def test_an_allocation_is_shown_with_every_field_and_its_cost_so_far(
             "count": 1,
             "gpuModel": "A100-80GB",
             "status": "reserved",
-            "statusText": "Allocated",
+            "statusText": "Reserved",
             "startTime": "2025-06-02T11:00:00Z",
             "endTime": None,
             "endInferred": False,
@@ -170,7 +170,8 @@ def test_a_reservation_is_made_from_the_reference_body(ledger: Ledger, tokens: T
         "allocatedResource": "nvidia.com/mig-3g.40gb",
         "nodeName": "node-a",
         "costPerHour": 1.6714,
-        "status": "Allocated",
+        "status": "reserved",
+        "statusText": "Reserved",
     }
     assert reply.headers["location"] == f"{LIST}/{data['allocationId']}"
     assert_matches_spec(reply, LIST, "post")
@@ -280,7 +281,7 @@ def test_release_ends_an_open_allocation_once(ledger: Ledger, tokens: TokenStore
     reply = h.request("DELETE", f"{LIST}/{IDS['a4']}", role=Role.OPERATOR)
     assert (reply.status_code, reply.json()) == (
         200,
-        {"data": {"allocationId": IDS["a4"], "status": "Released"}},
+        {"data": {"allocationId": IDS["a4"], "status": "released", "statusText": "Released"}},
     )
     assert_matches_spec(reply, ONE, "delete")
     released = h.get(f"{LIST}/{IDS['a4']}").json()["data"]

@@ -64,11 +64,21 @@ def test_devices_lists_every_gpu_of_every_node_in_order(ledger: Ledger, tokens: 
     assert all(m["uuid"].startswith("MIG-") and "allocated" not in m for m in split["migInstances"])
 
 
-@pytest.mark.parametrize(("node", "count"), [("node-b", 2), ("node-a", 2), ("node-z", 0)])
+@pytest.mark.parametrize(("node", "count"), [("node-b", 2), ("node-a", 2)])
 def test_devices_filter_by_node_name(ledger: Ledger, tokens: TokenStore, node: str, count: int) -> None:
     data = harness(ledger, tokens).get(f"{DEVICES}?nodeName={node}").json()["data"]
     assert len(data) == count
     assert {d["nodeName"] for d in data} <= {node}
+
+
+@pytest.mark.parametrize("node", ["node-z", "nope", "node-a "])
+def test_devices_of_a_node_that_is_not_there_is_a_404_naming_it(
+    ledger: Ledger, tokens: TokenStore, node: str
+) -> None:
+    """Not an empty list, which reads as "that node has no GPUs"."""
+    reply = harness(ledger, tokens).get(f"{DEVICES}?nodeName={node}")
+    assert (reply.status_code, reply.json()["error"]["message"]) == (404, f"no such node {node!r}")
+    assert_matches_spec(reply, DEVICES)
 
 
 def live_cache() -> InventoryCache:

@@ -67,10 +67,11 @@ def test_a_reservation_holds_capacity_until_it_is_released(h: Harness) -> None:
     reply = h.request("POST", LIST, json=MIG_40GB)
     assert reply.status_code == 201, reply.text
     made = reply.json()["data"]
-    assert {k: made[k] for k in ("allocatedResource", "nodeName", "status")} == {
+    assert {k: made[k] for k in ("allocatedResource", "nodeName", "status", "statusText")} == {
         "allocatedResource": "nvidia.com/mig-3g.40gb",
         "nodeName": "node-a",
-        "status": "Allocated",
+        "status": "reserved",
+        "statusText": "Reserved",
     }
     assert made["costPerHour"] == 1.6714  # 3.90 x 3/7
     assert mig_40gb(h) == {"total": 1, "allocated": 1, "available": 0}
@@ -87,7 +88,9 @@ def test_a_reservation_holds_capacity_until_it_is_released(h: Harness) -> None:
     )
 
     released = h.request("DELETE", f"{LIST}/{made['allocationId']}")
-    assert released.json() == {"data": {"allocationId": made["allocationId"], "status": "Released"}}
+    assert released.json() == {
+        "data": {"allocationId": made["allocationId"], "status": "released", "statusText": "Released"}
+    }
     assert mig_40gb(h) == {"total": 1, "allocated": 0, "available": 1}
     assert h.get(f"{LIST}?status=released").json()["pagination"]["total"] == 1
 
@@ -128,7 +131,7 @@ def test_amounts_already_in_the_ledger_past_any_bound_still_list(
         h.ledger.record_start(dataclasses.replace(row, id="old-row", pod="old", cost_limit=Decimal("1E+26")))
     reply = h.get(LIST)
     assert reply.status_code == 200, reply.text
-    shown = {item["id"]: item for item in reply.json()["data"]}
+    shown = {item["allocationId"]: item for item in reply.json()["data"]}
     assert shown["old-row"]["costLimit"] == 1e26
 
 
