@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kgm.client.rest import AllocationRequest, ApiError, GpuClient
+from kgm.client.rest import (
+    AllocationRequest,
+    ApiError,
+    CostAnalysis,
+    Device,
+    GpuClient,
+    Overview,
+    UntrustedServerError,
+)
 
 COMMANDS = ("devices", "allocate", "release", "overview", "cost")
+#: The exit status of a process that wrote to a pipe nobody reads any more (128 + SIGPIPE), as shells show it.
+BROKEN_PIPE = 141
 
 
 def add_commands(commands: Any, environ: Mapping[str, str]) -> None:
@@ -28,7 +38,7 @@ def add_commands(commands: Any, environ: Mapping[str, str]) -> None:
     connection.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     devices = commands.add_parser("devices", parents=[connection], help="GPUs and their MIG instances")
-    devices.add_argument("--node", help="one node only")
+    devices.add_argument("--node", help="one node only (a node the server does not know: exit 1)")
     allocate = commands.add_parser("allocate", parents=[connection], help="reserve GPU capacity for a pod")
     allocate.add_argument("--namespace", required=True)
     allocate.add_argument("--pod", required=True, help="the pod that will claim it")
@@ -57,13 +67,32 @@ def run_client_command(args: argparse.Namespace) -> int:
     try:
         with GpuClient(args.server, token=token, verify=verify) as client:
             result = _call(client, args)
+    except UntrustedServerError as error:
+        print(f"kgm {args.command}: {error.message}", file=sys.stderr)
+        print(
+            "  pass --ca-file FILE (or $KGM_CA_FILE) with the CA that signed the server's certificate, "
+            "or --insecure to skip the check",
+            file=sys.stderr,
+        )
+        return 1
     except ApiError as error:
         print(f"kgm {args.command}: {error}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(_plain(result), indent=2))
-    else:
-        print(_table(args.command, result))
+    text = json.dumps(_api_json(result), indent=2) if args.json else _table(args.command, result)
+    return write_out(text)
+
+
+def write_out(text: str) -> int:
+    """Print ``text``; a reader that went away (``kgm devices | head -1``) ends us quietly with 141,
+    as a process killed by SIGPIPE would, instead of a traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python flushes stdout again at exit and would complain once more: point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE
     return 0
 
 
@@ -86,45 +115,92 @@ def _call(client: GpuClient, args: argparse.Namespace) -> Any:
             )
         )
     if args.command == "release":
-        return {"allocationId": args.allocation_id, "status": client.release(args.allocation_id)}
+        return client.release(args.allocation_id)
     if args.command == "overview":
         return client.overview()
     return client.cost_analysis(args.days)
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
+def _api_json(result: Any) -> Any:
+    """What the server answered, as it said it: the API's camelCase, for scripts."""
+    if isinstance(result, list):
+        return [_api_json(item) for item in result]
+    return dict(result.api)
 
 
 def _table(command: str, result: Any) -> str:
     if command == "devices":
-        rows = [f"{'node':<20}{'gpu':>4}  {'model':<12}{'healthy':<9}{'temp':>5}  mig"]
-        for d in result:
-            mig = ", ".join(m.profile for m in d.mig_instances) if d.mig_enabled else "-"
-            temperature = "" if d.temperature_c is None else f"{d.temperature_c}C"
-            rows.append(
-                f"{d.node_name:<20}{d.index:>4}  {d.model:<12}{'yes' if d.healthy else 'NO':<9}"
-                f"{temperature:>5}  {mig}"
-            )
-        return "\n".join(rows)
+        return _devices(result)
+    if command == "overview":
+        return _overview(result)
     if command == "cost":
-        lines = [
-            f"cost over {result.days:g} days: {result.total:.2f} {result.currency} "
-            f"(idle capacity {result.idle_cost:.2f})"
+        return _cost(result)
+    if command == "allocate":
+        rows = [
+            ("allocation", result.allocation_id),
+            ("resource", result.allocated_resource),
+            ("node", result.node_name or "-"),
+            ("cost per hour", f"{result.cost_per_hour:.4f}"),
+            ("status", result.status_text or result.status),
         ]
-        for title, amounts in (
-            ("team", result.by_team),
-            ("namespace", result.by_namespace),
-            ("model", result.by_model),
-            ("profile", result.by_profile),
-        ):
-            lines += [f"  by {title}:"] + [
-                f"    {name:<24}{amount:>10.2f}" for name, amount in amounts.items()
+        return _pairs(rows)
+    return _pairs([("allocation", result.allocation_id), ("status", result.status_text or result.status)])
+
+
+def _devices(result: list[Device]) -> str:
+    rows = [f"{'node':<20}{'gpu':>4}  {'model':<12}{'healthy':<9}{'temp':>5}  mig"]
+    for d in result:
+        mig = ", ".join(m.profile for m in d.mig_instances) if d.mig_enabled else "-"
+        temperature = "" if d.temperature_c is None else f"{d.temperature_c}C"
+        rows.append(
+            f"{d.node_name:<20}{d.index:>4}  {d.model:<12}{'yes' if d.healthy else 'NO':<9}"
+            f"{temperature:>5}  {mig}"
+        )
+    return "\n".join(rows)
+
+
+def _overview(result: Overview) -> str:
+    lines = [
+        _pairs(
+            [
+                ("nodes", str(result.nodes)),
+                ("gpus", f"{result.gpus} ({result.healthy_gpus} healthy)"),
+                (
+                    "allocations",
+                    f"{result.active_allocations} active, {result.reserved_allocations} reserved",
+                ),
+                ("cost per hour", f"{result.cost_per_hour:.4f} {result.currency}"),
             ]
-        return "\n".join(lines)
-    plain = _plain(result)
-    return "\n".join(f"{key}: {value}" for key, value in plain.items())
+        ),
+        "",
+        f"{'capacity':<24}{'total':>7}{'allocated':>11}{'available':>11}",
+        _usage_row("whole GPUs", result.full_gpus),
+        _usage_row("MIG instances", result.mig_instances),
+    ]
+    by_profile = result.mig_instances.get("byProfile") or {}
+    lines += [_usage_row(f"  {profile}", usage) for profile, usage in by_profile.items()]
+    return "\n".join(lines)
+
+
+def _usage_row(name: str, usage: Mapping[str, Any]) -> str:
+    counts = [usage.get(key, 0) for key in ("total", "allocated", "available")]
+    return f"{name:<24}{counts[0]:>7}{counts[1]:>11}{counts[2]:>11}"
+
+
+def _cost(result: CostAnalysis) -> str:
+    lines = [
+        f"cost over {result.days:g} days: {result.total:.2f} {result.currency} "
+        f"(idle capacity {result.idle_cost:.2f})"
+    ]
+    for title, amounts in (
+        ("team", result.by_team),
+        ("namespace", result.by_namespace),
+        ("model", result.by_model),
+        ("profile", result.by_profile),
+    ):
+        lines += [f"  by {title}:"] + [f"    {name:<24}{amount:>10.2f}" for name, amount in amounts.items()]
+    return "\n".join(lines)
+
+
+def _pairs(rows: list[tuple[str, str]]) -> str:
+    return "\n".join(f"{name:<16}{value}" for name, value in rows)

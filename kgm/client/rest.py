@@ -4,12 +4,15 @@
     reserved = client.allocate(AllocationRequest(namespace="ml", pod_name="llm", required_memory_gb=40))
     client.release(reserved.allocation_id)
 
-Every error answer becomes :class:`ApiError` with the server's status, code and message.
+Every error answer becomes :class:`ApiError` with the server's status, code and message; a server
+whose certificate the client does not trust, :class:`UntrustedServerError`. Every result keeps what the
+server answered, as it said it (``api``: the API's camelCase), for ``kgm ... --json``.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -22,6 +25,19 @@ class ApiError(Exception):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+
+
+class UntrustedServerError(ApiError):
+    """The server's certificate failed verification (unknown CA, wrong name, expired)."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(0, f"the certificate of {base_url} is not trusted: {reason}")
+        self.reason = reason
+
+
+def _api() -> Any:
+    """The ``api`` field: what the server answered, unchanged (camelCase), kept with a typed result."""
+    return field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +63,7 @@ class Device:
     mig_enabled: bool
     mig_instances: tuple[MigInstance, ...]
     schedulable: bool
+    api: Mapping[str, Any] = _api()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +102,16 @@ class AllocationResult:
     node_name: str | None
     cost_per_hour: float
     status: str
+    status_text: str
+    api: Mapping[str, Any] = _api()
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    allocation_id: str
+    status: str
+    status_text: str
+    api: Mapping[str, Any] = _api()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +125,7 @@ class Overview:
     currency: str
     mig_instances: dict[str, Any] = field(default_factory=dict)
     full_gpus: dict[str, int] = field(default_factory=dict)
+    api: Mapping[str, Any] = _api()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +139,7 @@ class CostAnalysis:
     by_profile: dict[str, float]
     idle_cost: float
     utilization: float | None
+    api: Mapping[str, Any] = _api()
 
 
 class GpuClient:
@@ -146,10 +175,18 @@ class GpuClient:
             node_name=data.get("nodeName"),
             cost_per_hour=float(data["costPerHour"]),
             status=data["status"],
+            status_text=data.get("statusText", ""),
+            api=data,
         )
 
-    def release(self, allocation_id: str) -> str:
-        return str(self._call("DELETE", f"/api/v1/gpu/allocations/{allocation_id}")["status"])
+    def release(self, allocation_id: str) -> ReleaseResult:
+        data = self._call("DELETE", f"/api/v1/gpu/allocations/{allocation_id}")
+        return ReleaseResult(
+            allocation_id=data["allocationId"],
+            status=data["status"],
+            status_text=data.get("statusText", ""),
+            api=data,
+        )
 
     def allocation(self, allocation_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/api/v1/gpu/allocations/{allocation_id}")
@@ -167,6 +204,7 @@ class GpuClient:
             currency=data["currency"],
             mig_instances=data.get("migInstances", {}),
             full_gpus=data.get("fullGpus", {}),
+            api=data,
         )
 
     def cost_analysis(self, days: int = 7) -> CostAnalysis:
@@ -182,6 +220,7 @@ class GpuClient:
             by_profile=dict(data["byProfile"]),
             idle_cost=float(idle.get("cost", 0)),
             utilization=idle.get("utilization"),
+            api=data,
         )
 
     def close(self) -> None:
@@ -199,6 +238,9 @@ class GpuClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
+            untrusted = _verification_failure(error)
+            if untrusted is not None:
+                raise UntrustedServerError(str(self._http.base_url), untrusted) from error
             raise ApiError(0, f"cannot reach {self._http.base_url}: {error}") from error
         try:
             body = response.json()
@@ -230,4 +272,18 @@ def _device(entry: dict[str, Any]) -> Device:
             for m in entry.get("migInstances") or []
         ),
         schedulable=bool(entry.get("schedulable", True)),
+        api=entry,
     )
+
+
+def _verification_failure(error: BaseException) -> str | None:
+    """Why the server's certificate failed verification, if that is what ``error`` comes from (httpx
+    wraps the ``ssl`` error it met in a ConnectError)."""
+    seen: BaseException | None = error
+    for _ in range(10):  # a cause chain is short; a cycle must not hang us
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
