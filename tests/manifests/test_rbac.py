@@ -64,6 +64,8 @@ CONTROLLER_GRANTS = {
     *{("", "gpu.kgm.io", "gpunodes", v, "*") for v in ("list", "watch")},
     *{("", "gpu.kgm.io", "gpuallocations", v, "*") for v in ("list", "watch")},
     ("", "gpu.kgm.io", "gpuallocations/status", "patch", "*"),
+    ("", "authentication.k8s.io", "tokenreviews", "create", "*"),  # --api-auth kubernetes
+    ("", "authorization.k8s.io", "subjectaccessreviews", "create", "*"),
     *{("", "gpu.kgm.io", "gpuquotas", v, "*") for v in ("list", "watch")},
     ("", "gpu.kgm.io", "gpuquotas/status", "patch", "*"),
     *{("", "", "resourcequotas", v, "*") for v in ("list", "watch")},
@@ -154,6 +156,13 @@ KUBE_CALLS: dict[str, tuple[str, Callable[[KubeClient], object]]] = {
         lambda k: k.replace_lease(NAMESPACE, "kgm-reconciler", {"metadata": {"name": "kgm-reconciler"}}),
     ),
     "patch_pod_labels": ("kgm", lambda k: k.patch_pod_labels("ml", "p1", {"gpu.kgm.io/role": "leader"})),
+    "create_token_review": ("kgm", lambda k: k.create_token_review("t", ["kgm"])),
+    "create_subject_access_review": (
+        "kgm",
+        lambda k: k.create_subject_access_review(
+            user="u", resource_attributes={"group": "gpu.kgm.io", "resource": "devices", "verb": "list"}
+        ),
+    ),
     "get_gpunode": ("kgm-agent", lambda k: k.get_gpunode("n1")),
     "create_gpunode": ("kgm-agent", lambda k: k.create_gpunode({"metadata": {"name": "n2"}})),
     "update_gpunode_status": ("kgm-agent", lambda k: k.update_gpunode_status("n1", {"devices": []})),

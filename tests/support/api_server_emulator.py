@@ -19,6 +19,9 @@ API server does:
   GpuAllocations): kmock merges any patch into the object whichever URL it came to. Here, as in
   kube-apiserver, a create or a patch of the object ignores ``status``, and a patch of ``/status``
   changes ``status`` only.
+* **Reviews are answered, never stored**: a create of TokenReview, SubjectAccessReview and the like
+  goes to the reactions only (``tests/support/access_reviews.py`` answers them from a table the test
+  controls); kmock would keep each one, and refuse the next, nameless too, with 409.
 * **Unavailability**: while ``unavailable`` is set, every request not sent by the harness (which marks
   its own with ``HARNESS_HEADER``) answers 503 before any state changes (a kmock reaction would answer
   503 but kmock would still store a create it intercepted).
@@ -45,6 +48,13 @@ __all__ = ["HARNESS_HEADER", "ApiServerEmulator", "is_from_harness"]
 
 #: Requests the harness itself sends carry this header: faults injected for the code under test spare them.
 HARNESS_HEADER = "X-Kube-Emulator-Harness"
+
+
+#: Kinds kube-apiserver answers on create and never stores.
+_REVIEWS = frozenset({
+    "tokenreviews", "subjectaccessreviews", "localsubjectaccessreviews", "selfsubjectaccessreviews",
+    "selfsubjectrulesreviews", "selfsubjectreviews",
+})  # fmt: skip
 
 
 def _revision_of(obj: object) -> int | None:
@@ -134,6 +144,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             raise kmock.KubernetesError(
                 status=503, reason="ServiceUnavailable", message="unavailable (harness)"
             )
+        if request.resource is not None and request.resource.plural in _REVIEWS:
+            return await kmock.RawHandler._handle(self, request)  # the reactions only: nothing stored
         if request.resource is not None and request.method == kmock.method.PUT and request.name is not None:
             return await self._replace(request)
         if request.resource is not None:
