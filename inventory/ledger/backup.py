@@ -167,31 +167,42 @@ _REQUIRED = {"id", "namespace", "pod", "resource", "count", "hourly_price", "sta
 def _field(column: str, value: object) -> object:
     if value is None:
         if column in _REQUIRED:
-            raise ValueError(f"{column} is null")
+            raise ValueError("null")
         return None
     if column in _TIMES:
         return _parse_time(value)
     if column in _AMOUNTS:
-        if not isinstance(value, str):
-            raise TypeError(f"{column} is a decimal string, not {value!r}")
-        return Decimal(value)
+        try:
+            amount = Decimal(value) if isinstance(value, str) and len(value) < 100 else Decimal("NaN")
+        except InvalidOperation:
+            amount = Decimal("NaN")
+        if not amount.is_finite():
+            raise ValueError(f"a decimal string, not {value!r}")
+        return amount
     if column in _INTS:
         if type(value) is not int:
-            raise TypeError(f"{column} is an integer, not {value!r}")
+            raise TypeError(f"an integer, not {value!r}")
         return value
     if column == "end_inferred":
         if type(value) is not bool:
-            raise TypeError(f"{column} is true or false, not {value!r}")
+            raise TypeError(f"true or false, not {value!r}")
         return value
     if column == "device_ids":
         if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
-            raise TypeError(f"{column} is a list of strings, not {value!r}")
+            raise TypeError(f"a list of strings, not {value!r}")
         return tuple(value)
     if column == "status":
         return Status(str(value))
     if not isinstance(value, str):
-        raise TypeError(f"{column} is a string, not {value!r}")
+        raise TypeError(f"a string, not {value!r}")
     return value
+
+
+def _checked(column: str, value: object) -> object:
+    try:
+        return _field(column, value)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{column}: {e}") from e
 
 
 def parse_row(line: bytes, where: str) -> Allocation:
@@ -200,8 +211,8 @@ def parse_row(line: bytes, where: str) -> Allocation:
         record = json.loads(line)
         if not isinstance(record, dict) or set(record) != set(COLUMNS):
             raise ValueError(f"not a row of {TABLE} (its keys are not the table's columns)")
-        return Allocation(**{column: _field(column, record[column]) for column in COLUMNS})  # type: ignore[arg-type]
-    except (ValueError, TypeError, InvalidOperation, RecursionError) as e:
+        return Allocation(**{column: _checked(column, record[column]) for column in COLUMNS})  # type: ignore[arg-type]
+    except (ValueError, TypeError, RecursionError) as e:
         raise BackupError(f"{where}: {type(e).__name__}: {e}") from e
 
 
@@ -311,6 +322,8 @@ def restore(ledger: SqlLedger, path: Path, *, force: bool = False) -> RestoreRes
             return _restore_jsonl(ledger, file, str(path), force=force)
     except FileNotFoundError as e:
         raise BackupError(f"no backup at {path}") from e
+    except ValueError as e:  # a row the ledger refuses to write (an amount out of its range, say)
+        raise BackupError(f"{path}: a row the ledger refuses: {e}") from e
 
 
 def _verified(rows: Iterator[tuple[Allocation, bytes]], header: Header, where: str) -> Iterator[Allocation]:
