@@ -114,8 +114,9 @@ class _Request(msgspec.Struct, rename="camel"):
     operation: str
     namespace: str | None = None
     sub_resource: str | None = None
-    object: msgspec.Raw | None = None
-    old_object: msgspec.Raw | None = None
+    # Raw: the bytes of any JSON value, null included (empty when the field is absent).
+    object: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    old_object: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
     dry_run: bool | None = None
 
 
@@ -260,9 +261,9 @@ def decode_review(body: bytes) -> AdmissionRequest:
     )
 
 
-def _raw(value: msgspec.Raw | None) -> bytes | None:
-    # ``null`` decodes to None; any other JSON value is kept as its bytes, parsed when read.
-    return None if value is None else bytes(value)
+def _raw(value: msgspec.Raw) -> bytes | None:
+    # An absent field is None; any JSON value (null too) is kept as its bytes, parsed when read.
+    return bytes(value) or None
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
