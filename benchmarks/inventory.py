@@ -65,7 +65,7 @@ def node_object(name: str, generation: int) -> dict[str, Any]:
                 power_w=120.5,
                 utilization_pct=None if layout else 30,
                 mig_enabled=layout is not None,
-                mig_pending=layout is not None,  # the mode after a reset: unchanged
+                mig_enabled_after_reset=layout is not None,  # the mode after a reset: unchanged
                 mig_devices=devices,
             )
         )

@@ -87,6 +87,9 @@ def _gpu_status(gpu: GpuReading, health: GpuHealth | None, catalogue: Catalogue)
         "memoryUsedMiB": gpu.memory_used_mib,
         "migEnabled": gpu.mig_enabled,
         "migPending": gpu.mig_pending,
+        "migEnabledAfterReset": gpu.mig_enabled
+        if gpu.mig_enabled_after_reset is None
+        else gpu.mig_enabled_after_reset,
         "healthy": health.healthy if health else gpu.error is None,
     }
     # A model we have no table for gets no "model": readers fall back to what NVML says.
@@ -208,9 +211,7 @@ def _gpu_device(entry: Mapping[str, Any], catalogue: Catalogue, problems: list[s
         memory_used_mib=_int(entry.get("memoryUsedMiB")),
         temperature_c=_int(entry.get("temperatureC")),
         utilization_pct=_int(entry.get("utilizationPercent")),
-        # migPending is the mode after the next reset (as nvidia-smi shows it): a change is pending
-        # only where it differs from the current mode.
-        mig_pending="migPending" in entry and bool(entry["migPending"]) != bool(entry.get("migEnabled")),
+        mig_pending=_mig_pending(entry),
     )
 
 
@@ -224,6 +225,16 @@ def _model(entry: Mapping[str, Any], product: str, memory_mib: int | None, catal
     # A model without a table: usable as whole GPUs, sized by what NVML reported.
     memory_gb = math.ceil((memory_mib or 0) / 1024)
     return GpuModel(name=product.replace(" ", "-"), memory_gb=memory_gb, product_names=(product,))
+
+
+def _mig_pending(entry: Mapping[str, Any]) -> bool:
+    """Whether a MIG mode change waits for a reset. An agent that writes ``migEnabledAfterReset`` says
+    so in ``migPending``; an older one wrote the mode after the reset there, so a change is where it
+    differs from the current mode (read that way, a rolling upgrade does not take every MIG GPU for
+    one in the middle of a change)."""
+    if "migEnabledAfterReset" in entry:
+        return bool(entry.get("migPending"))
+    return "migPending" in entry and bool(entry["migPending"]) != bool(entry.get("migEnabled"))
 
 
 def _aware(moment: datetime | None) -> datetime | None:

@@ -58,13 +58,19 @@ class GpuReading:
     ecc_volatile_uncorrected: int | None = None
     retired_pages_pending: bool | None = None
     remapped_rows_pending: bool | None = None
+    #: The MIG mode now (NVML's current mode, nvidia-smi's ``mig.mode.current``).
     mig_enabled: bool = False
-    #: The MIG mode after the next GPU reset (nvidia-smi's ``mig.mode.pending``); a change is
-    #: pending when it differs from ``mig_enabled``.
-    mig_pending: bool = False
+    #: The MIG mode after the next GPU reset (NVML's pending mode, nvidia-smi's ``mig.mode.pending``);
+    #: None where NVML has no MIG mode (not MIG-capable), which is never a change.
+    mig_enabled_after_reset: bool | None = None
     mig_devices: tuple[MigDeviceReading, ...] = ()
     #: Set when reading this device failed part-way; the other devices are unaffected.
     error: str | None = None
+
+    @property
+    def mig_pending(self) -> bool:
+        """A MIG mode change waits for a GPU reset: the two modes differ (not "MIG is enabled")."""
+        return self.mig_enabled_after_reset is not None and self.mig_enabled_after_reset != self.mig_enabled
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,7 +83,7 @@ def _gpu_reading(node_name: str, gpu: GpuDevice) -> GpuReading:
         retired_pages_pending=False,
         remapped_rows_pending=False,
         mig_enabled=gpu.mig_enabled,
-        mig_pending=gpu.mig_enabled,
+        mig_enabled_after_reset=gpu.mig_enabled,  # no change waiting
         mig_devices=tuple(mig_devices),
     )
 
@@ -177,9 +177,10 @@ class FakeGpuSource:
     def set_memory_used(self, index: int, mib: int) -> None:
         self._update(index, memory_used_mib=mib)
 
-    def set_mig_pending(self, index: int, pending: bool) -> None:
-        """The MIG mode the GPU will have after its next reset (``mig.mode.pending`` in nvidia-smi)."""
-        self._update(index, mig_pending=pending)
+    def set_mig_mode_after_reset(self, index: int, enabled: bool) -> None:
+        """The MIG mode the GPU will have after its next reset (``mig.mode.pending`` in nvidia-smi): a
+        change is pending while it differs from the current mode."""
+        self._update(index, mig_enabled_after_reset=enabled)
 
     def inject_xid(self, index: int, xid: int) -> None:
         """Queues an XID for the next ``poll_events``, keyed by the physical GPU's UUID like NVML's."""

@@ -215,7 +215,7 @@ class NvmlSource:
         mig_mode = self._optional("nvmlDeviceGetMigMode", handle)  # NOT_SUPPORTED: not MIG-capable
         if mig_mode is not None:
             fields["mig_enabled"] = int(mig_mode[0]) == nvml.NVML_DEVICE_MIG_ENABLE
-            fields["mig_pending"] = int(mig_mode[1]) == nvml.NVML_DEVICE_MIG_ENABLE
+            fields["mig_enabled_after_reset"] = int(mig_mode[1]) == nvml.NVML_DEVICE_MIG_ENABLE
         temperature = self._optional("nvmlDeviceGetTemperature", handle, nvml.NVML_TEMPERATURE_GPU)
         fields["temperature_c"] = None if temperature is None else int(temperature)
         if not fields.get("mig_enabled"):

@@ -41,7 +41,7 @@ def gpu(
         temperature_c=temperature,
         utilization_pct=None if mig else 0,
         mig_enabled=mig is not None,
-        mig_pending=mig is not None,
+        mig_enabled_after_reset=mig is not None,
         mig_devices=devices,
     )
 

@@ -50,7 +50,10 @@ class FakeDevice:
     name: str = "NVIDIA H100 80GB HBM3"
     total_bytes: int = H100_BYTES
     used_bytes: int = 1024 * MIB
-    mig_mode: tuple[int, int] = (0, 0)
+    #: NVML's current MIG mode and the mode after the next reset (pending), apart as on a real GPU:
+    #: ``nvidia-smi -mig 1`` changes only the pending one until the GPU is reset.
+    mig_current: int = pynvml.NVML_DEVICE_MIG_DISABLE
+    mig_pending: int = pynvml.NVML_DEVICE_MIG_DISABLE
     #: Slots of nvmlDeviceGetMigDeviceHandleByIndex; None is an empty slot (NOT_FOUND).
     migs: list[FakeMig | None] = field(default_factory=list)
     #: Function name -> NVML error code that call raises for this device.
@@ -130,14 +133,14 @@ class FakeNvml:
         return self._on("nvmlDeviceGetMemoryInfo", h, lambda: SimpleNamespace(total=h.total_bytes, used=used))
 
     def nvmlDeviceGetMigMode(self, h: FakeDevice) -> list[int]:
-        return self._on("nvmlDeviceGetMigMode", h, lambda: list(h.mig_mode))
+        return self._on("nvmlDeviceGetMigMode", h, lambda: [h.mig_current, h.mig_pending])
 
     def nvmlDeviceGetTemperature(self, h: FakeDevice, sensor: int) -> int:
         assert sensor == pynvml.NVML_TEMPERATURE_GPU
         return self._on("nvmlDeviceGetTemperature", h, lambda: 41)
 
     def nvmlDeviceGetUtilizationRates(self, h: FakeDevice) -> SimpleNamespace:
-        if h.mig_mode[0]:  # what NVML does on a MIG-enabled GPU
+        if h.mig_current:  # what NVML does on a MIG-enabled GPU
             raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return self._on("nvmlDeviceGetUtilizationRates", h, lambda: SimpleNamespace(gpu=37, memory=12))
 
@@ -212,7 +215,8 @@ def mig_gpu(uuid: str = "GPU-mig") -> FakeDevice:
     enabled = pynvml.NVML_DEVICE_MIG_ENABLE
     return FakeDevice(
         uuid=uuid,
-        mig_mode=(enabled, enabled),
+        mig_current=enabled,
+        mig_pending=enabled,
         migs=[
             FakeMig("MIG-a", gi_id=1, profile_id=9, start=0, size=4, total_bytes=40192 * MIB),
             None,

@@ -48,7 +48,8 @@ def test_mig_devices_follow_the_layout_with_nvidia_smi_memory_and_placements() -
         (i.profile.name, i.start, i.profile.placement_size, memory[i.profile.name]) for i in expected
     )
     assert sorted(m.gpu_instance_id for m in gpu.mig_devices) == [1, 2, 3, 4]
-    assert (gpu.mig_pending, gpu.utilization_pct) == (True, None)  # no utilization with MIG on, like NVML
+    assert (gpu.mig_enabled, gpu.mig_pending) == (True, False)  # on, and no change waiting
+    assert gpu.utilization_pct is None  # no utilization with MIG on, like NVML
 
 
 def test_a_profile_without_an_nvidia_smi_figure_gets_its_nominal_memory() -> None:
@@ -75,12 +76,14 @@ def test_scripted_measurements_show_in_the_next_reading() -> None:
     source.set_utilization(WHOLE, 88)
     source.set_memory_used(WHOLE, 40000)
     source.set_utilization(MIG, 50)  # ignored: NVML reports none with MIG on
-    source.set_mig_pending(WHOLE + 1, True)
+    source.set_mig_mode_after_reset(WHOLE + 1, True)
+    source.set_mig_mode_after_reset(MIG, True)  # as it is: no change
     gpus = source.read().gpus
     assert (gpus[WHOLE].temperature_c, gpus[WHOLE].utilization_pct) == (93, 88)
     assert gpus[WHOLE].memory_used_mib == 40000
     assert gpus[MIG].utilization_pct is None
     assert (gpus[WHOLE + 1].mig_enabled, gpus[WHOLE + 1].mig_pending) == (False, True)
+    assert (gpus[MIG].mig_enabled, gpus[MIG].mig_pending) == (True, False)
     assert gpus[WHOLE + 2].temperature_c == 35
 
 

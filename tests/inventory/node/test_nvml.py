@@ -46,7 +46,7 @@ def test_a_whole_gpu_is_read_field_by_field() -> None:
 def test_a_mig_gpu_lists_its_mig_devices_named_from_the_catalogue_and_has_no_utilization() -> None:
     nvml = host(mig_gpu())
     gpu = NvmlSource(nvml=nvml).read().gpus[0]
-    assert (gpu.mig_enabled, gpu.mig_pending, gpu.utilization_pct, gpu.error) == (True, True, None, None)
+    assert (gpu.mig_enabled, gpu.mig_pending, gpu.utilization_pct, gpu.error) == (True, False, None, None)
     assert "nvmlDeviceGetUtilizationRates" not in nvml.calls
     assert [(m.uuid, m.profile, m.gpu_instance_id, m.memory_total_mib) for m in gpu.mig_devices] == [
         ("MIG-a", "3g.40gb", 1, 40192),
@@ -56,10 +56,29 @@ def test_a_mig_gpu_lists_its_mig_devices_named_from_the_catalogue_and_has_no_uti
     assert "nvmlDeviceGetGpuInstanceProfileInfo" not in nvml.calls  # the catalogue knew both
 
 
-def test_a_pending_mig_change_is_reported() -> None:
-    device = FakeDevice("GPU-0", mig_mode=(pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_ENABLE))
+ON, OFF = pynvml.NVML_DEVICE_MIG_ENABLE, pynvml.NVML_DEVICE_MIG_DISABLE
+
+
+@pytest.mark.parametrize(
+    ("current", "pending", "enabled", "after_reset", "change_pending"),
+    [
+        pytest.param(OFF, OFF, False, False, False, id="off"),
+        pytest.param(ON, ON, True, True, False, id="on: enabled is not pending"),
+        pytest.param(OFF, ON, False, True, True, id="being enabled"),
+        pytest.param(ON, OFF, True, False, True, id="being disabled"),
+    ],
+)
+def test_mig_pending_is_a_change_waiting_for_a_reset_not_mig_being_on(
+    current: int, pending: int, enabled: bool, after_reset: bool, change_pending: bool
+) -> None:
+    device = FakeDevice("GPU-0", mig_current=current, mig_pending=pending)
     gpu = NvmlSource(nvml=host(device)).read().gpus[0]
-    assert (gpu.mig_enabled, gpu.mig_pending, gpu.utilization_pct) == (False, True, 37)
+    assert (gpu.mig_enabled, gpu.mig_enabled_after_reset, gpu.mig_pending) == (
+        enabled,
+        after_reset,
+        change_pending,
+    )
+    assert (gpu.utilization_pct is None) == enabled  # NVML has none with MIG on now, whatever is pending
 
 
 @pytest.mark.parametrize(
