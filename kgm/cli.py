@@ -17,6 +17,7 @@ from inventory.domain.prices import PriceError
 from inventory.layouts.settings import LayoutSettings, PlannerMode
 from kgm.certs import make_webhook_certificates, write_webhook_certificates
 from kgm.client.commands import COMMANDS, add_commands, run_client_command
+from kgm.client.validate import add_validate, run_validate
 from kgm.ledger_cli import add_ledger_command, run_ledger_command
 from kgm.logs import configure_logging
 from kgm.settings import ConnectionLimits, ServeSettings, TlsSettings, read_environment
@@ -238,6 +239,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
 
     add_commands(commands, environ)
+    add_validate(commands, environ)
     add_ledger_command(commands, environ)
     _add_certs(commands)
     return parser
@@ -275,6 +277,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return run_ledger_command(args)
         if args.command in COMMANDS:
             return run_client_command(args)
+        if args.command == "validate":
+            return run_validate(args)
         if args.command == "simulate":
             from kgm.sim.cli import run_simulate  # noqa: PLC0415
 
