@@ -35,6 +35,7 @@ from inventory.domain.mig_candidates import plannable_offer
 from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import Offer, offer_of
 from inventory.domain.prices import PriceTable, parse_price_table
+from inventory.domain.quota import QuotaChecker
 from inventory.domain.shape import NodeShape
 from inventory.layouts.metrics import PlanCollector, PlanMetrics
 from inventory.layouts.planner import LayoutPlanner
@@ -45,6 +46,8 @@ from inventory.ledger.reconciler import Reconciler
 from inventory.ledger.sql import SqlLedger, redact
 from inventory.live.cache import InventoryCache, LiveOffer
 from inventory.live.metrics import InventoryCollector
+from inventory.live.quota_metrics import QuotaCollector
+from inventory.live.quotas import QuotaBook
 from inventory.live.static import cache_of
 from inventory.notify.formats import load_settings
 from inventory.notify.sender import Notifier
@@ -76,6 +79,8 @@ class Parts:
     api_routes: Sequence[BaseRoute]
     #: Reads a reservation by id (admission pins pods that claim one).
     reservation: Callable[[str], Allocation | None]
+    #: Judges GPU pods against the GPU quotas at admission (live mode: :class:`QuotaBook`); None: no quotas.
+    quota: QuotaChecker | None = None
     #: Whether this replica decides placement and reservations (:mod:`kgm.leadership`); None: always
     #: (standalone, one process).
     serving: Callable[[], bool] | None = None
@@ -102,6 +107,8 @@ class _Core:
     reconciler: Reconciler
     reserver: Reserver
     ledger: SqlLedger
+    #: What the GPU quotas count (fed by watches in live mode; the REST API and metrics read it).
+    quotas: QuotaBook
 
 
 def assemble(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
@@ -147,6 +154,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     from extender.kube_binder import KubeBinder  # noqa: PLC0415
     from inventory.kube import KubeClient  # noqa: PLC0415
     from inventory.leader import LeaderElector, RoleLabel  # noqa: PLC0415
+    from inventory.live.quota_watches import QuotaStatusWriter, quota_reflectors  # noqa: PLC0415
     from inventory.live.watches import cache_reflectors  # noqa: PLC0415
     from inventory.reservations.controller import GpuAllocationController, gpuallocation_watch  # noqa: PLC0415
 
@@ -210,12 +218,19 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     background.add(Worker("leader", elect))
     background.add(Worker("resync", functools.partial(_every, settings.resync_interval_s, action=resync)))
     planning = settings.layouts.mode is not PlannerMode.OFF
+    quotas = core.quotas
+    for reflector in quota_reflectors(kube, quotas, watch_timeout_seconds=settings.watch_timeout_s):
+        background.add(Worker(f"reflector-{reflector.name}", reflector.run))
+    writer = QuotaStatusWriter(quotas, kube, is_leader=leader.is_leader)
+    background.add(Worker("quota-status", writer.run))
+    core.parts.quota = quotas.admit
     for reflector in cache_reflectors(
         kube,
         cache,
         watch_timeout_seconds=settings.watch_timeout_s,
         pod_listeners=[
             (reconciler.resync, reconciler.on_pod),
+            (quotas.replace_pods, quotas.apply_pod),
             *([(signals.replace_pods, signals.apply_pod)] if planning else []),
         ],
         node_listeners=[(signals.replace_nodes, signals.apply_node)] if planning else [],
@@ -269,6 +284,14 @@ def _core(
     )
     registry.register(InventoryCollector(cache))
     registry.register(LedgerCollector(ledger))
+    quotas = QuotaBook(
+        snapshot=cache.snapshot,
+        offer=offer,
+        prices=prices,
+        catalogue=builtin_catalogue(),
+        reservations=ledger.open_allocations,
+    )
+    registry.register(QuotaCollector(quotas.views))
     planner = _planner(
         settings,
         registry,
@@ -298,7 +321,7 @@ def _core(
         closers=[ledger.close, *closers],
     )
     _watch(background, settings, cache, ledger, notifier, is_leader=is_leader)
-    return _Core(parts=parts, reconciler=reconciler, reserver=reserver, ledger=ledger)
+    return _Core(parts=parts, reconciler=reconciler, reserver=reserver, ledger=ledger, quotas=quotas)
 
 
 def _planner(

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from extender.service import ExtenderService
 from inventory.domain.allocation import Allocation
 from inventory.domain.offer import Offer
+from inventory.domain.quota import QuotaChecker
 from kgm.assembly import Parts, assemble
 from kgm.certs import make_self_signed_files
 from kgm.connections import limited_protocol, serving_loop
@@ -52,6 +53,7 @@ def build_app(
     extender: ExtenderService | None = None,
     api_routes: Sequence[BaseRoute] = (),
     reservation: Callable[[str], Allocation | None] = lambda allocation_id: None,
+    quota: QuotaChecker | None = None,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     extender_callers: ClientCertRule | None = None,
     mutate_callers: ClientCertRule | None = None,
@@ -67,6 +69,7 @@ def build_app(
     mutate: ASGIApp = web_routes.mutate_endpoint(
         offer=offer,
         reservation=reservation,
+        quota=quota,
         settings=webhook,
         registry=registry,
         logger=logging.getLogger("kgm.webhook"),
@@ -162,6 +165,7 @@ def assembled_app(
         extender=parts.extender,
         api_routes=parts.api_routes,
         reservation=parts.reservation,
+        quota=parts.quota,
         lifespan=lifespan(parts.background),
         extender_serving=parts.serving,
         **client_cert_rules(settings.tls),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import threading
@@ -14,6 +15,7 @@ import httpx
 import pytest
 import uvicorn
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp
 
 from inventory.domain.cluster_file import load_cluster
 from inventory.domain.offer import Offer, offer_of
@@ -40,13 +42,11 @@ class RunningServer:
         )
 
 
-@pytest.fixture(scope="session")
-def https_server(tmp_path_factory: pytest.TempPathFactory, demo_offer: Offer) -> Iterator[RunningServer]:
-    scratch = tmp_path_factory.mktemp("tls")
+@contextlib.contextmanager
+def serve_https(app: ASGIApp, scratch: Path, registry: CollectorRegistry) -> Iterator[RunningServer]:
+    """``app`` under uvicorn with TLS on a loopback port, until the block ends."""
     cert, key = make_self_signed_files(scratch)
     tls = ReloadingTLS(cert_file=cert, key_file=key)
-    registry = CollectorRegistry()
-    app = build_app(offer=lambda: demo_offer, webhook=WebhookSettings(), registry=registry)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -69,6 +69,14 @@ def https_server(tmp_path_factory: pytest.TempPathFactory, demo_offer: Offer) ->
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def https_server(tmp_path_factory: pytest.TempPathFactory, demo_offer: Offer) -> Iterator[RunningServer]:
+    registry = CollectorRegistry()
+    app = build_app(offer=lambda: demo_offer, webhook=WebhookSettings(), registry=registry)
+    with serve_https(app, tmp_path_factory.mktemp("tls"), registry) as server:
+        yield server
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from inventory.domain.cluster_file import parse_cluster
 from inventory.domain.offer import offer_of
 from inventory.domain.quota import QuotaAsk
 from inventory.kube import KubeNotFoundError
-from inventory.live.quota_watches import QuotaCollector, QuotaStatusWriter
+from inventory.live.quota_metrics import QuotaCollector
+from inventory.live.quota_watches import QuotaStatusWriter
 from inventory.live.quotas import QuotaBook
 from inventory.live.static import cache_of
 
