@@ -55,7 +55,8 @@ def add_ledger_command(commands: Any, environ: Mapping[str, str]) -> None:
         "--format",
         choices=[f.value for f in BackupFormat],
         help="jsonl: portable, any ledger into any; sqlite: SQLite's online backup, a database file "
-        "(SQLite ledgers only). Default: sqlite for a SQLite ledger, jsonl for PostgreSQL",
+        "(SQLite ledgers only). Default: the file's suffix (.jsonl, .sqlite, .db), else sqlite for a "
+        "SQLite ledger and jsonl for PostgreSQL",
     )
     save.add_argument(
         "--keep",
@@ -107,7 +108,7 @@ def run_ledger_command(
 def _backup(
     ledger: SqlLedger, args: argparse.Namespace, clock: Callable[[], datetime], started: float
 ) -> int:
-    backup_format = BackupFormat(args.format or ("sqlite" if ledger.database == "sqlite" else "jsonl"))
+    backup_format = _format(args.format, args.to, ledger.database)
     path: Path = args.to / backup_name(clock(), backup_format) if args.to.is_dir() else args.to
     result = backup(ledger, path, backup_format=backup_format, clock=clock)
     removed = rotate(args.to, args.keep) if args.keep is not None else []
@@ -117,6 +118,17 @@ def _backup(
         f"{_tables(result.header)}, {result.bytes} bytes, {time.monotonic() - started:.2f} s{kept}"
     )
     return 0
+
+
+def _format(given: str | None, to: Path, database: str) -> BackupFormat:
+    """``--format``; else the file's suffix says (``.jsonl``, ``.sqlite``, ``.db``); else SQLite's own
+    for a SQLite ledger and the portable one for PostgreSQL."""
+    if given:
+        return BackupFormat(given)
+    by_suffix = {".jsonl": BackupFormat.JSONL, ".sqlite": BackupFormat.SQLITE, ".db": BackupFormat.SQLITE}
+    if not to.is_dir() and to.suffix in by_suffix:
+        return by_suffix[to.suffix]
+    return BackupFormat.SQLITE if database == "sqlite" else BackupFormat.JSONL
 
 
 def _made(header: Header) -> str:

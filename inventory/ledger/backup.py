@@ -245,6 +245,8 @@ def backup(
     renamed into place once complete and synced, so that ``path`` is a whole backup or nothing."""
     if path.exists():
         raise BackupError(f"{path} exists: a backup never overwrites one (choose another name)")
+    if not path.parent.is_dir():
+        raise BackupError(f"{path.parent} is not a directory")
     partial = path.with_name(f".{path.name}.partial")
     partial.unlink(missing_ok=True)  # left by a backup that died
     try:
