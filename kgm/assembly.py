@@ -221,7 +221,9 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     quotas = core.quotas
     for reflector in quota_reflectors(kube, quotas, watch_timeout_seconds=settings.watch_timeout_s):
         background.add(Worker(f"reflector-{reflector.name}", reflector.run))
-    writer = QuotaStatusWriter(quotas, kube, is_leader=leader.is_leader)
+    writer = QuotaStatusWriter(
+        quotas, kube, is_leader=leader.is_leader, interval_s=settings.quota_status_interval_s
+    )
     background.add(Worker("quota-status", writer.run))
     core.parts.quota = quotas.admit
     for reflector in cache_reflectors(
@@ -290,6 +292,7 @@ def _core(
         prices=prices,
         catalogue=builtin_catalogue(),
         reservations=ledger.open_allocations,
+        assume_ttl_s=settings.quota_assume_ttl_s,
     )
     registry.register(QuotaCollector(quotas.views))
     planner = _planner(

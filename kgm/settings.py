@@ -89,6 +89,13 @@ class ServeSettings:
     resync_interval_s: float = 600.0
     """Seconds between full resyncs of the ledger with a complete listing of pods."""
 
+    quota_status_interval_s: float = 15.0
+    """Seconds between the leader's writes of what each GpuQuota uses (only the changed ones are written)."""
+
+    quota_assume_ttl_s: float = 30.0
+    """Seconds an admission's quota hold lasts if its pod never shows up (the API server refused it after
+    the webhook): kube-scheduler's assumed pods expire after 30 s too."""
+
     namespace: str = "kgm-system"
     """This replica's namespace ($POD_NAMESPACE, from the downward API): where the reconciler's Lease is."""
 
