@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 
 from extender.bind import Binder, InMemoryBinder
+from extender.events import with_no_room_events
 from extender.gpu_extender import GpuExtender, PodFetcher
 from extender.service import ExtenderService
 from inventory.api.auth import TokenStore
@@ -31,6 +32,7 @@ from inventory.domain.allocation import Allocation
 from inventory.domain.catalogue import builtin_catalogue
 from inventory.domain.cluster_file import load_cluster
 from inventory.domain.cost import allocation_cost
+from inventory.domain.events import EventRecorder, NoEvents
 from inventory.domain.mig_candidates import plannable_offer
 from inventory.domain.model import ClusterInventory, NodeName
 from inventory.domain.offer import Offer, offer_of
@@ -156,9 +158,11 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     from inventory.leader import LeaderElector, RoleLabel  # noqa: PLC0415
     from inventory.live.quota_watches import QuotaStatusWriter, quota_reflectors  # noqa: PLC0415
     from inventory.live.watches import cache_reflectors  # noqa: PLC0415
+    from inventory.notify.kube_events import KubeEventRecorder  # noqa: PLC0415
     from inventory.reservations.controller import GpuAllocationController, gpuallocation_watch  # noqa: PLC0415
 
     kube = KubeClient.from_environment(settings.environ)
+    events = KubeEventRecorder(kube, instance=settings.pod_name or socket.gethostname())
     catalogue = builtin_catalogue()
     prices = parse_price_table(_yaml(settings)) if settings.prices is not None else PriceTable()
     cache = InventoryCache(catalogue=catalogue, settings=settings.cache)
@@ -200,8 +204,10 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
         closers=[kube.close],
         signals=signals,
         mig_store=kube,
+        events=events,
     )
     reconciler, background = core.reconciler, core.parts.background
+    background.add(Service("events", start=events.start, close=events.close))
     restore = TermRestore(
         overlapping=core.ledger.overlapping, forget=cache.forget, restore=core.reserver.restore
     )
@@ -264,6 +270,7 @@ def _core(
     closers: Sequence[Callable[[], None]] = (),
     signals: WorkloadSignals | None = None,
     mig_store: MigConfigStore | None = None,
+    events: EventRecorder | None = None,
 ) -> _Core:
     """What both ways have in common: the ledger and its reconciler, reservations, the extender, the
     API, metrics and notifications, over the cache and offer each way builds. ``serving``: whether this
@@ -272,9 +279,13 @@ def _core(
     ledger = SqlLedger.open(ledger_url)
     metrics = ReconcileMetrics.register(registry)
     notifier = _notifier(settings, registry, background)
-    reconciler = _reconciler(ledger, cache, prices, metrics, notifier, is_leader=is_leader)
-    extender = GpuExtender(
-        cache=cache, binder=binder(reconciler), prices=prices, fetch_pod=fetch_pod, reservation=ledger.get
+    events = events or NoEvents()  # Events on pods: a cluster's only (NoGpuRoom, limits, lapses)
+    reconciler = _reconciler(ledger, cache, prices, metrics, notifier, is_leader=is_leader, events=events)
+    extender = with_no_room_events(
+        GpuExtender(
+            cache=cache, binder=binder(reconciler), prices=prices, fetch_pod=fetch_pod, reservation=ledger.get
+        ),
+        events,
     )
     reserver = Reserver(
         cache=cache,
@@ -420,6 +431,7 @@ def _reconciler(
     notifier: Notifier | None,
     *,
     is_leader: Callable[[], bool] = lambda: True,
+    events: EventRecorder | None = None,
 ) -> Reconciler:
     def shape_of(node: str) -> NodeShape | None:
         state = cache.snapshot().states.get(NodeName(node))
@@ -433,6 +445,7 @@ def _reconciler(
         on_error=metrics.errors.inc,
         observe_write=metrics.write_seconds.observe,
         on_change=_announce(notifier),
+        events=events,
     )
 
 

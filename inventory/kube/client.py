@@ -28,6 +28,7 @@ from typing import Any, Final
 from inventory.domain.gpunode import PLURAL, VERSION
 from inventory.domain.labels import GROUP
 from inventory.kube.errors import KubeNotFoundError
+from inventory.kube.events import Events
 from inventory.kube.quotas import Quotas
 from inventory.kube.reviews import AccessReviews
 from inventory.kube.transport import Listing, Transport, WatchEvent
@@ -36,7 +37,7 @@ _GVP: Final = (GROUP, VERSION, PLURAL)
 GPUALLOCATIONS: Final = "gpuallocations"
 
 
-class KubeClient(AccessReviews, Quotas, Transport):
+class KubeClient(AccessReviews, Events, Quotas, Transport):
     """GpuNodes, pods, nodes, ConfigMaps, Leases through the Kubernetes API; synchronous, thread-safe."""
 
     # GpuNodes (cluster-scoped custom objects)

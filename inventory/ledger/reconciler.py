@@ -22,6 +22,15 @@ from decimal import Decimal
 from typing import Any
 
 from inventory.domain.allocation import Allocation, Status, allocation_id
+from inventory.domain.events import (
+    OVER_COST_LIMIT,
+    OVER_MAX_DURATION,
+    RESERVATION_LAPSED,
+    EventRecorder,
+    NoEvents,
+    PodEvent,
+    PodRef,
+)
 from inventory.domain.labels import ALLOCATION_ID, TEAM, USER, WORKLOAD_TYPE
 from inventory.domain.pods import TERMINAL_PHASES, container_gpus, pod_gpu_total
 from inventory.domain.prices import PriceTable
@@ -191,15 +200,56 @@ def plan_resync(
 
 def over_limit(allocation: Allocation, now: datetime) -> str | None:
     """Why a running allocation has gone past what its reservation allowed, or None."""
+    passed = limit_passed(allocation, now)
+    return passed[1] if passed else None
+
+
+def limit_passed(allocation: Allocation, now: datetime) -> tuple[str, str] | None:
+    """The limit a running allocation has gone past (its Event reason) and why, or None."""
     if allocation.max_duration_hours is not None:
         hours = (now - allocation.start).total_seconds() / 3600
         if hours > allocation.max_duration_hours:
-            return f"running {hours:.1f} h, past maxDurationHours {allocation.max_duration_hours}"
+            why = f"running {hours:.1f} h, past maxDurationHours {allocation.max_duration_hours}"
+            return OVER_MAX_DURATION, why
     if allocation.cost_limit is not None:
         cost = allocation.cost(now)
         if cost > allocation.cost_limit:
-            return f"cost {cost:.2f} past costLimit {allocation.cost_limit}"
+            return OVER_COST_LIMIT, f"cost {cost:.2f} past costLimit {allocation.cost_limit}"
     return None
+
+
+def limit_event(allocation: Allocation, now: datetime) -> PodEvent | None:
+    """The Event telling a running pod it went past its reservation's limit (kgm does not stop it)."""
+    passed = limit_passed(allocation, now)
+    if passed is None or not allocation.pod:
+        return None
+    reason, why = passed
+    pod = PodRef(allocation.namespace, allocation.pod, allocation.pod_uid or "")
+    message = f"allocation {allocation.id} on {allocation.node}: {why}; the pod keeps running"
+    return PodEvent(pod, reason, message, action="Reconcile")
+
+
+#: Pods told of one lapsed reservation, at most (those that claim it, and the one it was made for).
+_LAPSE_TOLD = 10
+
+
+def lapse_events(reservation: Allocation, at: datetime, pods: Iterable[PodView]) -> list[PodEvent]:
+    """Events for the pods that claim ``reservation`` (``gpu.kgm.io/allocation-id``) or that it was made
+    for, now that it lapsed unclaimed: the hold is gone, such a pod is scheduled like any other."""
+    told = [
+        view
+        for view in pods
+        if view.namespace == reservation.namespace
+        and (view.reservation == reservation.id or (reservation.pod and view.name == reservation.pod))
+    ][:_LAPSE_TOLD]
+    message = (
+        f"reservation {reservation.id} ({reservation.count} x {reservation.resource} on {reservation.node}) "
+        f"lapsed unclaimed at {at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}; its hold is released"
+    )
+    return [
+        PodEvent(PodRef(view.namespace, view.name, view.uid), RESERVATION_LAPSED, message, action="Expire")
+        for view in told
+    ]
 
 
 class Reconciler:
@@ -217,10 +267,13 @@ class Reconciler:
         on_error: Callable[[], None] = lambda: None,
         observe_write: Callable[[float], None] = lambda seconds: None,
         on_change: Callable[[Allocation, bool], None] = lambda allocation, opened: None,
+        events: EventRecorder | None = None,
     ) -> None:
         """``on_error`` and ``observe_write`` (seconds per ledger write) feed the metrics;
-        ``on_change(allocation, opened)`` hears of every allocation opened or closed by an event."""
+        ``on_change(allocation, opened)`` hears of every allocation opened or closed by an event;
+        ``events`` tells pods what a resync finds (over a limit, reservation lapsed)."""
         self._on_change = on_change
+        self._events = events or NoEvents()
         self._ledger = ledger
         self._shape_of = shape_of
         self._prices = prices
@@ -294,8 +347,9 @@ class Reconciler:
         try:
             with self._lock:
                 now = self._clock()
+                open_rows = {a.id: a for a in self._ledger.open_allocations()}
                 plan = plan_resync(
-                    self._ledger.open_allocations(),
+                    open_rows.values(),
                     pods,
                     shape_of=self._shape_of,
                     prices=self._prices,
@@ -315,6 +369,14 @@ class Reconciler:
                     "allocation over its limit",
                     extra={"event": "allocation.over_limit", "allocation": allocation, "reason": why},
                 )
+                told = limit_event(open_rows[allocation], now)
+                if told is not None:
+                    self._events.record(told)
+        if plan.expired:
+            views = [pod_view(pod) for pod in pods]
+            for reservation, at in plan.expired:
+                for told in lapse_events(open_rows[reservation], at, views):
+                    self._events.record(told)
         self._log.info(
             "resync done",
             extra={

@@ -61,6 +61,7 @@ CONTROLLER_GRANTS = {
     *{("", "", r, v, "*") for r in ("pods", "nodes") for v in ("list", "watch")},
     ("", "", "pods", "get", "*"),
     ("", "", "bindings", "create", "*"),
+    *{("", "", "events", v, "*") for v in ("create", "patch")},
     *{("", "gpu.kgm.io", "gpunodes", v, "*") for v in ("list", "watch")},
     *{("", "gpu.kgm.io", "gpuallocations", v, "*") for v in ("list", "watch")},
     ("", "gpu.kgm.io", "gpuallocations/status", "patch", "*"),
@@ -163,6 +164,17 @@ KUBE_CALLS: dict[str, tuple[str, Callable[[KubeClient], object]]] = {
             user="u", resource_attributes={"group": "gpu.kgm.io", "resource": "devices", "verb": "list"}
         ),
     ),
+    "create_event": (
+        "kgm",
+        lambda k: k.create_event(
+            "ml",
+            {
+                "metadata": {"name": "p1.1"},
+                "involvedObject": {"kind": "Pod", "namespace": "ml", "name": "p1"},
+            },
+        ),
+    ),
+    "patch_event": ("kgm", lambda k: k.patch_event("ml", "p1.1", {"count": 2})),
     "get_gpunode": ("kgm-agent", lambda k: k.get_gpunode("n1")),
     "create_gpunode": ("kgm-agent", lambda k: k.create_gpunode({"metadata": {"name": "n2"}})),
     "update_gpunode_status": ("kgm-agent", lambda k: k.update_gpunode_status("n1", {"devices": []})),
