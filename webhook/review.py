@@ -114,8 +114,9 @@ class _Request(msgspec.Struct, rename="camel"):
     operation: str
     namespace: str | None = None
     sub_resource: str | None = None
-    # Raw: the bytes of any JSON value, null included (empty when the field is absent).
-    object: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    # One pass over the body: the pod's view is decoded where it stands, and oldObject skipped (read,
+    # with the whole pod, from the body when something asks for them).
+    object: PodView | None = None
     old_object: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
     dry_run: bool | None = None
 
@@ -127,7 +128,6 @@ class _Review(msgspec.Struct, rename="camel"):
 
 
 _REVIEW = msgspec.json.Decoder(_Review)
-_POD = msgspec.json.Decoder(PodView)
 
 
 class AdmissionRequest:
@@ -139,10 +139,9 @@ class AdmissionRequest:
     """
 
     __slots__ = (
+        "_body",
         "_object",
-        "_object_json",
         "_old_object",
-        "_old_object_json",
         "dry_run",
         "group",
         "kind",
@@ -165,8 +164,7 @@ class AdmissionRequest:
         object: dict[str, Any] | None = None,
         dry_run: bool = False,
         old_object: dict[str, Any] | None = None,
-        object_json: bytes | None = None,
-        old_object_json: bytes | None = None,
+        body: bytes | None = None,
         pod: PodView | None = None,
     ) -> None:
         self.uid = uid
@@ -177,21 +175,32 @@ class AdmissionRequest:
         self.sub_resource = sub_resource
         self.dry_run = dry_run
         self.pod = pod
-        self._object, self._object_json = object, object_json
-        self._old_object, self._old_object_json = old_object, old_object_json
+        self._object, self._old_object = object, old_object
+        self._body = body  # ``object`` and ``old_object`` are in it, parsed on first use
 
     @property
     def object(self) -> dict[str, Any] | None:
-        if self._object_json is not None:
-            self._object, self._object_json = _as_object(self._object_json), None
+        if self._body is not None:
+            self._parse_body()
         return self._object
 
     @property
     def old_object(self) -> dict[str, Any] | None:
         """The pod before an UPDATE (``oldObject``); None otherwise."""
-        if self._old_object_json is not None:
-            self._old_object, self._old_object_json = _as_object(self._old_object_json), None
+        if self._body is not None:
+            self._parse_body()
         return self._old_object
+
+    def _parse_body(self) -> None:
+        # The typed decoding read this body, so the plain parse does too (the same JSON, the same
+        # last-key-wins rule for a repeated key).
+        assert self._body is not None
+        request = orjson.loads(self._body)["request"]
+        self._object, self._old_object = (
+            _as_object(request.get("object")),
+            _as_object(request.get("oldObject")),
+        )
+        self._body = None
 
     @property
     def has_object(self) -> bool:
@@ -221,8 +230,7 @@ class AdmissionRequest:
         )
 
 
-def _as_object(raw: bytes) -> dict[str, Any] | None:
-    value = orjson.loads(raw)
+def _as_object(value: object) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
@@ -230,8 +238,8 @@ def decode_review(body: bytes) -> AdmissionRequest:
     """:func:`parse_review`'s answer, faster: typed decoding of a review as the API server writes it.
 
     Whatever the typed decoding refuses goes to :func:`parse_review`, which accepts, coerces or refuses it
-    as it always did. The pod's typed view is left out (None) when its fields are of other types than
-    the API server writes: the mutation then reads the pod as a dict, as before.
+    as it always did: a review with a pod whose fields are of other types than the API server writes too
+    (the mutation then reads the pod as a dict, as before).
     """
     try:
         review = _REVIEW.decode(body)
@@ -240,13 +248,6 @@ def decode_review(body: bytes) -> AdmissionRequest:
     request = review.request
     if review.api_version != API_VERSION or review.kind != KIND or not request.uid:
         return parse_review(body)  # refused there, in its words
-    obj = _raw(request.object)
-    pod = None
-    if obj is not None and request.operation == "CREATE":
-        try:
-            pod = _POD.decode(obj)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            pod = None  # not a pod as the API server writes one: read as a dict
     return AdmissionRequest(
         uid=request.uid,
         kind=request.kind.kind,
@@ -255,15 +256,9 @@ def decode_review(body: bytes) -> AdmissionRequest:
         namespace=request.namespace or "",
         sub_resource=request.sub_resource or "",
         dry_run=request.dry_run is True,
-        object_json=obj,
-        old_object_json=_raw(request.old_object),
-        pod=pod,
+        body=body,
+        pod=request.object,
     )
-
-
-def _raw(value: msgspec.Raw) -> bytes | None:
-    # An absent field is None; any JSON value (null too) is kept as its bytes, parsed when read.
-    return bytes(value) or None
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
