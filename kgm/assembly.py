@@ -27,7 +27,7 @@ from extender.bind import Binder, InMemoryBinder
 from extender.events import with_no_room_events
 from extender.gpu_extender import GpuExtender, PodFetcher
 from extender.service import ExtenderService
-from inventory.api.auth import TokenStore
+from inventory.api.auth import Authenticator
 from inventory.domain.allocation import Allocation
 from inventory.domain.catalogue import builtin_catalogue
 from inventory.domain.cluster_file import load_cluster
@@ -61,6 +61,7 @@ from inventory.notify.watchdog import (
 )
 from inventory.reservations.reserver import Reserver
 from inventory.reservations.service import ReservationService
+from kgm.api_auth import build_authenticator
 from kgm.leadership import LeaderOnlyReservations, Leadership, TermRestore
 from kgm.lifespan import Background, Service, Worker
 from kgm.settings import ServeSettings
@@ -315,12 +316,14 @@ def _core(
         mig_store,
         is_leader,
     )
+    authenticator, close_authenticator = build_authenticator(settings, logging.getLogger("kgm.api"))
     parts = Parts(
         offer=offer,
         ready=ready,
         description={**description, "ledger": redact(ledger_url)},
         extender=extender,
         api_routes=_api(
+            authenticator,
             settings,
             ledger,
             cache,
@@ -332,7 +335,7 @@ def _core(
         reservation=ledger.get,
         serving=serving,
         background=background,
-        closers=[ledger.close, *closers],
+        closers=[ledger.close, close_authenticator, *closers],
     )
     _watch(background, settings, cache, ledger, notifier, is_leader=is_leader)
     return _Core(parts=parts, reconciler=reconciler, reserver=reserver, ledger=ledger, quotas=quotas)
@@ -461,6 +464,7 @@ def _announce(notifier: Notifier | None) -> Callable[[Allocation, bool], None]:
 
 
 def _api(
+    tokens: Authenticator,
     settings: ServeSettings,
     ledger: SqlLedger,
     cache: InventoryCache,
@@ -469,7 +473,6 @@ def _api(
     registry: CollectorRegistry,
     planner: LayoutPlanner | None,
 ) -> list[BaseRoute]:
-    tokens = TokenStore.load(settings.api_tokens) if settings.api_tokens is not None else TokenStore()
     return build_api_routes(
         ledger=ledger,
         snapshot=cache.snapshot,

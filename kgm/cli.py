@@ -15,6 +15,7 @@ from inventory.domain.catalogue import CatalogueError
 from inventory.domain.cluster_file import DEMO, ClusterFileError
 from inventory.domain.prices import PriceError
 from inventory.layouts.settings import LayoutSettings, PlannerMode
+from kgm.api_auth import add_auth_options, auth_settings
 from kgm.certs import make_webhook_certificates, write_webhook_certificates
 from kgm.client.commands import COMMANDS, add_commands, run_client_command
 from kgm.client.validate import add_validate, run_validate
@@ -145,6 +146,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument(
         "--api-tokens", type=Path, default=environ.get("KGM_API_TOKENS"), help="REST API tokens file"
     )
+    add_auth_options(serve, environ)
     serve.add_argument(
         "--notifications",
         type=Path,
@@ -333,6 +335,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         prices=args.prices,
         ledger=args.ledger,
         api_tokens=args.api_tokens,
+        api_auth=auth_settings(args),
         notifications=args.notifications,
         daily_cost_threshold=args.daily_cost_threshold,
         namespace=environ.get("POD_NAMESPACE", "kgm-system"),

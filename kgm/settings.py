@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from inventory.api.auth.settings import ApiAuthSettings
 from inventory.domain.snapshot import CacheSettings
 from inventory.layouts.settings import LayoutSettings
 from webhook.settings import WebhookSettings
@@ -79,6 +80,10 @@ class ServeSettings:
 
     api_tokens: Path | None = None
     """YAML/JSON list of {token, name, role} for the REST API (a mounted Secret); none: API refuses all."""
+
+    api_auth: ApiAuthSettings = field(default_factory=ApiAuthSettings)
+    """Who may call the REST API: ``--api-auth file|kubernetes|oidc`` (``KGM_API_AUTH``) and each way's
+    options (``kgm/api_auth.py``); ``api_tokens`` is the file way's."""
 
     notifications: Path | None = None
     """YAML/JSON of notification endpoints (Slack, Teams, PagerDuty, generic); none: no notifications."""
