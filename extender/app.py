@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from starlette.types import Scope
 
 from extender import wire
-from extender.service import ExtenderService
+from extender.service import EncodedReplies, ExtenderService
 from inventory.domain.pods import PodError
 
 LogLine = tuple[str, tuple[object, ...], Mapping[str, object]]
@@ -49,15 +49,23 @@ class Verb(Generic[Call]):
     error: Callable[[str], bytes] | None
     #: Run the service in a worker thread: it waits on the API server (bind), the loop must not.
     blocking: bool = False
+    #: Makes a parser of its own for each handler, where parsing keeps state (``wire.ExtenderArgsReader``).
+    reader: Callable[[], Callable[[bytes], Call]] | None = None
 
 
 def _filter(service: ExtenderService, call: wire.ExtenderCall) -> Reply:
+    if isinstance(service, EncodedReplies):
+        body, passed = service.filter_reply(call)
+        return Reply(body, "ok", {"nodes": len(call.node_names), "passed": passed})
     outcome = service.filter(call.pod, call.node_names)
     log = {"nodes": len(call.node_names), "passed": len(outcome.passed)}
     return Reply(wire.filter_result(call, outcome), "ok", log)
 
 
 def _prioritize(service: ExtenderService, call: wire.ExtenderCall) -> Reply:
+    if isinstance(service, EncodedReplies):
+        body, scored = service.prioritize_reply(call)
+        return Reply(body, "ok", {"nodes": len(call.node_names), "scored": scored})
     scores = service.prioritize(call.pod, call.node_names)
     return Reply(wire.prioritize_result(scores), "ok", {"nodes": len(call.node_names), "scored": len(scores)})
 
@@ -75,11 +83,17 @@ def _preempt(service: ExtenderService, call: wire.PreemptionCall) -> Reply:
 
 
 VERBS: tuple[Verb[Any], ...] = (
-    Verb("filter", wire.parse_extender_args, _filter, lambda message: wire.filter_error(None, message)),
+    Verb(
+        "filter",
+        wire.parse_extender_args,
+        _filter,
+        lambda message: wire.filter_error(None, message),
+        reader=wire.ExtenderArgsReader,
+    ),
     # The reply is a bare HostPriorityList with no Error field: errors go out as HTTP 400/500, which
     # kube-scheduler logs and treats as "no score from this extender" (prioritizeNodes ignores
     # extender errors), so the pod still schedules on the other scores.
-    Verb("prioritize", wire.parse_extender_args, _prioritize, None),
+    Verb("prioritize", wire.parse_extender_args, _prioritize, None, reader=wire.ExtenderArgsReader),
     Verb("bind", wire.parse_binding_args, _bind, wire.binding_result, blocking=True),
     # ExtenderPreemptionResult has no Error field: the error reply is an empty victims map (no eviction).
     Verb("preempt", wire.parse_preemption_args, _preempt, wire.preemption_error),
@@ -156,6 +170,7 @@ class VerbHandler(Generic[Call]):
         self.verb = verb
         self.service = service
         self.blocking = verb.blocking  # bind waits on the API server; filter and prioritize must not hop
+        self._parse = verb.reader() if verb.reader is not None else verb.parse
 
     def check(self, scope: Scope) -> None:
         return None
@@ -166,7 +181,7 @@ class VerbHandler(Generic[Call]):
         return Refused(self.verb.name, "bad_request", status, message, headers=headers)
 
     def parse(self, scope: Scope, body: bytes) -> Call:
-        return self.verb.parse(body)
+        return self._parse(body)
 
     def answer(self, call: Call) -> Replied:
         return Replied(self.verb.name, call, self.verb.answer(self.service, call))

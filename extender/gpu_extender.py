@@ -8,9 +8,19 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from extender import wire
 from extender.bind import BindCoordinator, Binder, ReservationLookup
 from extender.filter import filter_nodes
-from extender.prioritize import POLICIES, PrioritySettings, RequestType, learned_workload, prioritize
+from extender.memo import FilterMemo, ScoreMemo, shape_scorer, unique
+from extender.prioritize import (
+    POLICIES,
+    PrioritySettings,
+    RequestType,
+    learned_workload,
+    prioritize,
+    raw_score,
+    scoring_inputs,
+)
 from extender.service import FilterOutcome, Victims
 from inventory.domain.bounded import BoundedDict
 from inventory.domain.demand import GpuDemand, demand_of
@@ -19,6 +29,7 @@ from inventory.domain.labels import FULL_GPU_RESOURCE
 from inventory.domain.model import NodeName
 from inventory.domain.prices import PriceTable
 from inventory.domain.shape import NodeShape
+from inventory.domain.snapshot import InventorySnapshot
 from inventory.live.cache import InventoryCache
 
 #: ``fetch(namespace, name, timeout_s)``: the pod as the API server has it now, None if there is none.
@@ -63,10 +74,43 @@ class GpuExtender:
         self._verdicts: BoundedDict[Hashable, dict[int, Verdict]] = BoundedDict(256)
         self._scores: BoundedDict[Hashable, dict[int, float]] = BoundedDict(256)
         self._memo_guard = threading.Lock()
+        # Encoded answers per node for the last node list of each kind of pod (``extender.memo``): a
+        # memo holds a few arrays as long as the list, so far fewer of them than of the shape memos.
+        self._filter_memos: BoundedDict[Hashable, FilterMemo] = BoundedDict(16)
+        self._score_memos: BoundedDict[Hashable, ScoreMemo] = BoundedDict(16)
+        self._reply_guard = threading.Lock()
 
     def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome:
         demand = demand_of(pod)  # first: a pod it cannot read (PodError) is neither judged nor kept
         self._remember(pod)
+        return self._filter(demand, node_names)
+
+    def filter_reply(self, call: wire.ExtenderCall) -> tuple[bytes, int]:
+        """The encoded ExtenderFilterResult and how many nodes passed: from the kind of pod's memo
+        (``extender.memo``) in ``nodeCacheCapable`` mode, else through :meth:`filter`."""
+        demand = demand_of(call.pod)
+        self._remember(call.pod)
+        if call.nodes is None and demand.wants_gpus and not self._pinned(demand):
+            with self._reply_guard:
+                snapshot = self._cache.snapshot()
+                key = (snapshot.shape_epoch, _demand_key(demand))
+                memo = self._filter_memos.use(key)
+                if memo is None or (memo.names is not call.node_names and memo.names != call.node_names):
+                    index = unique(call.node_names)
+                    verdicts = self._memo(self._verdicts, key)
+                    memo = None if index is None else FilterMemo(call.node_names, index, verdicts)
+                    if memo is not None:
+                        self._filter_memos[key] = memo
+                if memo is not None:
+                    changed = None if memo.version is None else self._cache.changed_since(memo.version)
+                    return memo.reply(demand, snapshot, changed)
+        outcome = self._filter(demand, call.node_names)
+        return wire.filter_result(call, outcome), len(outcome.passed)
+
+    def _pinned(self, demand: GpuDemand) -> bool:
+        return demand.allocation_id is not None and self._cache.assumed(demand.allocation_id) is not None
+
+    def _filter(self, demand: GpuDemand, node_names: Sequence[str]) -> FilterOutcome:
         if demand.allocation_id is not None:
             reserved = self._cache.assumed(demand.allocation_id)
             if reserved is not None:
@@ -81,14 +125,53 @@ class GpuExtender:
         demand = demand_of(pod)
         self._remember(pod)
         snapshot = self._cache.snapshot()
+        settings, key = self._scoring(demand, snapshot)
+        memo = self._memo(self._scores, key)
+        return prioritize(demand, node_names, snapshot, self._prices, settings, memo)
+
+    def prioritize_reply(self, call: wire.ExtenderCall) -> tuple[bytes, int]:
+        """The encoded HostPriorityList and how many nodes it scores, from the kind of pod's memo
+        (``extender.memo``) where the node names are unique, else through :meth:`prioritize`."""
+        demand = demand_of(call.pod)
+        self._remember(call.pod)
+        with self._reply_guard:
+            snapshot = self._cache.snapshot()
+            settings, key = self._scoring(demand, snapshot)
+            memo = self._score_memos.use(key)
+            if memo is None:
+                memo = self._score_memo(demand, snapshot, settings, key)
+            changed = None if memo.version is None else self._cache.changed_since(memo.version)
+            body = memo.reply(demand, snapshot, call.node_names, changed)
+            if body is not None:
+                return body, len(call.node_names)
+        scores = prioritize(
+            demand, call.node_names, snapshot, self._prices, settings, self._memo(self._scores, key)
+        )
+        return wire.prioritize_result(scores), len(scores)
+
+    def _scoring(self, demand: GpuDemand, snapshot: InventorySnapshot) -> tuple[PrioritySettings, Hashable]:
+        """The settings a pod is scored with (the learned workload filled in) and its memos' key."""
         settings = self._settings
         version, workload = self._learned_workload()
         if settings.workload is None:
             settings = replace(settings, workload=workload)
         policy = demand.policy if demand.policy in POLICIES else settings.default_policy
-        key = (snapshot.shape_epoch, _demand_key(demand), policy, version)
-        memo = self._memo(self._scores, key)
-        return prioritize(demand, node_names, snapshot, self._prices, settings, memo)
+        return settings, (snapshot.shape_epoch, _demand_key(demand), policy, version)
+
+    def _score_memo(
+        self, demand: GpuDemand, snapshot: InventorySnapshot, settings: PrioritySettings, key: Hashable
+    ) -> ScoreMemo:
+        scores = self._memo(self._scores, key)
+        policy, workload, feed = scoring_inputs(demand, snapshot, settings, scores)
+        prices = self._prices
+
+        def score(shape: NodeShape) -> float:
+            return raw_score(policy, demand, shape, prices, workload)
+
+        scorer = shape_scorer(scores, score)  # type: ignore[arg-type]
+        memo = ScoreMemo(scorer, feed if demand.wants_gpus else None, settings.hot_penalty)
+        self._score_memos[key] = memo
+        return memo
 
     def bind(self, *, namespace: str, name: str, uid: str, node: str) -> str | None:
         """Within ``bind_timeout_s`` in all (see :data:`BIND_TIMEOUT_S`)."""

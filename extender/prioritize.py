@@ -64,15 +64,8 @@ def prioritize(
     (nodes of one shape score alike; the memo is the caller's to keep while the workload holds).
     CPU and memory are no part of a shape (they differ on nearly every node): ``fragmentation``'s
     stranded-GPU term is added per node, a few operations each."""
-    policy = demand.policy if demand.policy in POLICIES else settings.default_policy
     memo = {} if memo is None else memo
-    workload = settings.workload or learned_workload(snapshot)
-    feed = settings.feed
-    if policy == "fragmentation" and feed is None:
-        # The ratios the memo's scores were computed with live beside them: one memo never mixes two.
-        if _FEED_KEYS[0] not in memo:
-            memo[_FEED_KEYS[0]], memo[_FEED_KEYS[1]] = learned_feed(snapshot)
-        feed = memo[_FEED_KEYS[0]], memo[_FEED_KEYS[1]]
+    policy, workload, feed = scoring_inputs(demand, snapshot, settings, memo)
     states = snapshot.states
     # Everything is decided per shape (few), then looked up per node (many).
     shape_of_node: list[tuple[str, int]] = []
@@ -90,7 +83,7 @@ def prioritize(
         if value is None:
             value = memo[shape_id] = raw_score(policy, demand, shape, prices, workload)
         raw[shape_id] = value
-    if policy == "fragmentation" and feed and any(feed) and demand.wants_gpus:
+    if feed is not None and demand.wants_gpus:
         per_node = _with_room(demand, shape_of_node, states, raw, feed)
         if per_node is not None:
             return _scaled_per_node(per_node, states, settings.hot_penalty)
@@ -99,6 +92,24 @@ def prioritize(
         if shape.hot:
             scaled[shape_id] = max(0, scaled[shape_id] - settings.hot_penalty)
     return {name: scaled.get(shape_id, 0) for name, shape_id in shape_of_node}
+
+
+def scoring_inputs(
+    demand: GpuDemand, snapshot: InventorySnapshot, settings: PrioritySettings, memo: dict[int, float]
+) -> tuple[str, Mapping[RequestType, float], tuple[float, float] | None]:
+    """The policy, the workload mix and the feed ratios a pod is scored with; the feed only where the
+    stranded-GPU term applies (``fragmentation`` with nonzero ratios), else None."""
+    policy = demand.policy if demand.policy in POLICIES else settings.default_policy
+    workload = settings.workload or learned_workload(snapshot)
+    feed = settings.feed
+    if policy == "fragmentation" and feed is None:
+        # The ratios the memo's scores were computed with live beside them: one memo never mixes two.
+        if _FEED_KEYS[0] not in memo:
+            memo[_FEED_KEYS[0]], memo[_FEED_KEYS[1]] = learned_feed(snapshot)
+        feed = memo[_FEED_KEYS[0]], memo[_FEED_KEYS[1]]
+    if policy != "fragmentation" or not feed or not any(feed):
+        feed = None
+    return policy, workload, feed
 
 
 def _with_room(

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from extender.wire import ExtenderCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,4 +53,20 @@ class ExtenderService(Protocol):
 
     def preempt(self, pod: Mapping[str, Any], victims: Mapping[str, Victims]) -> dict[str, Victims]:
         """The victims worth evicting per node (only nodes where evicting them makes room)."""
+        ...
+
+
+@runtime_checkable
+class EncodedReplies(Protocol):
+    """A service that writes filter and prioritize replies itself, from answers kept per node and
+    encoded (``extender.memo``): at 5,000 nodes, judging and encoding every node for every call was
+    most of the extender's time (benchmarks/extender.py). ``GpuExtender`` does; the HTTP layer uses
+    it where the service does, else :class:`ExtenderService` and ``extender.wire``."""
+
+    def filter_reply(self, call: ExtenderCall) -> tuple[bytes, int]:
+        """The encoded ExtenderFilterResult, and how many nodes passed."""
+        ...
+
+    def prioritize_reply(self, call: ExtenderCall) -> tuple[bytes, int]:
+        """The encoded HostPriorityList, and how many nodes it scores."""
         ...

@@ -78,6 +78,9 @@ class InventorySnapshot:
     synced: bool
     #: Changes when shape ids are renumbered: memos keyed by shape id must be dropped then.
     shape_epoch: int = 0
+    #: The cache's change count when taken: ``InventoryCache.changed_since(version)`` names the nodes
+    #: changed after it.
+    version: int = 0
 
     def age(self, name: NodeName) -> float:
         return max(0.0, self.taken_at - self.states[name].seen_at)

@@ -41,6 +41,7 @@ from inventory.domain.snapshot import (
     PodAllocation,
     pod_allocation,
 )
+from inventory.live.journal import ChangeJournal
 
 
 class InventoryCache:
@@ -71,6 +72,8 @@ class InventoryCache:
         self._states: dict[NodeName, NodeState] = {}
         self._shape_ids: dict[NodeShape, int] = {}
         self._shape_epoch = 0
+        # Every change of a node's state, so readers keeping per-node results redo only those nodes.
+        self._journal = ChangeJournal()
         self._allocated_total: dict[str, int] = {}
         self._synced: set[str] = set()
         self._snapshot: InventorySnapshot | None = None
@@ -90,6 +93,7 @@ class InventoryCache:
             self._states = {}
             for name in self._nodes:
                 self._refresh(name)
+            self._journal.reset()  # nodes gone from the list left no trace: nobody can catch up by name
             self._synced.add("gpunodes")
             self._snapshot = None
 
@@ -154,10 +158,11 @@ class InventoryCache:
                 self._add(previous.node, previous.resources, -1)
             if allocation is not None:
                 self._pods[uid] = allocation
-                self._add(allocation.node, allocation.resources, +1)
                 assumption = self._assumed.pop(uid, None)  # the watch confirms the bind
-                if assumption is not None:
-                    self._add(assumption.node, assumption.resources, -1)
+                if assumption is None or not _same(assumption, allocation):
+                    self._add(allocation.node, allocation.resources, +1)
+                    if assumption is not None:
+                        self._add(assumption.node, assumption.resources, -1)
             self._snapshot = None
 
     def _request(self, uid: str, request: tuple[NodeName, int, int] | None) -> None:
@@ -171,6 +176,8 @@ class InventoryCache:
 
     def _count(self, request: tuple[NodeName, int, int], sign: int) -> None:
         node, cpu, memory = request
+        if not cpu and not memory:
+            return  # nothing to count (and the node's shape stays: one bind, one recomputed shape)
         had = self._requested.get(node, (0, 0))
         self._requested[node] = (had[0] + sign * cpu, had[1] + sign * memory)
         self._refresh(node)
@@ -192,7 +199,8 @@ class InventoryCache:
         """Recompute one node's shape (after anything about it changed)."""
         record = self._nodes.get(name)
         if record is None:
-            self._states.pop(name, None)
+            if self._states.pop(name, None) is not None:
+                self._journal.note(name)
             return
         shape = shape_of(
             record.gpunode.inventory.gpus,
@@ -210,6 +218,7 @@ class InventoryCache:
         ):
             return
         self._states[name] = NodeState(shape=shape, shape_id=self._intern(shape), seen_at=record.seen_at)
+        self._journal.note(name)
 
     def _intern(self, shape: NodeShape) -> int:
         found = self._shape_ids.get(shape)
@@ -219,6 +228,7 @@ class InventoryCache:
             # Shapes no node has any more pile up as allocations come and go: renumber the live
             # ones under a new epoch (readers drop memos keyed by old ids when the epoch changes).
             self._shape_epoch += 1
+            self._journal.reset()
             self._shape_ids = {}
             for node, state in self._states.items():
                 state_id = self._shape_ids.setdefault(state.shape, len(self._shape_ids))
@@ -358,6 +368,12 @@ class InventoryCache:
         with self._lock:
             return self._pods.get(uid) or self._assumed.get(uid)
 
+    def changed_since(self, version: int) -> set[str] | None:
+        """Nodes whose state changed after ``version`` (``InventorySnapshot.version``); None: too long
+        ago to say, treat every node as changed."""
+        with self._lock:
+            return self._journal.since(version)
+
     def assumed(self, uid: str) -> AssumedAllocation | None:
         with self._lock:
             found = self._assumed.get(uid)
@@ -383,9 +399,15 @@ class InventoryCache:
                 settings=self._settings,
                 synced={"gpunodes", "pods"} <= self._synced,
                 shape_epoch=self._shape_epoch,
+                version=self._journal.version,
             )
             self._snapshot = snapshot
             return snapshot
+
+
+def _same(assumption: AssumedAllocation, allocation: PodAllocation) -> bool:
+    """Whether a bound pod holds just what its assumption held: confirming it changes no count."""
+    return assumption.node == allocation.node and dict(assumption.resources) == dict(allocation.resources)
 
 
 def _requests_of(pod: Mapping[str, Any]) -> tuple[str, tuple[NodeName, int, int]] | None:

@@ -1,0 +1,298 @@
+"""Filter and prioritize answers kept per node, encoded, and redone only where the inventory changed.
+
+kube-scheduler runs filter, prioritize and bind for one pod at a time, so every call follows a change
+(the last bind): a cache of whole replies would miss every time. These memos keep, for one kind of pod
+over one list of candidate nodes, each node's verdict or score and its encoded fragment of the reply
+(``"n1",`` in ``NodeNames``, ``{"Host":"n1","Score":7},``); a call recomputes only the nodes the cache
+names as changed since the memo's version (``InventoryCache.changed_since``), then joins the fragments.
+At 5,000 nodes this took the filter + prioritize + bind loop from about 117 to over 200 pods/s
+(benchmarks/extender.py).
+
+The answers are byte for byte those of ``filter_nodes`` + ``wire.filter_result`` and ``prioritize`` +
+``wire.prioritize_result`` over the same snapshot (tests/extender/test_memo.py checks it over many
+generated changes). What else a node's answer depends on is handled here:
+
+- time: a node goes stale ``stale_after_s`` after its last report, with no change to say so; a memo
+  knows the earliest such moment among its fresh nodes and starts over once it has passed, and the
+  stale nodes' reasons (which give their age) are redone at every call;
+- the other candidates: scores are scaled between the lowest and the highest raw score, so when those
+  move, every node whose scaled score moves gets a new fragment;
+- the pod kind, policy, workload mix, feed ratios and shape numbering: the memo's key (the caller's).
+
+Not thread-safe: the caller holds a lock around a memo's use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from math import inf
+
+import orjson
+
+from extender.prioritize import MAX_SCORE, stranded_growth
+from inventory.domain.demand import GpuDemand
+from inventory.domain.fit import Verdict, judge_shape
+from inventory.domain.snapshot import InventorySnapshot
+
+_PASSED, _FAILED, _UNRESOLVABLE = 0, 1, 2
+_RUN = 64
+_SCORES = tuple(str(score).encode() for score in range(MAX_SCORE + 1))
+
+
+def unique(names: Sequence[str]) -> dict[str, int] | None:
+    """Each name's position, or None when a name repeats (the general path dedupes those)."""
+    index = {name: i for i, name in enumerate(names)}
+    return index if len(index) == len(names) else None
+
+
+class FilterMemo:
+    """One kind of pod's ExtenderFilterResult (names only) over one list of nodes."""
+
+    def __init__(self, names: list[str], index: dict[str, int], verdicts: dict[int, Verdict]) -> None:
+        self.names = names
+        self._index = index
+        self._verdicts = verdicts  # by shape id, shared with the general path
+        self._quoted = [orjson.dumps(name) for name in names]
+        count = len(names)
+        self._kind = bytearray(count)
+        self._passed = [b""] * count
+        self._failed = [b""] * count
+        self._unresolvable = [b""] * count
+        self._passed_count = 0
+        # Fragments joined by runs of _RUN nodes: a call joins the runs it changed, then the runs.
+        runs = -(-count // _RUN)
+        self._runs = [[b""] * runs for _ in range(3)]
+        self._dirty: set[int] = set(range(runs))
+        self._reasons: dict[str, bytes] = {}
+        self._stale: set[int] = set()  # their reasons say how old they are: redone every call
+        self._fresh_until = inf  # the first moment a node judged fresh turns stale
+        self.version: int | None = None
+
+    def reply(
+        self, demand: GpuDemand, snapshot: InventorySnapshot, changed: set[str] | None
+    ) -> tuple[bytes, int]:
+        """The encoded reply and how many nodes passed, after redoing the ``changed`` nodes (None: all)."""
+        if self.version is None or changed is None or snapshot.taken_at > self._fresh_until:
+            self._fresh_until = inf
+            self._stale.clear()
+            redo: Sequence[int] = range(len(self.names))
+        else:
+            index = self._index
+            redo = [index[name] for name in changed if name in index]
+            redo.extend(self._stale - set(redo))
+        for i in redo:
+            self._judge(i, demand, snapshot)
+            self._dirty.add(i // _RUN)
+        self.version = snapshot.version
+        return self._encode(), self._passed_count
+
+    def _judge(self, i: int, demand: GpuDemand, snapshot: InventorySnapshot) -> None:
+        name = self.names[i]
+        state = snapshot.states.get(name)  # type: ignore[call-overload]  # no NodeName(name): hot path
+        self._stale.discard(i)
+        kind, reason = _PASSED, None
+        if state is None:
+            kind, reason = _UNRESOLVABLE, f"no GPU inventory for node {name}: is kgm-agent running there?"
+        elif state.seen_at < snapshot.taken_at - snapshot.settings.stale_after_s:
+            kind, reason = _UNRESOLVABLE, snapshot.stale_reason(state) or "inventory stale"
+            self._stale.add(i)
+        else:
+            self._fresh_until = min(self._fresh_until, state.seen_at + snapshot.settings.stale_after_s)
+            verdict = self._verdicts.get(state.shape_id)
+            if verdict is None:
+                verdict = self._verdicts[state.shape_id] = judge_shape(demand, state.shape)
+            if verdict.fits:
+                pass
+            elif verdict.unresolvable:
+                kind, reason = _UNRESOLVABLE, verdict.reason or "cannot host the pod"
+            else:
+                kind, reason = _FAILED, verdict.reason or "no room"
+        self._passed_count += (kind == _PASSED) - (self._kind[i] == _PASSED and self.version is not None)
+        self._kind[i] = kind
+        quoted = self._quoted[i]
+        self._passed[i] = quoted + b"," if kind == _PASSED else b""
+        entry = b"" if reason is None else quoted + b":" + self._reason(reason) + b","
+        self._failed[i] = entry if kind == _FAILED else b""
+        self._unresolvable[i] = entry if kind == _UNRESOLVABLE else b""
+
+    def _reason(self, reason: str) -> bytes:
+        encoded = self._reasons.get(reason)
+        if encoded is None:
+            if len(self._reasons) > 4096:  # stale nodes' reasons carry their age: do not pile them up
+                self._reasons.clear()
+            encoded = self._reasons[reason] = orjson.dumps(reason)
+        return encoded
+
+    def _encode(self) -> bytes:
+        passed, failed, unresolvable = self._runs
+        for run in self._dirty:
+            start, end = run * _RUN, (run + 1) * _RUN
+            passed[run] = b"".join(self._passed[start:end])
+            failed[run] = b"".join(self._failed[start:end])
+            unresolvable[run] = b"".join(self._unresolvable[start:end])
+        self._dirty.clear()
+        # As orjson writes wire.ExtenderFilterResult: compact, in the TypedDict's key order.
+        return b"".join(
+            (
+                b'{"Nodes":null,"NodeNames":[',
+                b"".join(passed)[:-1],
+                b'],"FailedNodes":{',
+                b"".join(failed)[:-1],
+                b'},"FailedAndUnresolvableNodes":{',
+                b"".join(unresolvable)[:-1],
+                b'},"Error":""}',
+            )
+        )
+
+
+#: A node without inventory: scored 0, or left out where the stranded-GPU term applies.
+_ABSENT = (inf, False)
+#: Where a group's score goes in its members' fragments; orjson escapes NUL in names, so it is unique.
+_SLOT = b"\x00"
+
+
+class ScoreMemo:
+    """One kind of pod's HostPriorityList, under one policy, workload mix and feed.
+
+    Mirrors ``extender.prioritize.prioritize``: a raw score per node (its shape's, less the stranded-GPU
+    growth where ``feed`` is given and some candidate has room; the caller gives no ``feed`` for a pod
+    without GPUs), scaled to 0..10 between the lowest and the highest, less ``hot_penalty`` on hot
+    nodes. Nodes without inventory score 0, or are left out where the stranded-GPU term applies.
+
+    Scaling makes every score depend on the other candidates: with the packing tie-break, a bind on
+    the fullest node moves the highest raw score and with it most nodes' scaled scores. So nodes are
+    kept in groups of one (raw score, hot) each, a group's fragments joined once with a slot for the
+    score; a call renders each group (a byte replace) and joins the groups: the work per call grows
+    with the changed nodes and the groups, not with the nodes. The reply lists the nodes group by
+    group, not in the call's order: kube-scheduler reads a HostPriorityList into a map by host.
+    """
+
+    def __init__(
+        self,
+        shape_score: Callable[[int, object], float],
+        feed: tuple[float, float] | None,
+        hot_penalty: int,
+    ) -> None:
+        self._shape_score = shape_score  # (shape id, shape) -> raw score, memoized by the caller
+        self._feed = feed
+        self._hot_penalty = hot_penalty
+        self.names: list[str] = []
+        self._candidates: set[str] = set()
+        self._templates: dict[str, bytes] = {}
+        self._rating: dict[str, tuple[float, float, bool, bool]] = {}  # shape raw, node raw, hot, room
+        self._rooms = 0
+        self._per_node = False
+        self._group_of: dict[str, tuple[float, bool]] = {}
+        self._groups: dict[tuple[float, bool], dict[str, bytes]] = {}
+        self._joined: dict[tuple[float, bool], bytes] = {}  # a group's fragments, with slots
+        self._rendered: dict[tuple[float, bool], tuple[int, bytes]] = {}
+        self.version: int | None = None
+
+    def reply(
+        self, demand: GpuDemand, snapshot: InventorySnapshot, names: list[str], changed: set[str] | None
+    ) -> bytes | None:
+        """The encoded HostPriorityList for ``names``, after redoing the ``changed`` nodes (None: all);
+        None when a name repeats (the general path dedupes those)."""
+        if self.version is None or changed is None:
+            fresh = set(names)
+            if len(fresh) != len(names):
+                return None
+            self._drop(set(self._candidates))
+            self._add(fresh, demand, snapshot)
+        else:
+            redo = changed & self._candidates
+            if names is not self.names and names != self.names:
+                fresh = set(names)
+                if len(fresh) != len(names):
+                    return None
+                self._drop(self._candidates - fresh)
+                redo &= fresh
+                self._add(fresh - self._candidates, demand, snapshot)
+            self._drop(redo)
+            self._add(redo, demand, snapshot)
+        self.names = names
+        self.version = snapshot.version
+        if (self._feed is not None and self._rooms > 0) != self._per_node:
+            self._per_node = not self._per_node  # the scores in use are the other kind now
+            everyone = set(self._candidates)
+            self._drop(everyone)
+            self._add(everyone, demand, snapshot)
+        return self._render()
+
+    def _add(self, names: set[str], demand: GpuDemand, snapshot: InventorySnapshot) -> None:
+        states, feed = snapshot.states, self._feed
+        for name in names:
+            state = states.get(name)  # type: ignore[call-overload]  # no NodeName(name): hot path
+            if state is None:
+                group = _ABSENT
+            else:
+                shape = state.shape
+                raw = self._shape_score(state.shape_id, shape)
+                node_raw = raw - stranded_growth(demand, shape, feed) if feed is not None else raw
+                room = shape.room is not None
+                self._rating[name] = (raw, node_raw, shape.hot, room)
+                self._rooms += room
+                group = (node_raw if self._per_node else raw, shape.hot)
+            self._candidates.add(name)
+            self._group_of[name] = group
+            members = self._groups.get(group)
+            if members is None:
+                members = self._groups[group] = {}
+            members[name] = self._template(name)
+            self._joined.pop(group, None)
+
+    def _drop(self, names: set[str]) -> None:
+        for name in names:
+            self._candidates.discard(name)
+            rating = self._rating.pop(name, None)
+            if rating is not None:
+                self._rooms -= rating[3]
+            group = self._group_of.pop(name)
+            members = self._groups[group]
+            del members[name]
+            self._joined.pop(group, None)
+            if not members:
+                del self._groups[group]
+                self._rendered.pop(group, None)
+
+    def _template(self, name: str) -> bytes:
+        template = self._templates.get(name)
+        if template is None:
+            template = self._templates[name] = b'{"Host":' + orjson.dumps(name) + b',"Score":' + _SLOT + b"},"
+        return template
+
+    def _render(self) -> bytes:
+        values = [value for value, _ in self._groups if value != _ABSENT[0]]
+        low, high = min(values, default=0.0), max(values, default=0.0)
+        parts = []
+        for group, members in self._groups.items():
+            value, hot = group
+            if group == _ABSENT:
+                if self._per_node:
+                    continue
+                score = 0
+            else:
+                score = MAX_SCORE if high - low < 1e-9 else round(MAX_SCORE * (value - low) / (high - low))
+                if hot:
+                    score = max(0, score - self._hot_penalty)
+                score = min(max(score, 0), MAX_SCORE)
+            joined = self._joined.get(group)
+            rendered = self._rendered.get(group)
+            if joined is None or rendered is None or rendered[0] != score:
+                if joined is None:
+                    joined = self._joined[group] = b"".join(members.values())
+                rendered = self._rendered[group] = (score, joined.replace(_SLOT, _SCORES[score]))
+            parts.append(rendered[1])
+        return b"[" + b"".join(parts)[:-1] + b"]"
+
+
+def shape_scorer(memo: dict[int, float], score: Callable[[object], float]) -> Callable[[int, object], float]:
+    """A shape's raw score through the caller's memo by shape id."""
+
+    def scored(shape_id: int, shape: object) -> float:
+        value = memo.get(shape_id)
+        if value is None:
+            value = memo[shape_id] = score(shape)
+        return value
+
+    return scored
