@@ -76,6 +76,11 @@ class Target:
     min_days: int
     timeout: float
     nodes: tuple[str, ...] = ()
+    #: The name the certificate must hold (and SNI): the URL's host unless ``--tls-server-name``.
+    server_name: str = ""
+
+    def transport(self, context: ssl.SSLContext) -> httpx.HTTPTransport:
+        return _ServerNameTransport(self.server_name, verify=context)
 
 
 def add_validate(commands: Any, environ: Mapping[str, str]) -> None:
@@ -89,6 +94,11 @@ def add_validate(commands: Any, environ: Mapping[str, str]) -> None:
         "--ca-file", default=environ.get("KGM_CA_FILE"), help="CA of the server's certificate"
     )
     validate.add_argument("--insecure", action="store_true", help="do not check the server's certificate")
+    validate.add_argument(
+        "--tls-server-name",
+        help="the name the server's certificate must hold, when --server reaches it by another "
+        "(kgm-leader, a port-forward): e.g. kgm.kgm-system.svc",
+    )
     validate.add_argument(
         "--client-cert",
         type=Path,
@@ -153,6 +163,7 @@ def _target(args: argparse.Namespace) -> Target:
         min_days=args.min_days,
         timeout=args.timeout,
         nodes=tuple(args.node),
+        server_name=args.tls_server_name or parts.hostname,
     )
 
 
@@ -170,10 +181,11 @@ def validate(target: Target, *, now: Callable[[], datetime] = lambda: datetime.n
     if blocked:
         rest = ("health", "ledger", "devices", "webhook", "extender")
         return [certificate, *(Check(name, Outcome.FAIL, f"not checked: {blocked}") for name in rest)]
-    with httpx.Client(base_url=target.url, verify=target.context, timeout=target.timeout) as http:
+    transport = target.transport(target.context)
+    with httpx.Client(base_url=target.url, transport=transport, timeout=target.timeout) as http:
         checks = [certificate, check_health(http), check_ledger(http), check_devices(target)]
-    gated = target.client_context or target.context
-    with httpx.Client(base_url=target.url, verify=gated, timeout=target.timeout) as http:
+    gated = target.transport(target.client_context or target.context)
+    with httpx.Client(base_url=target.url, transport=gated, timeout=target.timeout) as http:
         checks += [check_webhook(http, has_client_cert=target.client_context is not None)]
         checks += [check_extender(http, target)]
     return checks
@@ -239,7 +251,9 @@ def check_ledger(http: httpx.Client) -> Check:
 
 def check_devices(target: Target) -> Check:
     try:
-        with GpuClient(target.url, token=target.token, verify=target.context, timeout=target.timeout) as api:
+        with GpuClient(
+            target.url, token=target.token, timeout=target.timeout, transport=target.transport(target.context)
+        ) as api:
             devices = api.devices()
     except ApiError as error:
         return Check("devices", Outcome.FAIL, str(error))
@@ -376,7 +390,7 @@ def _peer_certificate(target: Target) -> x509.Certificate:
     reader.verify_mode = ssl.CERT_NONE
     with (
         socket.create_connection((target.host, target.port), timeout=target.timeout) as sock,
-        reader.wrap_socket(sock, server_hostname=target.host) as tls,
+        reader.wrap_socket(sock, server_hostname=target.server_name) as tls,
     ):
         der = tls.getpeercert(binary_form=True)
     if der is None:
@@ -389,13 +403,26 @@ def _trust(target: Target) -> str | None:
     try:
         with (
             socket.create_connection((target.host, target.port), timeout=target.timeout) as sock,
-            target.context.wrap_socket(sock, server_hostname=target.host),
+            target.context.wrap_socket(sock, server_hostname=target.server_name),
         ):
             return None
     except ssl.SSLCertVerificationError as error:
         return f"not trusted: {error.verify_message}"
     except (OSError, ssl.SSLError) as error:
         return f"TLS handshake failed: {error}"
+
+
+class _ServerNameTransport(httpx.HTTPTransport):
+    """Verifies the server's certificate against (and sends as SNI) ``server_name``, not the URL's host:
+    the name the certificate holds (Service kgm) when the URL reaches the server by another."""
+
+    def __init__(self, server_name: str, *, verify: ssl.SSLContext) -> None:
+        super().__init__(verify=verify)
+        self._server_name = server_name
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.extensions = {**request.extensions, "sni_hostname": self._server_name}
+        return super().handle_request(request)
 
 
 def _needs_client_cert(name: str, answer: httpx.Response, has_client_cert: bool) -> Check:

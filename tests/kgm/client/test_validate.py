@@ -5,6 +5,7 @@ missing client certificate and a wrong URL each say so on their line, with the e
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import socket
@@ -231,6 +232,18 @@ def test_an_untrusted_certificate_names_the_ca_option(
     insecure = main(["validate", "--server", sound.url, "--token", TOKEN, "--insecure", *_client(sound)], {})
     assert insecure == 0
     assert "not verified (--insecure)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("server_name", "trusted"), [("localhost", True), ("kgm.kgm-system.svc", False)])
+def test_the_certificate_is_checked_for_the_tls_server_name(
+    sound: Served, server_name: str, trusted: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    by_address = Served(sound.url.replace("localhost", "127.0.0.1"), *dataclasses.astuple(sound)[1:])
+    status, lines = validate(by_address, *_client(sound), "--tls-server-name", server_name, capsys=capsys)
+    assert status == (0 if trusted else 1), lines
+    if not trusted:
+        assert "not trusted" in lines["certificate"]
+        assert "Hostname mismatch" in lines["certificate"]
 
 
 def test_a_wrong_url_fails_every_check(capsys: pytest.CaptureFixture[str]) -> None:
