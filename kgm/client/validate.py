@@ -182,12 +182,13 @@ def validate(target: Target, *, now: Callable[[], datetime] = lambda: datetime.n
         rest = ("health", "ledger", "devices", "webhook", "extender")
         return [certificate, *(Check(name, Outcome.FAIL, f"not checked: {blocked}") for name in rest)]
     transport = target.transport(target.context)
+    known: set[str] = set()
     with httpx.Client(base_url=target.url, transport=transport, timeout=target.timeout) as http:
-        checks = [certificate, check_health(http), check_ledger(http), check_devices(target)]
+        checks = [certificate, check_health(http), check_ledger(http), check_devices(target, known)]
     gated = target.transport(target.client_context or target.context)
     with httpx.Client(base_url=target.url, transport=gated, timeout=target.timeout) as http:
         checks += [check_webhook(http, has_client_cert=target.client_context is not None)]
-        checks += [check_extender(http, target)]
+        checks += [check_extender(http, target, known)]
     return checks
 
 
@@ -249,7 +250,8 @@ def check_ledger(http: httpx.Client) -> Check:
     return Check("ledger", Outcome.OK if state == "writable" else Outcome.FAIL, str(state))
 
 
-def check_devices(target: Target) -> Check:
+def check_devices(target: Target, nodes: set[str] | None = None) -> Check:
+    """``nodes``: filled with the names of the nodes that report GPUs."""
     try:
         with GpuClient(
             target.url, token=target.token, timeout=target.timeout, transport=target.transport(target.context)
@@ -261,9 +263,11 @@ def check_devices(target: Target) -> Check:
         return Check(
             "devices", Outcome.FAIL, "no GPU reported: are the node agents running (GpuNode objects)?"
         )
-    nodes = {d.node_name for d in devices}
+    reporting = {d.node_name for d in devices}
+    if nodes is not None:
+        nodes |= reporting
     healthy = sum(1 for d in devices if d.healthy)
-    return Check("devices", Outcome.OK, f"{len(devices)} GPUs on {len(nodes)} nodes, {healthy} healthy")
+    return Check("devices", Outcome.OK, f"{len(devices)} GPUs on {len(reporting)} nodes, {healthy} healthy")
 
 
 def check_webhook(http: httpx.Client, *, has_client_cert: bool) -> Check:
@@ -284,7 +288,13 @@ def check_webhook(http: httpx.Client, *, has_client_cert: bool) -> Check:
     return Check("webhook", Outcome.OK, f"allowed a dry-run GPU pod ({patch})")
 
 
-def check_extender(http: httpx.Client, target: Target) -> Check:
+def check_extender(http: httpx.Client, target: Target, known: set[str] | None = None) -> Check:
+    """``known``: the nodes that report GPUs (the devices check); a ``--node`` not among them is
+    named, as a typo would otherwise read as a node that does not fit."""
+    unknown = [name for name in target.nodes if known and name not in known]
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        return Check("extender", Outcome.FAIL, f"no such node {names}: no node agent reports it (--node)")
     has_client_cert = target.client_context is not None
     body = {"Pod": probe_pod(), "Nodes": None, "NodeNames": list(target.nodes)}
     try:

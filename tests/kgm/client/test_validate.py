@@ -163,9 +163,19 @@ def test_a_sound_install_passes_every_check(sound: Served, capsys: pytest.Captur
 
 
 def test_the_extender_filters_the_nodes_named(sound: Served, capsys: pytest.CaptureFixture[str]) -> None:
-    status, lines = validate(sound, *_client(sound), "--node", "gpu-h100-01", "--node", "nope", capsys=capsys)
+    status, lines = validate(
+        sound, *_client(sound), "--node", "gpu-h100-01", "--node", "gpu-h100-02", capsys=capsys
+    )
     assert status == 0
     assert "of 2 nodes fit" in lines["extender"]
+
+
+def test_a_node_no_agent_reports_is_named_and_fails(
+    sound: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, lines = validate(sound, *_client(sound), "--node", "gpu-h100-01", "--node", "nope", capsys=capsys)
+    assert status == 1
+    assert "no such node 'nope'" in lines["extender"]
 
 
 def test_without_the_client_certificate_the_extender_is_skipped_and_says_why(
