@@ -161,8 +161,27 @@ class _ServingLoop(asyncio.SelectorEventLoop):
         return await super().create_server(*args, **kwargs)
 
 
-def serving_loop(limits: ConnectionLimits) -> asyncio.AbstractEventLoop:
+def serving_loop(limits: ConnectionLimits, *, use_uvloop: bool = False) -> asyncio.AbstractEventLoop:
     """The event loop to serve on (``asyncio.Runner(loop_factory=...)``): its TLS servers give up on a
     handshake not done within ``header_timeout_s``, as Go's net/http does. Until then a connection holds
-    asyncio's TLS buffer (256 KiB) and is no connection to the protocol, so the cap cannot count it."""
+    asyncio's TLS buffer (256 KiB) and is no connection to the protocol, so the cap cannot count it.
+
+    ``use_uvloop``: uvloop's loop (TLS and the transports in C) where installed, else asyncio's."""
+    if use_uvloop:
+        try:
+            import uvloop  # noqa: PLC0415 - optional: uvicorn[standard] installs it where it builds
+        except ImportError:
+            return _ServingLoop(limits.header_timeout_s)
+        return _uvloop_serving_loop(uvloop.Loop, limits.header_timeout_s)
     return _ServingLoop(limits.header_timeout_s)
+
+
+def _uvloop_serving_loop(base: type[Any], handshake_timeout_s: float) -> asyncio.AbstractEventLoop:
+    class UvloopServingLoop(base):  # type: ignore[misc]
+        async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+            if kwargs.get("ssl") is not None:
+                kwargs.setdefault("ssl_handshake_timeout", handshake_timeout_s)
+            return await super().create_server(*args, **kwargs)  # type: ignore[no-any-return]
+
+    loop: asyncio.AbstractEventLoop = UvloopServingLoop()
+    return loop
