@@ -11,6 +11,7 @@ the API server) and aggregates repeats per pod (``inventory/notify/kube_events.p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,8 @@ import orjson
 
 from extender.service import ExtenderService, FilterOutcome, Victims
 from inventory.domain.events import NO_GPU_ROOM, EventRecorder, PodEvent, from_pod, no_room_message
+
+logger = logging.getLogger("kgm.extender")
 
 
 class NoRoomEvents:
@@ -43,11 +46,16 @@ class NoRoomEvents:
         return self._service.preempt(pod, victims)
 
     def _tell(self, pod: Mapping[str, Any], node_count: int, reasons: Mapping[str, str]) -> None:
-        ref = from_pod(pod)
-        if ref is None or not reasons:  # an unreadable call is answered with Error, not a reason
-            return
-        message = no_room_message(node_count, reasons)
-        self._events.record(PodEvent(ref, NO_GPU_ROOM, message, action="Filter"))
+        try:
+            ref = from_pod(pod)
+            if ref is None or not reasons:  # an unreadable call is answered with Error, not a reason
+                return
+            message = no_room_message(node_count, reasons)
+            self._events.record(PodEvent(ref, NO_GPU_ROOM, message, action="Filter"))
+        except Exception as error:  # telling the pod must never fail the filter that found out
+            logger.warning(
+                "no-room event not recorded", extra={"event": "events.record_failed", "error": repr(error)}
+            )
 
 
 class _EncodedNoRoomEvents(NoRoomEvents):

@@ -102,6 +102,16 @@ def test_the_encoded_filter_reply_is_read_back_for_its_reasons() -> None:
     ]
 
 
+def test_a_recorder_that_fails_never_fails_the_filter() -> None:
+    class Broken:
+        def record(self, event: object) -> None:
+            raise RuntimeError("boom")
+
+    service, _ = extender(NODES)
+    outcome = NoRoomEvents(service, Broken()).filter(gpu_pod("u7", {MIG: "1"}), ["busy-1"])
+    assert outcome.passed == [] and outcome.unresolvable
+
+
 def test_a_plain_service_stays_plain() -> None:
     service, _ = extender(NODES)
     wrapped = with_no_room_events(service, RecordedEvents())
