@@ -331,6 +331,7 @@ def _core(
             prices,
             registry,
             planner,
+            quotas,
         ),
         reservation=ledger.get,
         serving=serving,
@@ -472,6 +473,7 @@ def _api(
     prices: PriceTable,
     registry: CollectorRegistry,
     planner: LayoutPlanner | None,
+    quotas: QuotaBook,
 ) -> list[BaseRoute]:
     return build_api_routes(
         ledger=ledger,
@@ -483,6 +485,7 @@ def _api(
         registry=registry,
         logger=logging.getLogger("kgm.api"),
         mig_plan=planner.view if planner is not None else None,
+        quotas=quotas.report,
     )
 
 

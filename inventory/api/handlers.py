@@ -30,6 +30,7 @@ from inventory.api.auth import (
     forbidden,
 )
 from inventory.api.mig_plan import plan_view
+from inventory.api.quotas import quota_list
 from inventory.api.serialize import BadRequestError
 from inventory.domain import cost
 from inventory.domain.allocation import AllocationFilter, Status
@@ -38,6 +39,7 @@ from inventory.domain.snapshot import InventorySnapshot
 from inventory.layouts.planner import PlanView
 from inventory.layouts.settings import PlannerMode
 from inventory.ledger.store import Ledger, LedgerError
+from inventory.live.quotas import QuotaReport
 from inventory.reservations.request import RequestError, body_request
 from inventory.reservations.service import ReservationRefusedError, ReservationService
 
@@ -228,6 +230,8 @@ class GpuApi:
     tokens: Authenticator
     #: The MIG planner's last plan (a planner that is off shows an empty one).
     mig_plan: Callable[[], PlanView] = lambda: PlanView(mode=PlannerMode.OFF)
+    #: The GPU quotas and what they count (none known: an empty list).
+    quotas: Callable[[], QuotaReport] = lambda: QuotaReport([], [])
 
     def health(self, call: Call) -> Answer:
         # A real write that changes nothing: an UPDATE of an id no allocation has (a control character,
@@ -336,6 +340,9 @@ class GpuApi:
     def mig_plan_view(self, call: Call) -> Answer:
         return Answer(200, {"data": plan_view(self.mig_plan())})
 
+    def quota_list(self, call: Call) -> Answer:
+        return Answer(200, {"data": quota_list(self.quotas())})
+
     def cost_analysis(self, call: Call) -> Answer:
         days = serialize.int_param(call.query, "days", default=7, low=1, high=90)
         end = self.clock()
@@ -359,6 +366,7 @@ def api_paths(
     tokens: Authenticator,
     clock: Callable[[], datetime],
     mig_plan: Callable[[], PlanView] | None = None,
+    quotas: Callable[[], QuotaReport] | None = None,
 ) -> list[ApiPath]:
     """The paths of ``/api/v1``, each with its handlers and area (``kgm.web.routes`` serves them);
     ``tokens`` tells who calls and what they may do (a token file, Kubernetes or OIDC)."""
@@ -367,6 +375,8 @@ def api_paths(
     )
     if mig_plan is not None:
         api = dataclasses.replace(api, mig_plan=mig_plan)
+    if quotas is not None:
+        api = dataclasses.replace(api, quotas=quotas)
     listing = {"GET": "list"}  # the RBAC verb of GET on a collection
     table: list[tuple[str, dict[str, Handler], Area | None, dict[str, str]]] = [
         ("/api/v1/health", {"GET": api.health}, None, {}),
@@ -386,6 +396,7 @@ def api_paths(
         ),
         ("/api/v1/gpu/overview", {"GET": api.overview}, auth.OVERVIEW, {}),
         ("/api/v1/gpu/mig/plan", {"GET": api.mig_plan_view}, auth.OVERVIEW, {}),
+        ("/api/v1/gpu/quotas", {"GET": api.quota_list}, auth.OVERVIEW, {}),
         ("/api/v1/gpu/cost/analysis", {"GET": api.cost_analysis}, auth.COST, {}),
     ]
     return [ApiPath(path, handlers, area, tokens, verbs) for path, handlers, area, verbs in table]

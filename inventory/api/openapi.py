@@ -228,6 +228,50 @@ _SCHEMAS: dict[str, Any] = {
             "description": {"type": "string", "examples": ["3g.40gb + 2 x 1g.10gb", "MIG off"]},
         }
     ),
+    "Quota": _object(
+        {
+            "kind": {"type": "string", "enum": ["GpuQuota", "ResourceQuota"]},
+            "namespace": {"type": "string"},
+            "name": {"type": "string"},
+            "team": _nullable(
+                "string", description="Counts the pods with this team label; null: the namespace's."
+            ),
+            "scope": {"type": "string", "examples": ["team nlp", "namespace ml"]},
+            "line": _nullable("string", description="The ResourceQuota line read (requests.nvidia.com/gpu)."),
+            "limits": {
+                "type": "object",
+                "additionalProperties": {"type": "number"},
+                "description": "Set ones.",
+            },
+            "used": {
+                "type": "object",
+                "additionalProperties": {"type": "number"},
+                "description": "gpuEquivalents, memoryGB, costPerHour, costPerDay (x24), costPerMonth (x730)",
+            },
+            "utilization": {"type": "object", "additionalProperties": {"type": "number"}},
+            "holders": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Pods, reservations, fresh admissions.",
+            },
+        }
+    ),
+    "QuotaList": _object(
+        {
+            "currency": {"type": "string"},
+            "quotas": {"type": "array", "items": _ref("Quota")},
+            "invalid": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "namespace": {"type": "string"},
+                        "name": {"type": "string"},
+                        "message": {"type": "string"},
+                    }
+                ),
+            },
+        }
+    ),
     "MigPlan": _object(
         {
             "mode": {"type": "string", "enum": ["off", "recommend", "apply"]},
@@ -377,6 +421,13 @@ _PATHS: dict[str, Any] = {
             "summary": "The MIG planner's last plan: layout changes with their reasons, nodes held back. "
             "Every role.",
             "responses": {"200": _json(_data(_ref("MigPlan")), "The plan."), **_errors(401)},
+        }
+    },
+    "/api/v1/gpu/quotas": {
+        "get": {
+            "operationId": "quotas",
+            "summary": "GPU quotas (GpuQuotas, ResourceQuota GPU lines), their limits and use. Every role.",
+            "responses": {"200": _json(_data(_ref("QuotaList")), "The quotas."), **_errors(401)},
         }
     },
     "/api/v1/gpu/cost/analysis": {

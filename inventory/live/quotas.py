@@ -75,6 +75,15 @@ class BadQuota:
     generation: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class QuotaReport:
+    """Every quota with its use, and the GpuQuotas that cannot be read (the REST API's answer)."""
+
+    quotas: list[QuotaView]
+    invalid: list[BadQuota]
+    currency: str = "USD"
+
+
 class QuotaBook:
     """Thread-safe: watch threads write, admissions and readers take the lock briefly."""
 
@@ -223,6 +232,9 @@ class QuotaBook:
             counted = [h for h in holdings if quota.applies(h.namespace, h.team)]
             views.append(QuotaView(quota, usage(quota, counted), len(counted), generations.get(quota.key)))
         return views
+
+    def report(self) -> QuotaReport:
+        return QuotaReport(self.views(), self.bad(), self._prices.currency)
 
     def bad(self) -> list[BadQuota]:
         with self._lock:

@@ -23,6 +23,7 @@ from inventory.domain.quota import QuotaChecker
 from inventory.domain.snapshot import InventorySnapshot
 from inventory.layouts.planner import PlanView
 from inventory.ledger.store import Ledger
+from inventory.live.quotas import QuotaReport
 from inventory.reservations.service import ReservationService
 from kgm.leadership import NOT_LEADER
 from kgm.web.asgi import error_body, send_json
@@ -174,6 +175,7 @@ def build_api_routes(
     logger: logging.Logger | None = None,
     read_timeout: float = 10.0,
     mig_plan: Callable[[], PlanView] | None = None,
+    quotas: Callable[[], QuotaReport] | None = None,
 ) -> list[BaseRoute]:
     """The routes of ``/api/v1``, the last one answering 404 for any other path under it."""
     metrics = RouteMetrics.api(registry) if registry is not None else None
@@ -186,6 +188,7 @@ def build_api_routes(
         tokens=tokens,
         clock=clock,
         mig_plan=mig_plan,
+        quotas=quotas,
     )
     routes: list[BaseRoute] = [
         Route(

@@ -25,6 +25,7 @@ READS = [
     f"/api/v1/gpu/allocations/{IDS['a4']}",
     "/api/v1/gpu/overview",
     "/api/v1/gpu/mig/plan",
+    "/api/v1/gpu/quotas",
     "/api/v1/gpu/cost/analysis",
 ]
 
