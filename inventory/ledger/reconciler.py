@@ -356,8 +356,10 @@ class Reconciler:
                     now=now,
                 )
                 self._ledger.record_many(plan.starts, plan.ends)
+                lapsed = []
                 for reservation, at in plan.expired:
-                    self._ledger.end_reservation(reservation, at, status=Status.EXPIRED)
+                    if self._ledger.end_reservation(reservation, at, status=Status.EXPIRED):
+                        lapsed.append(self._ledger.get(reservation))
         except LedgerError as error:
             self._on_error()
             self._log.error("resync failed", extra={"event": "reconciler.resync_failed", "error": str(error)})
@@ -372,6 +374,9 @@ class Reconciler:
                 told = limit_event(open_rows[allocation], now)
                 if told is not None:
                     self._events.record(told)
+        for row in lapsed:  # announced when made: its end is announced too, as a release's is
+            if row is not None:
+                self._on_change(row, False)
         if plan.expired:
             views = [pod_view(pod) for pod in pods]
             for reservation, at in plan.expired:

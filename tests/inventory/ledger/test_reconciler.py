@@ -208,6 +208,25 @@ def test_an_unclaimed_reservation_expires_at_resync(
     assert expired is not None and (expired.status, expired.end) == (Status.EXPIRED, T0 + timedelta(hours=1))
 
 
+def test_a_lapsed_reservation_is_announced_once_like_a_release(ledger: SqlLedger, clock: Clock) -> None:
+    heard: list[tuple[str, Status, bool]] = []
+    reconciler = Reconciler(
+        ledger=ledger,
+        shape_of=shape_of,
+        prices=PriceTable(),
+        clock=clock,
+        on_change=lambda row, opened: heard.append((row.id, row.status, opened)),
+    )
+    ledger.record_start(reservation_r1(pod="later", expires_at=T0 + timedelta(hours=1)))
+    clock.now = T0 + timedelta(minutes=30)
+    reconciler.resync([])
+    assert heard == []  # not yet due
+    clock.now = T0 + timedelta(hours=2)
+    reconciler.resync([])
+    reconciler.resync([])
+    assert heard == [("r1", Status.EXPIRED, False)]
+
+
 def reserved_then_claimed(ledger: SqlLedger) -> dict[str, Any]:
     """Reservation r1 (a 3g.40gb on h100) in the ledger, and the pod that claims it."""
     ledger.record_start(reservation_r1(pod="pod-a"))
