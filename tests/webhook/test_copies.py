@@ -73,10 +73,12 @@ def test_an_edited_copy_says_what_moved_and_is_then_left_alone(demo_offer: Offer
 
 def test_a_copy_whose_only_edit_is_not_about_gpus_keeps_its_instance(demo_offer: Offer) -> None:
     first = mutate(pod(gpus(1), annotations={MEM: "10"}), demo_offer)
-    edited = copied(first, **{"example.com/owner": "ana"})
+    edited = copied(first, **{"gpu.kgm.io/team": "vision"})  # judged again: the fingerprint changed
     decision = mutate_pod(edited, namespace="ml", offer=demo_offer, settings=SETTINGS)
     assert isinstance(decision, Admit)
-    assert not [op for op in decision.patch if op["path"].startswith("/spec/containers")]
+    assert decision.patch  # the team label changes...
+    assert not [op for op in decision.patch if op["path"].startswith("/spec/containers")]  # ...not the GPU
+    assert not decision.warnings
     assert original(apply(edited, decision)) == {"containers": {"cuda": {"nvidia.com/gpu": "1"}}}
 
 
