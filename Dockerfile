@@ -31,7 +31,7 @@ RUN pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/kgm/bin/pip uninstall --yes pip \
  && /opt/kgm/bin/python -m compileall -q /opt/kgm/lib
 
-# ---- the image: the interpreter and the virtualenv; no compiler, no pip, no sources --------------------
+# ---- the image: the interpreter and the virtualenv; no compiler, no pip, no build tree -----------------
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="k8s-gpu-management" \

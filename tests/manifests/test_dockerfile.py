@@ -161,6 +161,12 @@ def test_the_entrypoint_is_the_kgm_console_script_and_the_default_command_parses
     assert exited.value.code == 0
 
 
+def test_the_image_label_carries_the_projects_version() -> None:
+    (version,) = FINAL.all("ARG")
+    assert version == f"VERSION={PROJECT['version']}"
+    assert any('org.opencontainers.image.version="${VERSION}"' in label for label in FINAL.all("LABEL"))
+
+
 def test_the_virtualenv_comes_first_on_path_for_kgm_and_python() -> None:
     (env,) = FINAL.all("ENV")
     path = re.search(r"PATH=(\S+)", env)
