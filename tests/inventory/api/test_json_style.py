@@ -27,6 +27,7 @@ READS = [
     "/api/v1/gpu/mig/plan",
     "/api/v1/gpu/quotas",
     "/api/v1/gpu/cost/analysis",
+    "/api/v1/gpu/quotas",
 ]
 
 
