@@ -23,6 +23,9 @@ import httpx
 import pytest
 import yaml
 
+from inventory.api import TokenStore
+from inventory.domain.allocation import Status
+from inventory.ledger.store import LedgerError
 from kgm.certs import (
     CertificatePair,
     WebhookCertificates,
@@ -32,7 +35,8 @@ from kgm.certs import (
     write_webhook_certificates,
 )
 from kgm.cli import main
-from kgm.client.validate import dry_run_review, review_problem
+from kgm.client.validate import Outcome, check_ledger, dry_run_review, review_problem
+from tests.inventory.api import ListLedger, harness, write_tokens
 
 TOKEN = "validate-admin-token-0123456789"
 CHECKS = ["certificate", "health", "ledger", "devices", "webhook", "extender"]
@@ -262,6 +266,39 @@ def test_a_wrong_url_fails_every_check(capsys: pytest.CaptureFixture[str]) -> No
     assert status == 1
     assert [line.split()[:2] for line in lines] == [["FAIL", check] for check in CHECKS]
     assert "cannot reach" in lines[0]
+
+
+# ------------------------------------------------------------------------------------- the ledger
+
+
+class ReadOnlyLedger(ListLedger):
+    def record_end(
+        self, allocation_id: str, end: datetime, *, inferred: bool = False, status: Status = Status.RELEASED
+    ) -> bool:
+        raise LedgerError("ledger sqlite:///x: OperationalError: attempt to write a readonly database")
+
+
+@pytest.mark.parametrize(
+    ("ledger", "outcome", "said"),
+    [
+        (ListLedger, Outcome.OK, "writable"),
+        (ReadOnlyLedger, Outcome.FAIL, "503: the allocation ledger is unavailable"),
+    ],
+)
+def test_the_ledger_check_reads_the_apis_health_answer(
+    ledger: type[ListLedger], outcome: Outcome, said: str, tmp_path: Path
+) -> None:
+    api = harness(ledger(), TokenStore.load(write_tokens(tmp_path / "tokens.yaml")))
+
+    def through_the_app(request: httpx.Request) -> httpx.Response:
+        # The REST API's real app, reached through the harness's ASGI transport, answers.
+        answer = api.request(request.method, request.url.path, role=None)
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
+
+    with httpx.Client(base_url="https://kgm", transport=httpx.MockTransport(through_the_app)) as http:
+        check = check_ledger(http)
+    assert check.outcome is outcome
+    assert said in check.detail
 
 
 # ------------------------------------------------------------------------------------- usage
