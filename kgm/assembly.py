@@ -51,6 +51,7 @@ from inventory.live.metrics import InventoryCollector
 from inventory.live.quota_metrics import QuotaCollector
 from inventory.live.quotas import QuotaBook
 from inventory.live.static import cache_of
+from inventory.notify.budgets import BudgetWatch
 from inventory.notify.formats import load_settings
 from inventory.notify.sender import Notifier
 from inventory.notify.watchdog import (
@@ -338,7 +339,7 @@ def _core(
         background=background,
         closers=[ledger.close, close_authenticator, *closers],
     )
-    _watch(background, settings, cache, ledger, notifier, is_leader=is_leader)
+    _watch(background, settings, cache, ledger, notifier, is_leader=is_leader, quotas=quotas)
     return _Core(parts=parts, reconciler=reconciler, reserver=reserver, ledger=ledger, quotas=quotas)
 
 
@@ -407,9 +408,10 @@ def _watch(
     notifier: Notifier | None,
     *,
     is_leader: Callable[[], bool] = lambda: True,
+    quotas: QuotaBook | None = None,
 ) -> None:
     """Inventory and cost conditions to notifications, from the leader only (one message, not one per
-    replica)."""
+    replica); with ``quotas``, each GpuQuota's daily and monthly cost budget too."""
     if notifier is None:
         return
     watchdog = Watchdog(
@@ -417,6 +419,11 @@ def _watch(
         daily_cost=lambda: _daily_cost(ledger),
         notify=lambda n: notifier.notify(n) if is_leader() else False,
         settings=WatchdogSettings(daily_cost_threshold=settings.daily_cost_threshold),
+        more=BudgetWatch(
+            lambda: [view.quota for view in quotas.views()] if quotas is not None else [],
+            ledger.overlapping,
+            currency=quotas.currency if quotas is not None else "USD",
+        ),
     )
     background.add(Worker("watchdog", watchdog.run))
 

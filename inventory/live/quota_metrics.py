@@ -27,7 +27,9 @@ def used_figures(used: Measure) -> dict[str, float]:
 class QuotaCollector(Collector):
     """``gpu_quota_used`` and ``gpu_quota_limit`` per quota and unit, read at scrape time."""
 
-    LABELS = ("kind", "namespace", "quota", "team", "unit")
+    #: ``quota_namespace``, not ``namespace``: Prometheus sets ``namespace`` to the scraped pod's own (the
+    #: ServiceMonitor's target labels) and would rename ours to ``exported_namespace``.
+    LABELS = ("kind", "quota_namespace", "quota", "team", "unit")
 
     def __init__(self, views: Callable[[], list[QuotaView]]) -> None:
         self._views = views

@@ -233,6 +233,10 @@ class QuotaBook:
             views.append(QuotaView(quota, usage(quota, counted), len(counted), generations.get(quota.key)))
         return views
 
+    @property
+    def currency(self) -> str:
+        return self._prices.currency
+
     def report(self) -> QuotaReport:
         return QuotaReport(self.views(), self.bad(), self._prices.currency)
 

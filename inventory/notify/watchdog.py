@@ -94,7 +94,10 @@ class Watchdog:
         settings: WatchdogSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         logger: logging.Logger | None = None,
+        more: Callable[[], dict[str, Condition]] = dict,
     ) -> None:
+        """``more``: further conditions true now, by dedup key (the teams' cost budgets)."""
+        self._more = more
         self._snapshot = snapshot
         self._daily_cost = daily_cost
         self._notify = notify
@@ -106,7 +109,7 @@ class Watchdog:
     def check(self) -> list[Notification]:
         """One round: notify what started and what ended since the last; what was sent."""
         now = self._clock()
-        current = conditions(self._snapshot(), self._daily_cost(), self._settings)
+        current = conditions(self._snapshot(), self._daily_cost(), self._settings) | self._more()
         sent = []
         for key, condition in current.items():
             if key not in self._active:

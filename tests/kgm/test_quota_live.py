@@ -117,7 +117,7 @@ def test_a_live_gpuquota_refuses_past_its_limit_and_shows_its_use(
         assert status()["used"]["gpuEquivalents"] == 1.0
         labels = {
             "kind": "ResourceQuota",
-            "namespace": "ml",
+            "quota_namespace": "ml",
             "quota": "profile",
             "team": "",
             "unit": "gpuEquivalents",

@@ -101,6 +101,8 @@ def exported() -> dict[str, frozenset[str]]:
         "kgm_extender_requests_total": {"verb", "outcome"},
         "kgm_extender_duration_seconds_bucket": {"verb", "le"},
         "kgm_api_requests_total": {"route", "method", "status"},
+        "gpu_quota_used": {"kind", "quota_namespace", "quota", "team", "unit"},
+        "gpu_quota_limit": {"kind", "quota_namespace", "quota", "team", "unit"},
     }
     for name, labels in declared.items():
         assert name in names, f"{name} is not exported at all"
@@ -134,6 +136,8 @@ def test_the_app_exports_the_metrics_the_issue_names() -> None:
         "kgm_extender_requests_total",
         "kgm_extender_duration_seconds_bucket",
         "kgm_api_requests_total",
+        "gpu_quota_used",
+        "gpu_quota_limit",
     ):
         assert name in exported(), name
     assert {"gpu", "UUID", "modelName", "Hostname"} <= exported()["gpu_temperature_celsius"]

@@ -279,7 +279,7 @@ def test_metrics_show_used_and_limit_per_quota_and_unit() -> None:
     quotas.replace_pods([pod("p", {MIG: "1"}, nodeName="a100")])
     registry = CollectorRegistry()
     registry.register(QuotaCollector(quotas.views))
-    labels = {"kind": "GpuQuota", "namespace": "ml", "quota": "q", "team": "nlp"}
+    labels = {"kind": "GpuQuota", "quota_namespace": "ml", "quota": "q", "team": "nlp"}
     assert registry.get_sample_value("gpu_quota_limit", labels | {"unit": "gpuEquivalents"}) == 8
     assert registry.get_sample_value("gpu_quota_used", labels | {"unit": "gpuEquivalents"}) == pytest.approx(
         3 / 7
