@@ -92,9 +92,7 @@ class SqlLedger:
         self._sql = {key: dialect.sql(text) for key, text in (STATEMENTS | BACKUP_STATEMENTS).items()}
 
     @classmethod
-    def open(
-        cls, url: str, *, clock: Clock = lambda: datetime.now(UTC), must_exist: bool = False
-    ) -> SqlLedger:
+    def open(cls, url: str, *, clock: Clock = lambda: datetime.now(UTC), must_exist: bool = False) -> Self:
         """Connect to ``url``, bring its schema up to date, and return the ledger.
 
         ``url``: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``, a plain
