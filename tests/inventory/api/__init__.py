@@ -22,7 +22,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from inventory.api import Role, TokenStore
+from inventory.api import Authenticator, Role
 from inventory.api.openapi import document
 from inventory.domain.allocation import Allocation, AllocationFilter, Page, Status, allocation_id
 from inventory.domain.catalogue import builtin_catalogue
@@ -258,7 +258,7 @@ class Harness:
 
 def harness(
     ledger: Ledger,
-    tokens: TokenStore,
+    tokens: Authenticator,
     *,
     snapshot: Callable[[], InventorySnapshot] | None = None,
     reservations: FakeReservations | None = None,

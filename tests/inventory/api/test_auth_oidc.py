@@ -62,7 +62,11 @@ def test_a_token_of_the_issuer_names_the_caller_and_their_roles(
     token = sign(key, claims(idp.issuer, preferred_username="alice", roles=["USER", "viewer", "chef"]))
     caller = authenticator(idp).authenticate(token)
     assert caller is not None
-    assert (caller.name, caller.roles, caller.namespaces) == ("alice", {Role.USER, Role.VIEWER}, None)
+    assert (caller.name, caller.roles, caller.namespaces) == (
+        "alice",
+        frozenset({Role.USER, Role.VIEWER}),
+        None,
+    )
 
 
 def test_the_keys_come_from_the_issuers_discovery_document(idp: IdentityProvider) -> None:
@@ -182,7 +186,7 @@ def test_the_role_claim_maps_to_the_roles(
     oidc = authenticator(idp, roles_claim=claim, role_map={"gpu-admins": Role.ADMIN})
     caller = oidc.authenticate(sign(RSA_1, claims(idp.issuer, **payload)))
     assert caller is not None
-    assert caller.roles == expected
+    assert caller.roles == frozenset(expected)
 
 
 def test_a_token_with_no_role_is_known_but_may_use_nothing(idp: IdentityProvider) -> None:
@@ -241,7 +245,7 @@ def test_a_jwks_without_usable_keys_is_refused(document: dict[str, Any], message
 
 def test_only_so_many_keys_are_read() -> None:
     keys = parse_jwks({"keys": [{**EC_1.jwk(), "kid": f"k{n}"} for n in range(100)]}, max_keys=5)
-    assert sorted(keys) == ["k0", "k1", "k2", "k3", "k4"]
+    assert set(keys) == {"k0", "k1", "k2", "k3", "k4"}
 
 
 def test_a_non_http_jwks_url_is_refused() -> None:
