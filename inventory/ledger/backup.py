@@ -249,11 +249,12 @@ def backup(
         raise BackupError(f"{path.parent} is not a directory")
     partial = path.with_name(f".{path.name}.partial")
     partial.unlink(missing_ok=True)  # left by a backup that died
+    began = clock()  # the header's createdAt: just before the snapshot's moment
     try:
         if backup_format is BackupFormat.SQLITE:
-            header = _backup_sqlite(ledger, partial, clock)
+            header = _backup_sqlite(ledger, partial, began)
         else:
-            header = _backup_jsonl(ledger, partial, clock)
+            header = _backup_jsonl(ledger, partial, began)
         os.replace(partial, path)
         _sync_directory(path.parent)
     except BaseException:
@@ -262,14 +263,14 @@ def backup(
     return BackupResult(path=path, format=backup_format, header=header, bytes=path.stat().st_size)
 
 
-def _header(version: int, source: str, rows: int, digest: Any, clock: Callable[[], datetime]) -> Header:
+def _header(version: int, source: str, rows: int, digest: Any, began: datetime) -> Header:
     return Header(
-        schema_version=version, created_at=clock(), source=source, tables={TABLE: rows},
+        schema_version=version, created_at=began, source=source, tables={TABLE: rows},
         checksum=f"sha256:{digest.hexdigest()}",
     )  # fmt: skip
 
 
-def _backup_jsonl(ledger: SqlLedger, partial: Path, clock: Callable[[], datetime]) -> Header:
+def _backup_jsonl(ledger: SqlLedger, partial: Path, began: datetime) -> Header:
     # The header goes first but counts the rows: they are written to a scratch file beside, then after it.
     digest, rows = hashlib.sha256(), 0
     with tempfile.TemporaryFile(dir=partial.parent) as body:
@@ -279,7 +280,7 @@ def _backup_jsonl(ledger: SqlLedger, partial: Path, clock: Callable[[], datetime
                 digest.update(line)
                 body.write(line)
                 rows += 1
-        header = _header(version, ledger.database, rows, digest, clock)
+        header = _header(version, ledger.database, rows, digest, began)
         body.seek(0)
         with partial.open("wb") as out:
             out.write(header.to_json().encode() + b"\n")
@@ -289,7 +290,7 @@ def _backup_jsonl(ledger: SqlLedger, partial: Path, clock: Callable[[], datetime
     return header
 
 
-def _backup_sqlite(ledger: SqlLedger, partial: Path, clock: Callable[[], datetime]) -> Header:
+def _backup_sqlite(ledger: SqlLedger, partial: Path, began: datetime) -> Header:
     ledger.backup_sqlite(str(partial))
     with SqlLedger.open_backup_file(str(partial), writable=True) as copy:
         digest, rows = hashlib.sha256(), 0
@@ -297,7 +298,7 @@ def _backup_sqlite(ledger: SqlLedger, partial: Path, clock: Callable[[], datetim
             for allocation in allocations:
                 digest.update(row_line(allocation))
                 rows += 1
-        header = _header(version, ledger.database, rows, digest, clock)
+        header = _header(version, ledger.database, rows, digest, began)
         copy.write_backup_header(header.to_json())
     with partial.open("rb+") as synced:
         os.fsync(synced.fileno())
