@@ -84,16 +84,16 @@ def node_object(name: str, *, state: str | None = None, cpu: str = "64") -> dict
     }
 
 
-def make_cache(clock: Clock) -> InventoryCache:
+def make_cache(clock: Clock, names: list[str] = NAMES) -> InventoryCache:
     cache = InventoryCache(
         catalogue=builtin_catalogue(),
         settings=CacheSettings(stale_after_s=90, assume_ttl_s=60),
         clock=clock,
         wall_clock=clock.wall_clock,
     )
-    cache.replace_gpunodes([gpunode(name, layout(i)) for i, name in enumerate(NAMES)])
+    cache.replace_gpunodes([gpunode(name, layout(i)) for i, name in enumerate(names)])
     cache.replace_pods([])
-    cache.replace_nodes([node_object(name) for name in NAMES[:4]])  # half the nodes give their CPU
+    cache.replace_nodes([node_object(name) for name in names[::2]])  # half the nodes give their CPU
     return cache
 
 
@@ -268,10 +268,10 @@ def test_the_learned_workload_refreshes_with_time(cache: InventoryCache, clock: 
 
 
 def random_change(
-    rng: random.Random, cache: InventoryCache, clock: Clock, bound: list[dict[str, Any]]
+    rng: random.Random, cache: InventoryCache, clock: Clock, bound: list[dict[str, Any]], names: list[str]
 ) -> None:
-    i = rng.randrange(len(NAMES))
-    name = NAMES[i]
+    i = rng.randrange(len(names))
+    name = names[i]
     roll = rng.random()
     if roll < 0.35:
         resources = rng.choice(KINDS)
@@ -304,29 +304,33 @@ def random_change(
         clock.advance(rng.choice([0.5, 3, 30, 70]))
 
 
-def candidates(rng: random.Random, last: list[str]) -> list[str]:
+def candidates(rng: random.Random, last: list[str], everyone: list[str]) -> list[str]:
     roll = rng.random()
     if roll < 0.4:
         return last  # the same list again, as kube-scheduler sends it
     if roll < 0.6:
-        return list(NAMES)
-    names = rng.sample(NAMES, rng.randrange(0, len(NAMES) + 1))
+        return list(everyone)
+    if roll < 0.8:  # all but a few, as after binds filled some nodes
+        return [name for name in everyone if rng.random() < 0.9]
+    names = rng.sample(everyone, rng.randrange(0, len(everyone) + 1))
     if roll > 0.95:
         names.append("no-such-node")
     return names
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_memoized_answers_equal_fresh_ones_over_random_changes(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "size"), [(0, 8), (1, 8), (2, 8), (3, 8), (4, 300), (5, 300)])
+def test_memoized_answers_equal_fresh_ones_over_random_changes(seed: int, size: int) -> None:
+    """300 nodes: groups of nodes span several runs of fragments (``extender.memo._RUN``)."""
     rng = random.Random(seed)
     clock = Clock()
-    cache = make_cache(clock)
+    everyone = [f"n{k}" for k in range(size)]
+    cache = make_cache(clock, everyone)
     ext = make_extender(cache, clock)
     bound: list[dict[str, Any]] = []
-    names = list(NAMES)
+    names = list(everyone)
     for _ in range(400):
-        random_change(rng, cache, clock, bound)
-        names = candidates(rng, names)
+        random_change(rng, cache, clock, bound, everyone)
+        names = candidates(rng, names, everyone)
         policy = rng.choice([None, "binpack", "spread", "cost"])
         p = wants(rng.choice(KINDS), **({PLACEMENT_POLICY: policy} if policy else {}))
         agree(ext, lambda: make_extender(cache, clock), p, names)
@@ -341,8 +345,8 @@ def test_with_learned_workload_and_feed_the_memo_equals_the_general_path(seed: i
     bound: list[dict[str, Any]] = []
     names = list(NAMES)
     for _ in range(400):
-        random_change(rng, cache, clock, bound)
-        names = candidates(rng, names)
+        random_change(rng, cache, clock, bound, NAMES)
+        names = candidates(rng, names, NAMES)
         p = wants(rng.choice(KINDS))
         filtered, scores = memoized(ext, p, names)
         assert filtered == wire.filter_result(call(p, names), ext.filter(p, names))
