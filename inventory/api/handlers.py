@@ -396,7 +396,7 @@ def api_paths(
         ),
         ("/api/v1/gpu/overview", {"GET": api.overview}, auth.OVERVIEW, {}),
         ("/api/v1/gpu/mig/plan", {"GET": api.mig_plan_view}, auth.OVERVIEW, {}),
-        ("/api/v1/gpu/quotas", {"GET": api.quota_list}, auth.OVERVIEW, {}),
+        ("/api/v1/gpu/quotas", {"GET": api.quota_list}, auth.QUOTAS, listing),
         ("/api/v1/gpu/cost/analysis", {"GET": api.cost_analysis}, auth.COST, {}),
     ]
     return [ApiPath(path, handlers, area, tokens, verbs) for path, handlers, area, verbs in table]

@@ -49,12 +49,16 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 _ERRORS = {
     400: ("BadRequest", "A parameter or field is not valid; the message names it."),
-    401: ("Unauthorized", "No bearer token, an unknown one, or no tokens configured on the server."),
-    403: ("Forbidden", "The token's role may not use this path."),
+    401: ("Unauthorized", "No bearer token, an unknown or expired one, or no tokens configured here."),
+    403: ("Forbidden", "The caller's roles (or RBAC) may not use this path, or not in that namespace."),
     404: ("NotFound", "No such allocation (or no open one, for a release), or no such node."),
     409: ("Conflict", "The reservation was refused: no capacity that fits."),
     413: ("PayloadTooLarge", "The body is larger than 64 KiB."),
-    503: ("Unavailable", "The allocation ledger's database is unavailable."),
+    503: (
+        "Unavailable",
+        "The allocation ledger's database is unavailable, or who calls cannot be checked now (the "
+        "Kubernetes API server or the identity provider's keys cannot be reached).",
+    ),
 }
 _MONEY = {"type": "number", "description": "In the currency of the price table; costs rounded to cents."}
 _RATE = {"type": "number", "description": "Per hour, in the price table's currency, 4 decimal places."}
@@ -412,7 +416,7 @@ _PATHS: dict[str, Any] = {
         "get": {
             "operationId": "overview",
             "summary": "Capacity, use and spend at a glance. Every role.",
-            "responses": {"200": _json(_data(_ref("Overview")), "The overview."), **_errors(401, 503)},
+            "responses": {"200": _json(_data(_ref("Overview")), "The overview."), **_errors(401, 403, 503)},
         }
     },
     "/api/v1/gpu/mig/plan": {
@@ -420,14 +424,14 @@ _PATHS: dict[str, Any] = {
             "operationId": "migPlan",
             "summary": "The MIG planner's last plan: layout changes with their reasons, nodes held back. "
             "Every role.",
-            "responses": {"200": _json(_data(_ref("MigPlan")), "The plan."), **_errors(401)},
+            "responses": {"200": _json(_data(_ref("MigPlan")), "The plan."), **_errors(401, 403, 503)},
         }
     },
     "/api/v1/gpu/quotas": {
         "get": {
             "operationId": "quotas",
             "summary": "GPU quotas (GpuQuotas, ResourceQuota GPU lines), their limits and use. Every role.",
-            "responses": {"200": _json(_data(_ref("QuotaList")), "The quotas."), **_errors(401)},
+            "responses": {"200": _json(_data(_ref("QuotaList")), "The quotas."), **_errors(401, 403, 503)},
         }
     },
     "/api/v1/gpu/cost/analysis": {
@@ -468,7 +472,8 @@ def document() -> dict[str, Any]:
                 "bearerAuth": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "A token from the server's tokens file; its role decides the paths.",
+                    "description": "A token of the tokens file, a Kubernetes token (--api-auth kubernetes: "
+                    "RBAC on gpu.kgm.io decides) or an OIDC JWT (--api-auth oidc: its role claim decides).",
                 }
             },
         },

@@ -41,7 +41,8 @@ DEVICES = Area("devices", frozenset({Role.ADMIN, Role.OPERATOR}))
 ALLOCATIONS = Area("allocations", frozenset({Role.ADMIN, Role.USER, Role.OPERATOR}), namespaced=True)
 COST = Area("costs", frozenset({Role.ADMIN, Role.VIEWER, Role.FINANCE}))
 OVERVIEW = Area("overview", frozenset(Role))
-AREAS: Final = (DEVICES, ALLOCATIONS, COST, OVERVIEW)
+QUOTAS = Area("quotas", frozenset(Role))
+AREAS: Final = (DEVICES, ALLOCATIONS, COST, OVERVIEW, QUOTAS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ ENDPOINTS = [
     ("DELETE", f"/api/v1/gpu/allocations/{IDS['a4']}", None, ALLOCATIONS, 200),
     ("GET", "/api/v1/gpu/overview", None, ALL, 200),
     ("GET", "/api/v1/gpu/mig/plan", None, ALL, 200),
+    ("GET", "/api/v1/gpu/quotas", None, ALL, 200),
     ("GET", "/api/v1/gpu/cost/analysis", None, {"ADMIN", "VIEWER", "FINANCE"}, 200),
 ]
 CALLERS = [*(role.value for role in Role), "no token", "bad token"]
@@ -148,8 +149,8 @@ def test_every_way_gives_every_role_the_same_matrix(
         seen = run_matrix(authenticator, tokens)
     wrong = {case: (status, EXPECTED[case]) for case, status in seen.items() if status != EXPECTED[case]}
     assert wrong == {}
-    # 7 kinds of caller x 10 endpoint-methods = 70 cases per way, 210 for the three.
-    assert len(seen) == len(CALLERS) * len(ENDPOINTS) == 70
+    # 7 kinds of caller x 11 endpoint-methods = 77 cases per way, 231 for the three.
+    assert len(seen) == len(CALLERS) * len(ENDPOINTS) == 77
 
 
 def test_the_shipped_cluster_roles_grant_the_role_matrix() -> None:
@@ -160,7 +161,11 @@ def test_the_shipped_cluster_roles_grant_the_role_matrix() -> None:
     for role in Role:
         granted = {(resource, verb) for rule in rules[f"kgm-{role.lower()}"] for resource in rule["resources"]
                    for verb in rule["verbs"]}  # fmt: skip
-        verbs = {"allocations": {"get", "list", "create", "delete"}, "devices": {"get", "list"}}
+        verbs = {
+            "allocations": {"get", "list", "create", "delete"},
+            "devices": {"get", "list"},
+            "quotas": {"list"},
+        }
         wanted = {(area.resource, verb) for area in AREAS if role in area.roles
                   for verb in verbs.get(area.resource, {"get"})}  # fmt: skip
         assert granted == wanted, role
