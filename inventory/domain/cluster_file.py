@@ -14,6 +14,17 @@
 
 ``mig`` lists the instances on each of the ``count`` GPUs; every layout is checked against NVIDIA's
 placement rules. Errors name the node and GPU entry at fault.
+
+    quotas:                     # optional: team quotas that `kgm simulate` enforces at admission
+      - team: nlp
+        share: 2                # optional: this team's weight in the simulated workload (default 1)
+        gpuEquivalents: 8       # each limit optional, as in a GpuQuota's spec.limits:
+        memoryGB: 320           #   gpuEquivalents, memoryGB, costPerHour, costPerDay, costPerMonth
+        costPerHour: 20
+
+With quotas, each simulated pod belongs to one of their teams (drawn by share, from the run's seed)
+and a pod that would take its team past a limit is refused at admission, counted by quota in the
+report. `kgm serve --inventory FILE` ignores them (a live cluster's quotas are GpuQuota objects).
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from inventory.domain.catalogue import Catalogue, CatalogueError, GpuModel, buil
 from inventory.domain.mig_layout import MigLayoutError, place_instances
 from inventory.domain.model import ClusterInventory, GpuDevice, NodeInventory, NodeName
 from inventory.domain.prices import PriceError, parse_price, parse_price_table
+from inventory.domain.quota import QuotaError, TeamQuota, parse_team_quota
 
 DEMO = "demo"
 
@@ -83,7 +95,22 @@ def parse_cluster(document: object, catalogue: Catalogue | None = None) -> Clust
                 prices.full_gpu(gpu.model)
             except PriceError as error:
                 raise ClusterFileError(f"node {node.name}: {error}") from error
-    return ClusterInventory(nodes=nodes, catalogue=catalogue, prices=prices)
+    return ClusterInventory(nodes=nodes, catalogue=catalogue, prices=prices, quotas=_parse_quotas(document))
+
+
+def _parse_quotas(document: Mapping[str, Any]) -> tuple[TeamQuota, ...]:
+    entries = document.get("quotas") or []
+    if not isinstance(entries, Sequence) or isinstance(entries, str):
+        raise ClusterFileError("'quotas' must be a list of team quotas")
+    try:
+        quotas = tuple(parse_team_quota(entry, f"quotas[{i}]") for i, entry in enumerate(entries))
+    except QuotaError as error:
+        raise ClusterFileError(str(error)) from error
+    teams = [q.quota.team for q in quotas]
+    repeated = sorted({str(t) for t in teams if teams.count(t) > 1})
+    if repeated:
+        raise ClusterFileError(f"quotas: one quota per team; repeated: {', '.join(repeated)}")
+    return quotas
 
 
 def _parse_model(entry: object, where: str) -> tuple[GpuModel, Any]:

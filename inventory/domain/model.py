@@ -13,6 +13,7 @@ from typing import NewType
 from inventory.domain.catalogue import Catalogue, GpuModel
 from inventory.domain.mig_layout import MigInstance
 from inventory.domain.prices import PriceTable
+from inventory.domain.quota import TeamQuota
 
 NodeName = NewType("NodeName", str)
 
@@ -54,3 +55,6 @@ class ClusterInventory:
     nodes: tuple[NodeInventory, ...]
     catalogue: Catalogue
     prices: PriceTable
+    #: Team quotas of a cluster file (``kgm simulate`` enforces them at admission); none from a live cluster,
+    #: whose quotas are GpuQuota and ResourceQuota objects.
+    quotas: tuple[TeamQuota, ...] = ()

@@ -419,3 +419,42 @@ def _limit(value: object, path: str) -> Decimal | None:
     if limit < 0:
         raise QuotaError(f"{path} must be at least 0, not {value!r}")
     return limit
+
+
+#: The namespace cluster-file quotas are shown under (they are no Kubernetes objects).
+CLUSTER_FILE = "cluster-file"
+
+
+@dataclass(frozen=True, slots=True)
+class TeamQuota:
+    """A team's quota in a cluster file, and its share of the simulated workload (``kgm simulate``)."""
+
+    quota: Quota
+    share: int = 1
+
+
+def parse_team_quota(entry: object, where: str) -> TeamQuota:
+    """``{team: nlp, share: 2, gpuEquivalents: 8, memoryGB: 320, costPerHour: 20, ...}``; QuotaError
+    naming the field."""
+    if not isinstance(entry, Mapping):
+        raise QuotaError(f"{where}: a quota is a mapping with a 'team' and its limits")
+    team = entry.get("team")
+    if not (isinstance(team, str) and team and is_label_value(team)):
+        raise QuotaError(f"{where}: 'team' must be a label value, not {team!r}")
+    share = entry.get("share", 1)
+    if not isinstance(share, int) or isinstance(share, bool) or share < 0:
+        raise QuotaError(f"{where}: 'share' must be a whole number >= 0, not {share!r}")
+    unknown = sorted(set(entry) - {"team", "share"} - {unit.value for unit in Unit})
+    if unknown:
+        raise QuotaError(f"{where}: unknown keys {', '.join(map(str, unknown))}; limits: {', '.join(Unit)}")
+    parsed = {unit: _limit(entry.get(unit.value), f"{where}.{unit.value}") for unit in Unit}
+    limits = QuotaLimits(
+        gpu_equivalents=parsed[Unit.GPU_EQUIVALENTS],
+        memory_gb=parsed[Unit.MEMORY_GB],
+        cost_per_hour=parsed[Unit.COST_PER_HOUR],
+        cost_per_day=parsed[Unit.COST_PER_DAY],
+        cost_per_month=parsed[Unit.COST_PER_MONTH],
+    )
+    return TeamQuota(
+        Quota(kind="GpuQuota", namespace=CLUSTER_FILE, name=team, limits=limits, team=team), share
+    )

@@ -137,6 +137,12 @@ class QuotaBook:
             else:
                 self._put_gpuquota(obj)
 
+    def replace_quotas(self, quotas: Iterable[Quota]) -> None:
+        """Quotas that are no objects (a cluster file's, in ``kgm simulate``), in place of the GpuQuotas."""
+        with self._lock:
+            self._gpuquotas = {q.key: q for q in quotas}
+            self._bad, self._generations = {}, {}
+
     def _put_gpuquota(self, obj: Mapping[str, Any]) -> None:
         key = _key("GpuQuota", obj)
         generation = (obj.get("metadata") or {}).get("generation")
@@ -194,10 +200,18 @@ class QuotaBook:
             earlier = self._assumed.get(ask.judged_as) if ask.judged_as is not None else None
             if ask.key in self._assumed or (earlier is not None and earlier.ask.namespace == ask.namespace):
                 return []  # judged and held already (a reinvocation of the same admission)
-            quotas = [*self._gpuquotas.values(), *self._resourcequotas.values()]
-            if not any(q.applies(ask.namespace, ask.team) for q in quotas):
+            quotas = [
+                q
+                for q in (*self._gpuquotas.values(), *self._resourcequotas.values())
+                if q.applies(ask.namespace, ask.team)
+            ]
+            if not quotas:
                 return []
-            holdings = self._holdings(snapshot, offer, reserved)
+
+            def counted(namespace: str, team: str | None) -> bool:  # only what these quotas count is measured
+                return any(q.applies(namespace, team) for q in quotas)
+
+            holdings = self._holdings(snapshot, offer, reserved, counted)
             refusals = decide(
                 quotas,
                 namespace=ask.namespace,
@@ -252,17 +266,22 @@ class QuotaBook:
             del self._assumed[key]
 
     def _holdings(
-        self, snapshot: InventorySnapshot, offer: Offer, reserved: tuple[Allocation, ...]
+        self,
+        snapshot: InventorySnapshot,
+        offer: Offer,
+        reserved: tuple[Allocation, ...],
+        counted: Callable[[str, str | None], bool] = lambda namespace, team: True,
     ) -> list[Holding]:
         claimed = {c.reservation for c in self._pods.values() if c.reservation is not None}
         holdings = [
             Holding(c.namespace, c.team, self._held(c.resources, c.node, snapshot, offer))
             for c in self._pods.values()
+            if counted(c.namespace, c.team)
         ]
         holdings += [
             Holding(a.namespace, a.team or a.namespace, self._reservation_measure(a, offer))
             for a in reserved
-            if a.id not in claimed
+            if a.id not in claimed and counted(a.namespace, a.team or a.namespace)
         ]
         holdings += [
             Holding(held.ask.namespace, held.ask.team, held.measure) for held in self._assumed.values()

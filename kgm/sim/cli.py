@@ -176,6 +176,10 @@ def mig_report(
                 "arrived_pods": statistics.median(r.arrived for r in mine),
                 "placed_pods": statistics.median(r.placed for r in mine),
                 "refused": dict(sum((r.refused for r in mine), start=type(mine[0].refused)())),
+                # team quotas of the cluster file: pods refused at admission, by quota and unit (all seeds)
+                "refused_by_quota": dict(
+                    sum((r.refused_by_quota for r in mine), start=type(mine[0].refused)())
+                ),
                 "cost_per_hour": float(statistics.median(float(r.cost_per_hour) for r in mine)),
                 "idle_mig_pct": round(statistics.median(r.idle_mig_pct for r in mine), 4),
                 "idle_whole_pct": round(statistics.median(r.idle_whole_pct for r in mine), 4),

@@ -45,6 +45,7 @@ from inventory.ledger.sql import SqlLedger
 from inventory.live.cache import InventoryCache
 from inventory.live.static import cache_of
 from kgm.sim.mig_layouts import SimLayouts, node_object
+from kgm.sim.quotas import SimQuotas
 from kgm.sim.trace import TracePod
 from webhook.mutation import Admit, mutate_pod
 from webhook.settings import WebhookSettings
@@ -84,6 +85,8 @@ class MigRun:
     final_layouts: dict[str, int] = field(default_factory=dict)
     #: The planner's reason for each change, in order.
     change_reasons: list[str] = field(default_factory=list)
+    #: Pods refused at admission by a team quota of the cluster file, by quota and unit.
+    refused_by_quota: Counter[str] = field(default_factory=Counter)
 
 
 def inflate(
@@ -138,11 +141,14 @@ def run_mig(
     offer = plannable_offer(cluster) if layouts else offer_of(cluster)
     ledger = SqlLedger.open("sqlite:///:memory:")
     clock = _SimClock()
-    extender = _extender(cluster, cache, ledger, clock, layouts)
+    run = MigRun(policy=policy, seed=seed, planner=planner)
+    quotas = SimQuotas(cluster, cache, offer, seed=seed, run=run)
+    extender = _extender(cluster, cache, ledger, clock, layouts, also_bound=quotas.bound)
     names = [node.name for node in cluster.nodes]
     capacity = sum(len(node.gpus) for node in cluster.nodes)
-    run = MigRun(policy=policy, seed=seed, planner=planner)
-    scheduler = _Scheduler(extender, names, random.Random(seed), run, wait=layouts is not None)
+    scheduler = _Scheduler(
+        extender, names, random.Random(seed), run, wait=layouts is not None, on_refused=quotas.forget
+    )
     requested = 0.0
     next_mark = 0
     for index, trace_pod in enumerate(inflate(pods, capacity, seed=seed)):
@@ -158,11 +164,13 @@ def run_mig(
             if on_step is not None:
                 on_step(next_mark)
             next_mark += 1
-        pod = _pod(trace_pod, index, policy=policy, memory_per_gpu_gb=memory_per_gpu_gb)
-        decision = mutate_pod(pod, namespace="sim", offer=offer, settings=WebhookSettings())
+        pod = quotas.team_of(_pod(trace_pod, index, policy=policy, memory_per_gpu_gb=memory_per_gpu_gb))
+        mutated = mutate_pod(pod, namespace="sim", offer=offer, settings=WebhookSettings())
+        decision = quotas.judge(pod, mutated)
         run.arrived += 1
         if not isinstance(decision, Admit):
-            run.refused[f"admission: {decision.message}"] += 1
+            # a quota's message carries the figures of the moment: counted by quota in refused_by_quota
+            run.refused[f"admission: {decision.message}" if decision is mutated else _OVER_QUOTA] += 1
             continue
         admitted = jsonpatch.apply_patch(copy.deepcopy(pod), decision.patch)
         resources = demand_of(admitted).resources
@@ -191,6 +199,7 @@ def _record_cost(run: MigRun, ledger: SqlLedger, clock: _SimClock) -> None:
 
 
 _NO_ROOM = "no node had room"
+_OVER_QUOTA = "admission: over a team quota of the cluster file"
 
 
 def _cache(cluster: ClusterInventory, allocatable: Mapping[str, tuple[int, int]]) -> InventoryCache:
@@ -221,6 +230,7 @@ def _extender(
     ledger: SqlLedger,
     clock: _SimClock,
     layouts: SimLayouts | None,
+    also_bound: Callable[[Mapping[str, Any]], None] = lambda pod: None,
 ) -> GpuExtender:
     """The extender, binding in memory; each bind goes to the reconciler (and to the layouts,
     which remember the instance the simulated device plugin gave the pod)."""
@@ -236,6 +246,7 @@ def _extender(
         if layouts is not None:
             layouts.bound(pod["spec"]["nodeName"], demand_of(pod).resources)
         reconciler.on_pod("ADDED", pod)
+        also_bound(pod)
 
     return GpuExtender(cache=cache, binder=InMemoryBinder(cache, on_bound=on_bound), prices=cluster.prices)
 
@@ -246,8 +257,16 @@ class _Scheduler:
     while the planner makes its layout; without, it is refused at once (the FGD protocol)."""
 
     def __init__(
-        self, extender: GpuExtender, names: Sequence[str], rng: random.Random, run: MigRun, *, wait: bool
+        self,
+        extender: GpuExtender,
+        names: Sequence[str],
+        rng: random.Random,
+        run: MigRun,
+        *,
+        wait: bool,
+        on_refused: Callable[[Mapping[str, Any]], None] = lambda pod: None,
     ) -> None:
+        self._on_refused = on_refused
         self._extender = extender
         self._names = names
         self._rng = rng
@@ -264,6 +283,7 @@ class _Scheduler:
             self._waiting.append((pod, resources, now_s))
         else:
             self._run.refused[error] += 1
+            self._on_refused(pod)
 
     def retry(self, now_s: float) -> None:
         """The waiting pods, tried again in arrival order."""
@@ -275,8 +295,10 @@ class _Scheduler:
                 self._run.placed += 1
             elif error != _NO_ROOM:
                 self._run.refused[error] += 1
+                self._on_refused(pod)
             elif now_s - since >= MAX_WAIT_S:
                 self._run.refused[f"{_NO_ROOM} (waited {MAX_WAIT_S:.0f} s for a layout)"] += 1
+                self._on_refused(pod)
             else:
                 still.append(entry)
         self._waiting = still
@@ -401,7 +423,29 @@ def summary(runs: Sequence[MigRun]) -> str:
             compared.append(f"{policy} {at_100['static']:.2f}% -> {at_100['planned']:.2f}%")
     if compared:
         lines.append("unallocated at 100% arrived, static -> planned layouts: " + "; ".join(compared))
+    lines += _quota_lines(runs)
     return "\n".join([*lines, *_LEGEND])
+
+
+def _quota_lines(runs: Sequence[MigRun]) -> list[str]:
+    """Pods refused by each team quota of the cluster file (median over seeds), per policy and layouts."""
+    if not any(run.refused_by_quota for run in runs):
+        return []
+    lines = ["refused by quota (pods, median over seeds):"]
+    for (policy, planner), mine in _groups(runs).items():
+        keys = sorted({key for run in mine for key in run.refused_by_quota})
+        counts = ", ".join(
+            f"{key} {statistics.median(r.refused_by_quota[key] for r in mine):.0f}" for key in keys
+        )
+        lines.append(f"  {policy:<14}{'planned' if planner == 'apply' else 'static':<9}{counts or 'none'}")
+    return lines
+
+
+def _groups(runs: Sequence[MigRun]) -> dict[tuple[str, str], list[MigRun]]:
+    found: dict[tuple[str, str], list[MigRun]] = {}
+    for run in runs:
+        found.setdefault((run.policy, run.planner), []).append(run)
+    return found
 
 
 def _row(runs: Sequence[MigRun]) -> str:
