@@ -10,6 +10,7 @@ import json
 import re
 import shlex
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +21,8 @@ from kgm.cli import _parser as kgm_parser
 from tests.manifests.overlay import render_overlay
 from tests.manifests.rendering import (
     MANIFESTS,
-    VARIANTS,
-    WORKLOAD_KINDS,
     Obj,
-    containers,
     key,
-    pod_spec,
     render,
 )
 from tests.support.data import REPO
@@ -97,14 +94,49 @@ def exec_form(stage: Stage, instruction: str) -> list[str]:
     return value
 
 
-def kgm_pods(objs: list[Obj]) -> list[tuple[Obj, list[Obj]]]:
-    """Each workload with a container of kgm's image, and those containers."""
+@dataclass(frozen=True)
+class KgmPod:
+    """A pod template running kgm's image: its workload, its spec and the containers of that image."""
+
+    workload: Obj
+    spec: Obj
+    containers: list[Obj]
+
+    @property
+    def where(self) -> tuple[str, str, str]:
+        return key(self.workload)
+
+
+def _pod_specs(node: object) -> Iterator[Obj]:
+    """Every pod spec inside an object (a Deployment's template, a CronJob's job template, ...)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("containers"), list):
+            yield node
+        for value in node.values():
+            yield from _pod_specs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _pod_specs(item)
+
+
+def kgm_pods(objs: list[Obj]) -> list[KgmPod]:
+    """Each pod template with a container of kgm's image, in any kind of workload."""
     found = []
-    for workload in (o for o in objs if o["kind"] in WORKLOAD_KINDS):
-        ours = [c for c in containers(workload) if c["image"].split(":")[0] == IMAGE_NAME]
-        if ours:
-            found.append((workload, ours))
+    for obj in objs:
+        for spec in _pod_specs(obj.get("spec")):
+            all_containers = [*spec.get("initContainers", []), *spec["containers"]]
+            ours = [c for c in all_containers if c["image"].split(":")[0] == IMAGE_NAME]
+            if ours:
+                found.append(KgmPod(obj, spec, ours))
     return found
+
+
+#: manifests/ and each overlay: every install that runs kgm.
+INSTALLS = [MANIFESTS, *sorted(path.parent for path in MANIFESTS.glob("overlays/*/kustomization.yaml"))]
+
+
+def _install_id(path: Path) -> str:
+    return str(path.relative_to(REPO))
 
 
 def kgm_images_entries() -> list[tuple[Path, Obj]]:
@@ -181,13 +213,13 @@ def test_the_image_user_is_the_numeric_uid_and_gid_the_pods_run_as() -> None:
     uid, gid = (int(part) for part in user.split(":"))
     assert uid != 0
     as_root = []
-    for variant in VARIANTS:
-        for workload, _ours in kgm_pods(render(VARIANTS[variant])):
-            context = pod_spec(workload)["securityContext"]
+    for install in INSTALLS:
+        for pod in kgm_pods(render(install)):
+            context = pod.spec["securityContext"]
             if context.get("runAsNonRoot"):
-                assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid), key(workload)
+                assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid), pod.where
             else:
-                as_root.append(workload["metadata"]["name"])
+                as_root.append(pod.workload["metadata"]["name"])
     # Only the node agent runs as root (the kubelet's PodResources socket), and it says so itself.
     assert set(as_root) == {"kgm-agent"}
 
@@ -196,21 +228,21 @@ def test_the_image_exposes_exactly_the_ports_the_containers_declare() -> None:
     (exposed,) = FINAL.all("EXPOSE")
     declared = {
         (port["containerPort"], port.get("protocol", "TCP"))
-        for variant in VARIANTS
-        for _workload, ours in kgm_pods(render(VARIANTS[variant]))
-        for c in ours
+        for install in INSTALLS
+        for pod in kgm_pods(render(install))
+        for c in pod.containers
         for port in c.get("ports", [])
     }
     assert {(int(p.split("/")[0]), "TCP") for p in exposed.split()} == declared
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_every_command_the_manifests_run_in_the_image_is_one_it_has(variant: str) -> None:
+@pytest.mark.parametrize("install", INSTALLS, ids=_install_id)
+def test_every_command_the_manifests_run_in_the_image_is_one_it_has(install: Path) -> None:
     entrypoint = exec_form(FINAL, "ENTRYPOINT")
-    for workload, ours in kgm_pods(render(VARIANTS[variant])):
-        for c in ours:
+    for pod in kgm_pods(render(install)):
+        for c in pod.containers:
             argv = [*c.get("command", entrypoint), *c.get("args", [])]
-            where = (key(workload), c["name"])
+            where = (pod.where, c["name"])
             if argv[0] == "python":  # the kgm-certs Job's step: the virtualenv's python (PATH above)
                 assert argv[1] == "-c", where
                 continue
@@ -295,13 +327,13 @@ def test_kgms_image_name_and_tag_are_set_by_one_images_entry() -> None:
                 assert named == IMAGE_NAME, f"{manifest.relative_to(REPO)}: a tag outside the images entry"
 
 
-@pytest.mark.parametrize("variant", sorted(v for v in VARIANTS if v != "monitoring"))
-def test_every_install_runs_the_image_of_that_entry(variant: str) -> None:
+@pytest.mark.parametrize("install", INSTALLS, ids=_install_id)
+def test_every_install_runs_the_image_of_that_entry(install: Path) -> None:
     ((_path, entry),) = kgm_images_entries()
     expected = f"{entry.get('newName', IMAGE_NAME)}:{entry['newTag']}"
-    pods = kgm_pods(render(VARIANTS[variant]))
-    assert {w["metadata"]["name"] for w, _ in pods} >= {"kgm", "kgm-agent"}
-    assert {c["image"] for _w, ours in pods for c in ours} == {expected}
+    pods = kgm_pods(render(install))
+    assert {pod.workload["metadata"]["name"] for pod in pods} >= {"kgm", "kgm-agent"}
+    assert {c["image"] for pod in pods for c in pod.containers} == {expected}
 
 
 def test_kustomize_edit_set_image_in_a_users_kustomization_replaces_it_everywhere(tmp_path: Path) -> None:
@@ -312,7 +344,12 @@ def test_kustomize_edit_set_image_in_a_users_kustomization_replaces_it_everywher
             "images": [{"name": IMAGE_NAME, "newName": "registry.example.com/kgm", "newTag": "0.2.0"}],
         },
     )
-    images = {c["image"] for o in objs if o["kind"] in WORKLOAD_KINDS for c in containers(o)}
+    images = {
+        c["image"]
+        for o in objs
+        for spec in _pod_specs(o.get("spec"))
+        for c in [*spec.get("initContainers", []), *spec["containers"]]
+    }
     assert "registry.example.com/kgm:0.2.0" in images
     assert not [image for image in images if image.startswith(IMAGE_NAME)]
     assert any(image.startswith("registry.k8s.io/kube-scheduler:") for image in images)
