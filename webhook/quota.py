@@ -50,8 +50,11 @@ def judge(
     refusals = check(ask)
     if refusals:
         return Deny(message="; ".join(r.message for r in refusals), code=403, reason="Forbidden")
-    if dry_run or ask.reservation is not None or ask.judged_as is not None:
+    if dry_run or ask.reservation is not None:
         return decision
+    # Marked with this admission even when the pod names an earlier one: a copied manifest's mark names
+    # no hold of ours, and its pod must drop this admission's hold once it shows up. (A reinvocation
+    # re-marked leaves the first pass's hold to lapse after its TTL: counted twice briefly, never less.)
     mark = set_entries("/metadata/annotations", final["metadata"].get("annotations"), {QUOTA_ADMISSION: uid})
     return Admit(patch=[*decision.patch, *mark], warnings=decision.warnings)
 
