@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from inventory.api import Role, TokenStore
 from inventory.api.auth.kubernetes import KubernetesAuthenticator
 from inventory.api.auth.oidc import OidcAuthenticator
 from inventory.api.auth.settings import ApiAuthSettings, AuthMode, OidcSettings
-from kgm.api_auth import add_auth_options, auth_settings, build_authenticator, role_map
+from kgm.api_auth import OIDC_EXTRA_MISSING, add_auth_options, auth_settings, build_authenticator, role_map
 from kgm.cli import main
 from kgm.settings import ServeSettings
 from tests.support.access_reviews import ReviewTable, User, answer_reviews
@@ -138,3 +140,13 @@ def test_the_oidc_way_ignores_a_tokens_file_and_says_so(
         authenticator, _ = build_authenticator(settings, logging.getLogger("tests.api_auth"))
     assert isinstance(authenticator, OidcAuthenticator)
     assert [r.event for r in caplog.records] == ["api.tokens_ignored"]  # type: ignore[attr-defined]
+
+
+def test_oidc_without_pyjwt_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("inventory.api.auth.oidc", "inventory.api.auth.jwks"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setitem(sys.modules, "jwt", None)  # what an install without [oidc] sees
+    oidc = OidcSettings(issuer="https://sso.example", audience="kgm")
+    settings = ServeSettings(api_auth=ApiAuthSettings(mode=AuthMode.OIDC, oidc=oidc))
+    with pytest.raises(ValueError, match=re.escape(OIDC_EXTRA_MISSING)):
+        build_authenticator(settings)
