@@ -5,6 +5,8 @@ ServiceAccount needs ``create`` on both, as ``system:auth-delegator`` grants).
 Both are create-only, never stored: the API server answers in the returned object's ``status``. The
 token travels in the request's body only; it is never part of an error message (``_translated``
 words failures by host and status, and the API server's Status messages do not quote the body).
+Both go through the pool that never retries: a review sits in a caller's request and has a deadline of
+its own (``timeout_s``), which urllib3's retries would multiply.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class AccessReviews(Transport):
         if audiences:
             spec["audiences"] = list(audiences)
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
-        api = client.AuthenticationV1Api(self._api)
+        api = client.AuthenticationV1Api(self._api_once)
         return self._call("create tokenreview", api.create_token_review, body, timeout_s=timeout_s)
 
     def create_subject_access_review(
@@ -55,7 +57,7 @@ class AccessReviews(Transport):
         if extra:
             spec["extra"] = {key: list(values) for key, values in extra.items()}
         body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
-        api = client.AuthorizationV1Api(self._api)
+        api = client.AuthorizationV1Api(self._api_once)
         return self._call(
             "create subjectaccessreview", api.create_subject_access_review, body, timeout_s=timeout_s
         )

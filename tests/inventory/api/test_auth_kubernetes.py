@@ -4,6 +4,7 @@ how long answers are kept, and an API server that cannot answer (503, never an o
 from __future__ import annotations
 
 import logging
+import socket
 
 import pytest
 
@@ -11,7 +12,7 @@ from inventory.api.auth import DEVICES, Caller
 from inventory.api.auth.cache import TtlCache, token_digest
 from inventory.api.auth.kubernetes import KubernetesAuthenticator, caller_of_review
 from inventory.api.auth.settings import KubernetesAuthSettings
-from inventory.kube import KubeError
+from inventory.kube import KubeClient, KubeError
 from tests.inventory.api import IDS, ListLedger, harness, open_ledger
 from tests.support.access_reviews import ReviewTable, User, answer_reviews
 from tests.support.kube_emulator import KubeEmulator
@@ -183,3 +184,14 @@ def test_the_cache_is_bounded_and_keyed_by_digest() -> None:
     assert len(token_digest("t")) == 32
     cache.put("zero", 1, 0)
     assert cache.get("zero") is None
+
+
+def test_an_api_server_that_refuses_connections_is_503() -> None:
+    with socket.socket() as placeholder:  # a port nothing listens on
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    with KubeClient.from_url(f"http://127.0.0.1:{port}", connect_timeout=1, request_timeout=1) as kube:
+        h = harness(ListLedger(), KubernetesAuthenticator(kube, unavailable=(KubeError,)))
+        reply = h.get("/api/v1/gpu/overview", token=TOKEN)
+    assert reply.status_code == 503
+    assert "did not answer the TokenReview" in reply.json()["error"]["message"]
