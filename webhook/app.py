@@ -24,7 +24,7 @@ from inventory.domain.quota import QuotaChecker
 from webhook import admission
 from webhook.admission import Outcome
 from webhook.memo import DecisionMemo
-from webhook.review import AdmissionRequest, BadReviewError, MetaView, decode_review, denied
+from webhook.review import AdmissionRequest, BadReviewError, decode_review, denied
 from webhook.settings import WebhookSettings
 
 LogLine = tuple[str, tuple[object, ...], Mapping[str, object]]
@@ -146,7 +146,9 @@ class Admission:
     def failed(
         self, scope: Scope, request: AdmissionRequest | None, error: Exception
     ) -> tuple[Refused, LogLine | None]:
-        if request is None and isinstance(error, BadReviewError):
+        if isinstance(
+            error, BadReviewError
+        ):  # also when the typed decoding read it and the pod did not parse
             return Refused(400, str(error)), None
         extra = {"event": "admission.error", "uid": request.uid if request else None, "error": repr(error)}
         if request is None:  # not even the review was read: there is no uid to answer
@@ -160,11 +162,10 @@ class Admission:
 
 
 def _pod_name(request: AdmissionRequest) -> object:
-    """The pod's name (or generateName) for a log line, from the typed view when there is one."""
-    view = request.pod
-    if view is not None:
-        meta = view.metadata
-        return (meta.name or meta.generate_name or None) if isinstance(meta, MetaView) else None
-    pod = request.object or {}
+    """The pod's name (or generateName) for a log line; None if the review's pod cannot be read."""
+    try:
+        pod = request.object or {}
+    except BadReviewError:
+        return None
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
     return (metadata or {}).get("name") or (metadata or {}).get("generateName")

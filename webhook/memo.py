@@ -2,12 +2,15 @@
 
 The decision (``webhook.mutation.mutate_pod``) is a pure function of the fields of the pod it reads
 (:class:`webhook.review.PodView`), the namespace, the offer and the settings. The memo keys an entry by
-a canonical digest of exactly those pod fields and the namespace (SHA-256 over their msgpack encoding,
-map keys sorted: two reviews share an entry only if those fields hold the same values), and keeps
-entries only for the offer and settings they were made with: when either changes (a new offer object
-that is not equal to the last, as ``LiveOffer`` builds every few seconds), every entry goes. Fields
-that differ between replicas (name, generateName, uid, creationTimestamp, ownerReferences, the
-ServiceAccount token volume the API server names per pod) are not read by the decision, so not keyed.
+a digest of exactly those pod fields and the namespace: SHA-256 of their JSON as the review carries
+it, each field's value byte for byte in a fixed frame. The same bytes are the same values, so they
+make the same decision; the API server writes a pod canonically (Go's encoding/json: fields in a fixed
+order, map keys sorted, no spaces), so the replicas of one template have the same bytes; a review
+written otherwise (keys in another order) only misses. Entries are kept only for the offer and
+settings they were made with: when either changes (a new offer object not equal to the last, as
+``LiveOffer`` builds every few seconds), every entry goes. Fields that differ between replicas (name,
+generateName, uid, creationTimestamp, ownerReferences, the ServiceAccount token volume the API
+server names per pod) are not read by the decision, so not keyed.
 
 What is never memoized: a pod that names a reservation (``gpu.kgm.io/allocation-id``: the decision
 reads the reservation, which changes by itself), a pod without a typed view (fields of unexpected
@@ -36,16 +39,15 @@ import msgspec
 import orjson
 
 from inventory.domain.allocation import Allocation
-from inventory.domain.labels import ALLOCATION_ID
 from inventory.domain.offer import Offer
 from webhook.mutation import Admit, Deny, mutate_pod
-from webhook.review import API_VERSION, KIND, MetaView, PodView, allowed, denied
+from webhook.review import API_VERSION, KIND, PodView, allowed, denied
 from webhook.settings import WebhookSettings
 
 #: Every serialized review starts so, the request's uid next (``review._review``'s key order).
 _HEAD = orjson.dumps({"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": ""}})[:-4]
 _PLACEHOLDER_UID = "-"
-_KEY_ENCODER = msgspec.msgpack.Encoder(order="sorted")
+_KEY_ENCODER = msgspec.json.Encoder()
 # An entry's fixed cost besides its bytes: the key, the OrderedDict node, the Decided object.
 _ENTRY_OVERHEAD = 200
 
@@ -112,37 +114,39 @@ class DecisionMemo:
         ``pod`` is the typed view of the pod (None: it has none, and is decided from ``whole_pod()``,
         unmemoized, as are pods that claim a reservation).
         """
-        key = None if pod is None or _claims(pod) else _key(pod, namespace)
-        if key is None:
-            self.bypassed += 1
-            return Decided.of(
-                mutate_pod(
-                    whole_pod() or {},
-                    namespace=namespace,
-                    offer=offer,
-                    settings=settings,
-                    reservation=reservation,
-                )
-            )
-        assert pod is not None
-        if offer is not self._offer or settings is not self._settings:
-            self._switch(offer, settings)
-        entries = self._entries
-        found = entries.get(key)
-        if found is not None:
-            self.hits += 1
-            entries.move_to_end(key)
-            return found[0]
-        self.misses += 1
-        decided = Decided.of(
+        decided = None if pod is None or pod.may_claim() else self._decide(pod, namespace, offer, settings)
+        if decided is not None:
+            return decided
+        self.bypassed += 1
+        return Decided.of(
             mutate_pod(
-                pod.decision_input(),
+                whole_pod() or {},
                 namespace=namespace,
                 offer=offer,
                 settings=settings,
                 reservation=reservation,
             )
         )
+
+    def _decide(
+        self, pod: PodView, namespace: str, offer: Offer, settings: WebhookSettings
+    ) -> Decided | None:
+        if offer is not self._offer or settings is not self._settings:
+            self._switch(offer, settings)
+        key = hashlib.sha256(_KEY_ENCODER.encode((namespace, pod))).digest()
+        entries = self._entries
+        found = entries.get(key)
+        if found is not None:
+            self.hits += 1
+            entries.move_to_end(key)
+            return found[0]
+        try:
+            pod_input = pod.decision_input()
+        except orjson.JSONDecodeError:
+            return None  # bytes the typed decoding skipped unchecked: the whole review's parse says why
+        self.misses += 1
+        # No reservation: a pod that names one never comes here (PodView.may_claim).
+        decided = Decided.of(mutate_pod(pod_input, namespace=namespace, offer=offer, settings=settings))
         self._remember(key, decided)
         return decided
 
@@ -178,32 +182,6 @@ class DecisionMemo:
             _, (_, dropped) = entries.popitem(last=False)
             self._bytes -= dropped
             self.evictions += 1
-
-
-def _claims(pod: PodView) -> bool:
-    # The decision reads the reservation a pod names, which changes without the pod changing.
-    return ALLOCATION_ID in pod.annotations
-
-
-def _key(pod: PodView, namespace: str) -> bytes | None:
-    """SHA-256 of exactly what the decision reads of the pod, and the namespace; None for a pod whose
-    values msgpack cannot hold exactly (integers past 64 bits: decided from the dict, unmemoized)."""
-    metadata = pod.metadata
-    if isinstance(metadata, MetaView):  # name and generateName left out: the decision never reads them
-        meta: object = (True, _present(metadata.annotations), _present(metadata.labels))
-    else:
-        meta = _present(metadata)
-    try:
-        encoded = _KEY_ENCODER.encode((namespace, meta, _present(pod.spec)))
-    except (OverflowError, TypeError, msgspec.EncodeError):
-        return None
-    return hashlib.sha256(encoded).digest()
-
-
-def _present(value: object) -> object:
-    # UNSET (absent) and None (null) are distinct inputs; msgpack's false stands for absent here, a
-    # value no typed field of the view can otherwise hold in these places.
-    return False if value is msgspec.UNSET else value
 
 
 def _size_of(value: object) -> int:

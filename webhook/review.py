@@ -46,12 +46,17 @@ class AdmissionResponseBody(TypedDict):
     warnings: NotRequired[list[str]]
 
 
-class ContainerView(msgspec.Struct, rename="camel"):
-    """What the mutation reads of a container or init container (``Any``: as it is, any JSON type)."""
+#: A field of the pod as it is in the review: the exact bytes of its JSON value (UNSET: absent).
+RawField = msgspec.Raw | UnsetType
+_CLAIM_KEY = orjson.dumps(ALLOCATION_ID)
 
-    name: Any = UNSET
-    resources: Any = UNSET
-    restart_policy: Any = UNSET
+
+class ContainerView(msgspec.Struct, rename="camel"):
+    """What the mutation reads of a container or init container."""
+
+    name: RawField = UNSET
+    resources: RawField = UNSET
+    restart_policy: RawField = UNSET
 
 
 class SpecView(msgspec.Struct, rename="camel"):
@@ -59,48 +64,67 @@ class SpecView(msgspec.Struct, rename="camel"):
 
     containers: list[ContainerView] | UnsetType | None = UNSET
     init_containers: list[ContainerView] | UnsetType | None = UNSET
-    node_selector: Any = UNSET
-    scheduler_name: Any = UNSET
-    affinity: Any = UNSET
+    node_selector: RawField = UNSET
+    scheduler_name: RawField = UNSET
+    affinity: RawField = UNSET
 
 
 class MetaView(msgspec.Struct, rename="camel"):
-    """What admission reads of a pod's metadata. ``name`` and ``generateName`` only name the pod in
-    logs and in a reservation's claim: never part of the mutation's input (they differ per replica)."""
+    """What the mutation reads of a pod's metadata: not its name, uid or anything else that differs
+    between the replicas of one template."""
 
-    name: Any = UNSET
-    generate_name: Any = UNSET
-    annotations: dict[str, str] | UnsetType | None = UNSET
-    labels: dict[str, str] | UnsetType | None = UNSET
+    annotations: RawField = UNSET
+    labels: RawField = UNSET
 
 
 class PodView(msgspec.Struct, rename="camel"):
-    """The fields of a pod the mutation reads (``webhook.mutation.mutate_pod`` lists them), typed;
-    UNSET where the pod has no such field, so that :meth:`decision_input` gives back the pod as sent."""
+    """Exactly the fields of a pod the mutation reads (``webhook.mutation.mutate_pod`` lists them; a test
+    checks it reads no other), each as the bytes of its JSON value: nothing is built until a decision
+    is made from them (:meth:`decision_input`), and the same bytes make the same decision."""
 
     metadata: MetaView | UnsetType | None = UNSET
     spec: SpecView | UnsetType | None = UNSET
 
     def decision_input(self) -> dict[str, Any]:
-        """The pod as ``mutate_pod`` reads it, with only the fields it reads (and not the name)."""
+        """The pod as ``mutate_pod`` reads it: these fields, parsed as the whole review would be (orjson),
+        absent ones absent. orjson.JSONDecodeError for a value the typed decoding skipped unchecked."""
         pod: dict[str, Any] = {}
-        metadata = self.metadata
+        metadata, spec = self.metadata, self.spec
+        if metadata is None or spec is None:
+            pod.update(
+                (key, None) for key, value in (("metadata", metadata), ("spec", spec)) if value is None
+            )
         if isinstance(metadata, MetaView):
-            pod["metadata"] = {
-                key: value
-                for key, value in (("annotations", metadata.annotations), ("labels", metadata.labels))
-                if value is not UNSET
-            }
-        elif metadata is None:
-            pod["metadata"] = None
-        if self.spec is not UNSET:
-            pod["spec"] = msgspec.to_builtins(self.spec)
+            pod["metadata"] = _parsed(annotations=metadata.annotations, labels=metadata.labels)
+        if isinstance(spec, SpecView):
+            pod["spec"] = _parsed(
+                nodeSelector=spec.node_selector, schedulerName=spec.scheduler_name, affinity=spec.affinity
+            )
+            for key, containers in (
+                ("containers", spec.containers),
+                ("initContainers", spec.init_containers),
+            ):
+                if containers is None:
+                    pod["spec"][key] = None
+                elif containers is not UNSET:
+                    pod["spec"][key] = [
+                        _parsed(name=c.name, resources=c.resources, restartPolicy=c.restart_policy)
+                        for c in containers
+                    ]
         return pod
 
-    @property
-    def annotations(self) -> dict[str, str]:
+    def may_claim(self) -> bool:
+        """Whether the pod may name a reservation (``gpu.kgm.io/allocation-id``): surely not when its
+        annotations' bytes, with no escape in them, do not hold that key (as a JSON string)."""
         metadata = self.metadata
-        return metadata.annotations or {} if isinstance(metadata, MetaView) else {}
+        if not isinstance(metadata, MetaView) or metadata.annotations is UNSET:
+            return False
+        annotations = bytes(metadata.annotations)
+        return _CLAIM_KEY in annotations or b"\\" in annotations
+
+
+def _parsed(**fields: RawField) -> dict[str, Any]:
+    return {key: orjson.loads(bytes(raw)) for key, raw in fields.items() if raw is not UNSET}
 
 
 class _Kind(msgspec.Struct, rename="camel"):
@@ -195,7 +219,10 @@ class AdmissionRequest:
         # The typed decoding read this body, so the plain parse does too (the same JSON, the same
         # last-key-wins rule for a repeated key).
         assert self._body is not None
-        request = orjson.loads(self._body)["request"]
+        try:
+            request = orjson.loads(self._body)["request"]
+        except orjson.JSONDecodeError as error:  # what parse_review says of it: the same 400
+            raise BadReviewError(f"body is not JSON: {error}") from error
         self._object, self._old_object = (
             _as_object(request.get("object")),
             _as_object(request.get("oldObject")),
@@ -210,7 +237,7 @@ class AdmissionRequest:
     def may_claim(self) -> bool:
         """Whether the pod may name a reservation (``gpu.kgm.io/allocation-id``): False only when its
         typed view shows it does not, so that no claim is ever overlooked."""
-        return self.pod is None or ALLOCATION_ID in self.pod.annotations
+        return self.pod is None or self.pod.may_claim()
 
     @property
     def is_pod_create(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -20,11 +21,13 @@ from inventory.domain.allocation import Allocation
 from inventory.domain.cluster_file import load_cluster
 from inventory.domain.offer import Offer, offer_of
 from kgm.web.metrics import MemoCollector
+from kgm.web.routes import mutate_endpoint
 from tests.webhook.pods import gpus, pod
+from tests.webhook.test_bad_input import asgi_post
 from webhook import admission
 from webhook.memo import DecisionMemo
 from webhook.mutation import Admit, mutate_pod
-from webhook.review import allowed, decode_review, denied, parse_review
+from webhook.review import BadReviewError, allowed, decode_review, denied, parse_review
 from webhook.settings import WebhookSettings
 
 DEMO = offer_of(load_cluster("demo"))
@@ -459,3 +462,35 @@ def test_the_answers_match_the_reviews_own_allow_and_deny_builders() -> None:
     assert memoized(memo, bad, DEMO) == denied(
         "u-4", reason["message"], code=reason["code"], reason=reason["reason"]
     )
+
+
+# --- bytes the typed decoding skips unchecked -------------------------------------------------------
+
+
+def _spliced(placeholder: str, raw: bytes) -> bytes:
+    body = review_body(_edited(("metadata", "annotations", "x"), placeholder))
+    return body.replace(orjson.dumps(placeholder), raw)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(_spliced("bad", b'"\xff"'), id="invalid UTF-8 in an annotation"),
+        pytest.param(_spliced("bad", b"1e400"), id="a number past a double in an annotation"),
+    ],
+)
+def test_a_pod_field_that_is_not_json_gets_the_400_it_always_got(body: bytes) -> None:
+    with pytest.raises(BadReviewError) as expected:
+        reference(body, DEMO)
+    memo = DecisionMemo()
+    for _ in range(2):  # never remembered
+        with pytest.raises(BadReviewError) as got:
+            memoized(memo, body, DEMO)
+        assert str(got.value) == str(expected.value)
+    assert memo.stats().entries == 0
+    admission_endpoint = mutate_endpoint(
+        offer=lambda: DEMO, settings=SETTINGS, registry=CollectorRegistry(), logger=logging.getLogger("test")
+    )
+    reply = asgi_post(admission_endpoint, body)
+    assert reply.status_code == 400
+    assert reply.json()["error"]["message"] == str(expected.value)
