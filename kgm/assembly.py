@@ -289,16 +289,6 @@ def _core(
         ),
         events,
     )
-    reserver = Reserver(
-        cache=cache,
-        ledger=ledger,
-        prices=prices,
-        offer=offer,
-        on_refused=_refused(metrics, notifier),
-        on_change=_announce(notifier),
-    )
-    registry.register(InventoryCollector(cache))
-    registry.register(LedgerCollector(ledger))
     quotas = QuotaBook(
         snapshot=cache.snapshot,
         offer=offer,
@@ -307,6 +297,23 @@ def _core(
         reservations=ledger.open_allocations,
         assume_ttl_s=settings.quota_assume_ttl_s,
     )
+    announce = _announce(notifier)
+
+    def changed(allocation: Allocation, opened: bool) -> None:
+        quotas.reservations_changed()
+        announce(allocation, opened)
+
+    reserver = Reserver(
+        cache=cache,
+        ledger=ledger,
+        prices=prices,
+        offer=offer,
+        on_refused=_refused(metrics, notifier),
+        on_change=changed,
+        quota=quotas.admit,
+    )
+    registry.register(InventoryCollector(cache))
+    registry.register(LedgerCollector(ledger))
     registry.register(QuotaCollector(quotas.views))
     planner = _planner(
         settings,

@@ -224,6 +224,10 @@ class QuotaBook:
                 self._assumed[ask.key] = _Assumed(ask, asked, self._clock() + self._assume_ttl_s)
             return refusals
 
+    def reservations_changed(self, *_: object) -> None:
+        """A reservation was recorded or released: the next judgement reads the ledger again."""
+        self._reserved_at = None
+
     def forget(self, key: str) -> None:
         """Drop an admission's hold (the pod was refused after all)."""
         with self._lock:

@@ -23,6 +23,7 @@ from inventory.domain.model import NodeName
 from inventory.domain.offer import Offer, no_mig_fit_reason, smallest_mig_fit
 from inventory.domain.pods import wants_mig
 from inventory.domain.prices import PriceTable
+from inventory.domain.quota import QuotaAsk, QuotaChecker
 from inventory.domain.shape import NodeShape
 from inventory.ledger.store import Ledger, LedgerError
 from inventory.live.cache import InventoryCache
@@ -42,12 +43,15 @@ class Reserver:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_refused: Callable[[str], None] = lambda reason: None,
         on_change: Callable[[Allocation, bool], None] = lambda allocation, opened: None,
+        quota: QuotaChecker | None = None,
     ) -> None:
         """``on_refused(reason)`` hears of reservations that could not be placed (metrics, notifications);
         ``on_change(allocation, opened)`` of every reservation recorded (True) or released (False), as
         the reconciler's does of binds, so REST and GpuAllocation reservations are announced alike."""
         self._on_refused = on_refused
         self._on_change = on_change
+        # GPU quotas judge a reservation as admission judges a pod (a claiming pod asks nothing more)
+        self._quota = quota
         self._cache = cache
         self._ledger = ledger
         self._prices = prices
@@ -73,6 +77,7 @@ class Reserver:
             memory_gb=request.required_memory_gb if resource == FULL_GPU_RESOURCE else None,
         )
         reservation_id = str(uuid.uuid4())
+        self._within_quota(request, resource, reservation_id)
         node = self._hold(reservation_id, demand, hours)
         now = self._clock()
         shape = self._cache.snapshot().states[node].shape
@@ -111,6 +116,22 @@ class Reserver:
             )
         self._on_change(allocation, True)
         return allocation
+
+    def _within_quota(self, request: ReservationRequest, resource: str, reservation_id: str) -> None:
+        """Refuse (403) a reservation that would take a GPU quota past a limit. Judged as a dry run: once
+        recorded, the reservation counts itself, from the ledger."""
+        if self._quota is None:
+            return
+        ask = QuotaAsk(
+            key=f"reservation/{reservation_id}",
+            namespace=request.namespace,
+            team=request.team_id or request.namespace,  # as the webhook labels the claiming pod
+            resources={resource: 1},
+            dry_run=True,
+        )
+        refusals = self._quota(ask)
+        if refusals:
+            raise ReservationRefusedError("; ".join(r.message for r in refusals), status=403)
 
     def release(self, allocation_id: str) -> Allocation | None:
         """End a reservation no pod has claimed; a claimed one (an active allocation) is refused (409),
