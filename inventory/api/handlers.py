@@ -34,6 +34,7 @@ from inventory.api.quotas import quota_list
 from inventory.api.serialize import BadRequestError
 from inventory.domain import cost
 from inventory.domain.allocation import AllocationFilter, Status
+from inventory.domain.names import is_dns_label
 from inventory.domain.prices import PriceTable
 from inventory.domain.snapshot import InventorySnapshot
 from inventory.layouts.planner import PlanView
@@ -320,6 +321,8 @@ class GpuApi:
         way (the ledger pages one namespace at a time, as ``kubectl get -n`` asks for one)."""
         asked = call.query.get("namespace")
         if asked is not None:
+            if not is_dns_label(asked):  # before any SubjectAccessReview is asked about it
+                raise BadRequestError(f"namespace must be a namespace name, not {asked[:64]!r}")
             self._require(call, "list", asked)
             return asked
         if self._allowed(call, "list", None):

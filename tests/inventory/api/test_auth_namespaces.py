@@ -78,6 +78,7 @@ def call(h: Harness, token: str, method: str, path: str, body: Any = None) -> An
     [
         ("GET", "/api/v1/gpu/allocations?namespace=training", None, 200),
         ("GET", "/api/v1/gpu/allocations?namespace=research", None, 403),
+        ("GET", "/api/v1/gpu/allocations?namespace=Not_A_Namespace", None, 400),
         ("GET", f"/api/v1/gpu/allocations/{IDS['a1']}", None, 200),
         ("GET", f"/api/v1/gpu/allocations/{IDS['a3']}", None, 403),
         ("DELETE", f"/api/v1/gpu/allocations/{IDS['a4']}", None, 403),
