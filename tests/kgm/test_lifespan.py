@@ -31,6 +31,9 @@ LIVE_THREADS = {
     "reflector-gpuallocations",
     "gpuallocation-resync",
     "mig-planner",  # the default recommend mode plans every 30 s
+    "reflector-gpuquotas",
+    "reflector-resourcequotas",
+    "quota-status",  # the leader writes GpuQuota status
 }
 
 
