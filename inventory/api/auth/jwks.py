@@ -12,6 +12,7 @@ into a request to the identity provider. Every fetch is bounded in time and size
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -51,7 +52,12 @@ def fetch_json(url: str, limits: FetchLimits, *, clock: Callable[[], float] = ti
     if not url.startswith(("https://", "http://")):
         raise JwksError(f"{url!r} is not an http(s) URL")
     deadline = clock() + limits.timeout_s
-    verify: str | bool = str(limits.ca_file) if limits.ca_file is not None else True
+    verify: ssl.SSLContext | bool = True
+    if limits.ca_file is not None:
+        try:
+            verify = ssl.create_default_context(cafile=str(limits.ca_file))
+        except (OSError, ssl.SSLError) as error:
+            raise JwksError(f"cannot read the CA file {limits.ca_file}: {error}") from error
     data = bytearray()
     try:
         # No proxies or netrc from the environment (the settings are the one reader of it); no redirects.

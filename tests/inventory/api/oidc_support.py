@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -116,8 +118,9 @@ class IdentityProvider:
 
 
 @contextmanager
-def identity_provider() -> Iterator[IdentityProvider]:
-    """An :class:`IdentityProvider` served on 127.0.0.1 from a thread, stopped on the way out."""
+def identity_provider(tls: tuple[Path, Path] | None = None) -> Iterator[IdentityProvider]:
+    """An :class:`IdentityProvider` served on 127.0.0.1 from a thread, stopped on the way out; over
+    HTTPS with ``tls`` (certificate and key files)."""
     provider = IdentityProvider()
 
     class Handler(BaseHTTPRequestHandler):
@@ -145,10 +148,16 @@ def identity_provider() -> Iterator[IdentityProvider]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     # A short poll: shutdown() waits for it, once per test.
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="oidc-provider", daemon=True)
     thread.start()
-    provider.url = f"http://127.0.0.1:{server.server_address[1]}"
+    provider.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     try:
         yield provider
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from inventory.api.auth.jwks import FetchLimits, JwksError, JwksSource, fetch_js
 from inventory.api.auth.oidc import OidcAuthenticator
 from inventory.api.auth.roles import AuthUnavailableError
 from inventory.api.auth.settings import OidcSettings
+from kgm.certs import make_ca, make_serving_cert
 from tests.inventory.api import ListLedger, harness
 from tests.inventory.api.oidc_support import (
     AUDIENCE,
@@ -261,3 +263,18 @@ def test_a_user_reserves_only_in_the_namespaces_of_their_claim(idp: IdentityProv
     assert h.request("POST", "/api/v1/gpu/allocations", token=token, json=body).status_code == 201
     other = {**body, "namespace": "team-b"}
     assert h.request("POST", "/api/v1/gpu/allocations", token=token, json=other).status_code == 403
+
+
+def test_a_provider_behind_a_private_ca_is_trusted_only_with_its_ca_file(tmp_path: Path) -> None:
+    ca = make_ca(common_name="sso-ca")
+    serving = make_serving_cert(ca=ca, common_name="sso", dns_names=[], ip_addresses=["127.0.0.1"])
+    files = {name: tmp_path / name for name in ("ca.crt", "tls.crt", "tls.key")}
+    for name, data in zip(files, (ca.cert_pem, serving.cert_pem, serving.key_pem), strict=True):
+        files[name].write_bytes(data)
+    with identity_provider(tls=(files["tls.crt"], files["tls.key"])) as idp:
+        idp.publish(EC_1)
+        with pytest.raises(JwksError, match="CERTIFICATE_VERIFY_FAILED"):
+            fetch_json(idp.jwks_url, FetchLimits())
+        assert fetch_json(idp.jwks_url, FetchLimits(ca_file=files["ca.crt"])) == idp.documents["/jwks"]
+    with pytest.raises(JwksError, match="cannot read the CA file"):
+        fetch_json(idp.jwks_url, FetchLimits(ca_file=tmp_path / "absent.crt"))
