@@ -79,18 +79,19 @@ def answer(
             reservation=reservation,
             whole_pod=lambda: request.object,
         )
-    decision = decided.decision
-    if isinstance(decision, Admit) and quota is not None:  # GPU quotas judge the pod as mutated
+    if decided.admitted and quota is not None:  # GPU quotas judge the pod as mutated
+        decision = decided.decision
+        assert isinstance(decision, Admit)
         judged = quota_judge(
             request.object or {}, decision, uid=request.uid, namespace=request.namespace,
             dry_run=request.dry_run, check=quota,
         )  # fmt: skip
         if judged is not decision:
-            decided, decision = Decided.of(judged), judged
-    if isinstance(decision, Admit):
-        outcome = Outcome.MUTATED if decision.patch else Outcome.UNCHANGED
+            decided = Decided.of(judged)
+    if decided.admitted:
+        outcome = Outcome.MUTATED if decided.patched else Outcome.UNCHANGED
         return Answer(outcome, decided.body(request.uid))
-    return Answer(Outcome.DENIED, decided.body(request.uid), decision.message)
+    return Answer(Outcome.DENIED, decided.body(request.uid), decided.message)
 
 
 def _claim(pod: Mapping[str, Any] | None) -> object:

@@ -21,15 +21,15 @@ An entry holds the decision and its answer serialized without the uid, so a hit 
 own uid between two byte strings: the bytes are those ``review.allowed``/``review.denied`` give
 (tests/webhook/test_memo.py checks it over thousands of generated reviews and offer changes).
 
-Bounded: at most ``max_entries`` entries and ``max_bytes`` of them (the serialized answer and an
-estimate of the decision's objects), least recently used evicted first. It runs on the event loop's
-thread only (``Admission.blocking`` is False): no lock.
+Bounded: at most ``max_entries`` entries and ``max_bytes`` of them (an entry holds only bytes and
+strings: the serialized answer and the decision as JSON), least recently used evicted first. It runs
+on the event loop's thread only (``Admission.blocking`` is False): no lock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,30 +48,61 @@ from webhook.settings import WebhookSettings
 _HEAD = orjson.dumps({"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": ""}})[:-4]
 _PLACEHOLDER_UID = "-"
 _KEY_ENCODER = msgspec.json.Encoder()
-# An entry's fixed cost besides its bytes: the key, the OrderedDict node, the Decided object.
-_ENTRY_OVERHEAD = 200
+# An entry's fixed cost besides its bytes: the key and entry objects, the OrderedDict node.
+_ENTRY_OVERHEAD = 400
 
 
 @dataclass(frozen=True, slots=True)
 class Decided:
-    """A decision, and its review serialized up to the uid and from after it."""
+    """A decision: what the answer needs of it, its review serialized up to the uid and from after it,
+    and the decision itself as JSON.
 
-    decision: Admit | Deny
+    Only strings and bytes: a memo of thousands of entries adds no objects for the garbage collector to
+    walk (a patch as lists and dicts is some thirty), and its size is the length of its bytes.
+    ``decision`` is rebuilt from the JSON for whoever asks (a quota check), equal to the one decided.
+    """
+
+    admitted: bool
+    #: An admission with a patch (the pod is mutated).
+    patched: bool
+    #: A denial's message; empty for an admission.
+    message: str
     tail: bytes
+    encoded: bytes
+    made: Admit | Deny | None = None  # the decision itself, while this is not a memo entry
 
     @classmethod
     def of(cls, decision: Admit | Deny) -> Decided:
         if isinstance(decision, Admit):
             body = allowed(_PLACEHOLDER_UID, decision.patch, decision.warnings)
+            encoded = orjson.dumps({"patch": decision.patch, "warnings": decision.warnings})
         else:
             body = denied(_PLACEHOLDER_UID, decision.message, code=decision.code, reason=decision.reason)
+            encoded = orjson.dumps(
+                {"message": decision.message, "code": decision.code, "reason": decision.reason}
+            )
         start = _HEAD + orjson.dumps(_PLACEHOLDER_UID)
         assert body.startswith(start), body[:120]
-        return cls(decision, body[len(start) :])
+        admitted = isinstance(decision, Admit)
+        message = "" if isinstance(decision, Admit) else decision.message
+        patched = isinstance(decision, Admit) and bool(decision.patch)
+        return cls(admitted, patched, message, body[len(start) :], encoded, decision)
+
+    @property
+    def decision(self) -> Admit | Deny:
+        if self.made is not None:
+            return self.made
+        fields = orjson.loads(self.encoded)
+        return Admit(**fields) if self.admitted else Deny(**fields)
 
     def body(self, uid: str) -> bytes:
         """The serialized review answering request ``uid`` (the uid escaped as orjson escapes it)."""
         return _HEAD + orjson.dumps(uid) + self.tail
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds, near enough to bound a memo."""
+        return _ENTRY_OVERHEAD + len(self.tail) + len(self.encoded) + len(self.message.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,27 +203,13 @@ class DecisionMemo:
         self._offer, self._settings = offer, settings
 
     def _remember(self, key: bytes, decided: Decided) -> None:
-        size = _ENTRY_OVERHEAD + len(key) + len(decided.tail) + _size_of(decided.decision)
+        size = len(key) + decided.size
         if size > self._max_bytes:
             return
         entries = self._entries
-        entries[key] = (decided, size)
+        entries[key] = (dataclasses.replace(decided, made=None), size)
         self._bytes += size
         while len(entries) > self._max_entries or self._bytes > self._max_bytes:
             _, (_, dropped) = entries.popitem(last=False)
             self._bytes -= dropped
             self.evictions += 1
-
-
-def _size_of(value: object) -> int:
-    """Bytes of a decision's objects, near enough to bound the memo (dataclasses, lists, dicts, str)."""
-    size = sys.getsizeof(value)
-    if isinstance(value, dict):
-        return size + sum(_size_of(k) + _size_of(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return size + sum(_size_of(item) for item in value)
-    if isinstance(value, Admit):
-        return size + _size_of(value.patch) + _size_of(value.warnings)
-    if isinstance(value, Deny):
-        return size + _size_of(value.message) + _size_of(value.reason)
-    return size

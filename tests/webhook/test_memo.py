@@ -494,3 +494,17 @@ def test_a_pod_field_that_is_not_json_gets_the_400_it_always_got(body: bytes) ->
     reply = asgi_post(admission_endpoint, body)
     assert reply.status_code == 400
     assert reply.json()["error"]["message"] == str(expected.value)
+
+
+@pytest.mark.parametrize(
+    "obj", [replica(0), _edited(("metadata", "annotations", "gpu.kgm.io/memory-gb"), "x")]
+)
+def test_a_remembered_decision_is_rebuilt_equal_for_whoever_asks_for_it(obj: dict[str, Any]) -> None:
+    memo = DecisionMemo()
+    request = decode_review(review_body(obj))
+    kwargs: dict[str, Any] = {"namespace": "ml", "offer": DEMO, "settings": SETTINGS}
+    made = memo.decide(request.pod, reservation=lambda _: None, whole_pod=lambda: None, **kwargs)
+    again = memo.decide(request.pod, reservation=lambda _: None, whole_pod=lambda: None, **kwargs)
+    assert memo.stats().hits == 1
+    assert again.made is None  # an entry holds bytes and strings only
+    assert again.decision == made.decision == mutate_pod(obj, **kwargs)
