@@ -48,10 +48,8 @@ from inventory.ledger.reconciler import Reconciler
 from inventory.ledger.sql import SqlLedger, redact
 from inventory.live.cache import InventoryCache, LiveOffer
 from inventory.live.metrics import InventoryCollector
-from inventory.live.quota_metrics import QuotaCollector
 from inventory.live.quotas import QuotaBook
 from inventory.live.static import cache_of
-from inventory.notify.budgets import BudgetWatch
 from inventory.notify.formats import load_settings
 from inventory.notify.sender import Notifier
 from inventory.notify.watchdog import (
@@ -65,6 +63,7 @@ from inventory.reservations.service import ReservationService
 from kgm.api_auth import build_authenticator
 from kgm.leadership import LeaderOnlyReservations, Leadership, TermRestore
 from kgm.lifespan import Background, Service, Worker
+from kgm.quotas import budget_watch, quota_book, telling_quotas, watch_quotas
 from kgm.settings import ServeSettings
 from kgm.web.routes import build_api_routes
 
@@ -158,7 +157,6 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     from extender.kube_binder import KubeBinder  # noqa: PLC0415
     from inventory.kube import KubeClient  # noqa: PLC0415
     from inventory.leader import LeaderElector, RoleLabel  # noqa: PLC0415
-    from inventory.live.quota_watches import QuotaStatusWriter, quota_reflectors  # noqa: PLC0415
     from inventory.live.watches import cache_reflectors  # noqa: PLC0415
     from inventory.notify.kube_events import KubeEventRecorder  # noqa: PLC0415
     from inventory.reservations.controller import GpuAllocationController, gpuallocation_watch  # noqa: PLC0415
@@ -227,12 +225,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     background.add(Worker("resync", functools.partial(_every, settings.resync_interval_s, action=resync)))
     planning = settings.layouts.mode is not PlannerMode.OFF
     quotas = core.quotas
-    for reflector in quota_reflectors(kube, quotas, watch_timeout_seconds=settings.watch_timeout_s):
-        background.add(Worker(f"reflector-{reflector.name}", reflector.run))
-    writer = QuotaStatusWriter(
-        quotas, kube, is_leader=leader.is_leader, interval_s=settings.quota_status_interval_s
-    )
-    background.add(Worker("quota-status", writer.run))
+    watch_quotas(background, kube, quotas, settings, is_leader=leader.is_leader)
     core.parts.quota = quotas.admit
     for reflector in cache_reflectors(
         kube,
@@ -289,32 +282,18 @@ def _core(
         ),
         events,
     )
-    quotas = QuotaBook(
-        snapshot=cache.snapshot,
-        offer=offer,
-        prices=prices,
-        catalogue=builtin_catalogue(),
-        reservations=ledger.open_allocations,
-        assume_ttl_s=settings.quota_assume_ttl_s,
-    )
-    announce = _announce(notifier)
-
-    def changed(allocation: Allocation, opened: bool) -> None:
-        quotas.reservations_changed()
-        announce(allocation, opened)
-
+    quotas = quota_book(settings, registry, cache=cache, offer=offer, prices=prices, ledger=ledger)
     reserver = Reserver(
         cache=cache,
         ledger=ledger,
         prices=prices,
         offer=offer,
         on_refused=_refused(metrics, notifier),
-        on_change=changed,
+        on_change=telling_quotas(quotas, _announce(notifier)),
         quota=quotas.admit,
     )
     registry.register(InventoryCollector(cache))
     registry.register(LedgerCollector(ledger))
-    registry.register(QuotaCollector(quotas.views))
     planner = _planner(
         settings,
         registry,
@@ -426,11 +405,7 @@ def _watch(
         daily_cost=lambda: _daily_cost(ledger),
         notify=lambda n: notifier.notify(n) if is_leader() else False,
         settings=WatchdogSettings(daily_cost_threshold=settings.daily_cost_threshold),
-        more=BudgetWatch(
-            lambda: [view.quota for view in quotas.views()] if quotas is not None else [],
-            ledger.overlapping,
-            currency=quotas.currency if quotas is not None else "USD",
-        ),
+        more=budget_watch(quotas, ledger),
     )
     background.add(Worker("watchdog", watchdog.run))
 

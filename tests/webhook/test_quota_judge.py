@@ -107,7 +107,7 @@ def test_refusals_become_one_403_denial() -> None:
 
 def test_patched_applies_add_replace_remove_and_array_appends() -> None:
     document = {"a": {"b": [1, 2]}, "c": 1}
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"op": "add", "path": "/a/b/-", "value": 3},
         {"op": "add", "path": "/a/b/0", "value": 0},
         {"op": "replace", "path": "/c", "value": 2},
