@@ -82,10 +82,11 @@ def answer(
     if decided.admitted and quota is not None:  # GPU quotas judge the pod as mutated
         decision = decided.decision
         assert isinstance(decision, Admit)
+        # the fields the mutation reads are all the quota reads: the typed view, not the whole pod
+        pod = request.pod.decision_input() if request.pod is not None else request.object or {}
         judged = quota_judge(
-            request.object or {}, decision, uid=request.uid, namespace=request.namespace,
-            dry_run=request.dry_run, check=quota,
-        )  # fmt: skip
+            pod, decision, uid=request.uid, namespace=request.namespace, dry_run=request.dry_run, check=quota
+        )
         if judged is not decision:
             decided = Decided.of(judged)
     if decided.admitted:
