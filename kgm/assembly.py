@@ -226,7 +226,7 @@ def live_parts(settings: ServeSettings, registry: CollectorRegistry) -> Parts:
     planning = settings.layouts.mode is not PlannerMode.OFF
     quotas = core.quotas
     watch_quotas(background, kube, quotas, settings, is_leader=leader.is_leader)
-    core.parts.quota = quotas.admit
+    core.parts.quota = quotas
     for reflector in cache_reflectors(
         kube,
         cache,

@@ -30,7 +30,8 @@ def judge(
 ) -> Admit | Deny:
     """``decision`` as it is, with the admission's mark added when the pod is held against a quota, or
     a denial naming each quota the pod would take past a limit."""
-    if check is None:
+    active = getattr(check, "active", None)  # a QuotaBook says when it knows no quota at all
+    if check is None or (active is not None and not active()):
         return decision
     final = patched(pod, decision.patch) if decision.patch else pod
     resources = pod_gpu_total(container_gpus(final))
@@ -59,45 +60,56 @@ def judge(
     return Admit(patch=[*decision.patch, *mark], warnings=decision.warnings)
 
 
+#: What the quota reads of the pod; the mutation's other operations (scheduler, affinity) are not applied.
+_READ = ("/spec/containers/", "/spec/initContainers/", "/metadata")
+
+
 def patched(document: Mapping[str, Any], ops: Sequence[PatchOp]) -> Mapping[str, Any]:
     """``document`` with the RFC 6902 ``add``/``replace``/``remove`` operations the mutation builds
-    applied, copying only the objects on each operation's path (a pod may hold thousands of containers;
-    the review's object is left as it is)."""
+    applied where the quota reads (containers' resources, labels, annotations), copying each object on
+    an operation's path once (a pod may hold thousands of containers; the review's pod is left as it
+    is)."""
+    fresh: set[int] = set()  # ids of the copies made here: changed in place from then on
     result: Any = document
     for op in ops:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        result = _apply(result, parts, op["op"], op.get("value"))
+        path: str = op["path"]
+        if not path.startswith(_READ):
+            continue
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+        result = _apply(result, parts, op["op"], op.get("value"), fresh)
     return result  # type: ignore[no-any-return]
 
 
-def _apply(node: Any, parts: list[str], op: str, value: Any) -> Any:
+def _apply(node: Any, parts: list[str], op: str, value: Any, fresh: set[int]) -> Any:
     if not parts:
         return value
     head, rest = parts[0], parts[1:]
     if isinstance(node, Mapping):
-        copy = dict(node)
+        copy: dict[str, Any] = node if id(node) in fresh and isinstance(node, dict) else dict(node)
+        fresh.add(id(copy))
         if rest:
-            copy[head] = _apply(copy.get(head), rest, op, value)
+            copy[head] = _apply(copy.get(head), rest, op, value, fresh)
         elif op == "remove":
             copy.pop(head, None)
         else:
             copy[head] = value
         return copy
     if isinstance(node, list):
-        copy_list = list(node)
+        items = node if id(node) in fresh else list(node)
+        fresh.add(id(items))
         if not rest and head == "-":
-            copy_list.append(value)
-            return copy_list
+            items.append(value)
+            return items
         index = int(head)
         if rest:
-            copy_list[index] = _apply(copy_list[index], rest, op, value)
+            items[index] = _apply(items[index], rest, op, value, fresh)
         elif op == "remove":
-            del copy_list[index]
+            del items[index]
         elif op == "add":
-            copy_list.insert(index, value)
+            items.insert(index, value)
         else:
-            copy_list[index] = value
-        return copy_list
+            items[index] = value
+        return items
     raise ValueError(f"patch path through a {type(node).__name__}")  # never for a patch built against the pod
 
 

@@ -193,6 +193,9 @@ class Holding:
     namespace: str
     team: str | None
     measure: Measure
+    #: How many pods, reservations or admissions it stands for (the pods of one team and namespace are
+    #: summed into one holding).
+    holders: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,12 @@ class QuotaBook:
         self._assumed: dict[str, _Assumed] = {}
         self._reserved: tuple[Allocation, ...] = ()
         self._reserved_at: float | None = None
+        # What the pods count, summed per (namespace, team): recomputed after a pod's claim changed or
+        # the offer did (a pending pod counts on what is offered), not for each admission.
+        self._pod_totals: dict[tuple[str, str | None], tuple[Measure, int]] | None = None
+        self._totals_offer: Offer | None = None
+        self._units: dict[tuple[str, str | None], Measure] = {}
+        self._units_offer: Offer | None = None
 
     # -- GpuQuotas and ResourceQuotas (reflector callbacks) ---------------------------------------
 
@@ -172,6 +178,7 @@ class QuotaBook:
         claims = [c for c in map(_claim, items) if c is not None]
         with self._lock:
             self._pods = {c.uid: c for c in claims}
+            self._pod_totals = None
             for claim in claims:
                 if claim.admission is not None:
                     self._assumed.pop(claim.admission, None)
@@ -180,7 +187,9 @@ class QuotaBook:
         claim = None if event_type == "DELETED" else _claim(obj)
         uid = str((obj.get("metadata") or {}).get("uid", ""))
         with self._lock:
-            self._pods.pop(uid, None)
+            previous = self._pods.pop(uid, None)
+            if previous != claim:  # most events change a pod's status only: what it counts stays
+                self._pod_totals = None
             if claim is not None:
                 self._pods[uid] = claim
                 if claim.admission is not None:
@@ -191,20 +200,18 @@ class QuotaBook:
     def admit(self, ask: QuotaAsk) -> list[Refusal]:
         """Judge ``ask`` against every quota over it and, when it fits and is no dry run, hold what it
         asks until its pod shows up (or ``assume_ttl_s``): check and hold are one step under the lock."""
+        if not self._quotas_over(ask.namespace, ask.team):
+            return []  # the usual case, at no cost: no quota counts this pod
         offer = self._offer()
-        asked = ZERO if ask.reservation is not None else self._asked(ask.resources, offer)
         snapshot = self._snapshot()
         reserved = self._open_reservations()
         with self._lock:
+            asked = ZERO if ask.reservation is not None else self._asked(ask.resources, offer)
             self._expire()
             earlier = self._assumed.get(ask.judged_as) if ask.judged_as is not None else None
             if ask.key in self._assumed or (earlier is not None and earlier.ask.namespace == ask.namespace):
                 return []  # judged and held already (a reinvocation of the same admission)
-            quotas = [
-                q
-                for q in (*self._gpuquotas.values(), *self._resourcequotas.values())
-                if q.applies(ask.namespace, ask.team)
-            ]
+            quotas = self._quotas_over(ask.namespace, ask.team)
             if not quotas:
                 return []
 
@@ -224,9 +231,25 @@ class QuotaBook:
                 self._assumed[ask.key] = _Assumed(ask, asked, self._clock() + self._assume_ttl_s)
             return refusals
 
+    def _quotas_over(self, namespace: str, team: str | None) -> list[Quota]:
+        # the dicts are read through a copy: a watch thread may replace them meanwhile
+        return [
+            q
+            for q in (*list(self._gpuquotas.values()), *list(self._resourcequotas.values()))
+            if q.applies(namespace, team)
+        ]
+
     def reservations_changed(self, *_: object) -> None:
         """A reservation was recorded or released: the next judgement reads the ledger again."""
         self._reserved_at = None
+
+    def __call__(self, ask: QuotaAsk) -> list[Refusal]:
+        """The book as admission's checker: :meth:`admit`."""
+        return self.admit(ask)
+
+    def active(self) -> bool:
+        """Whether any quota is known: without one, admission need not even read the pod for quotas."""
+        return bool(self._gpuquotas or self._resourcequotas)
 
     def forget(self, key: str) -> None:
         """Drop an admission's hold (the pod was refused after all)."""
@@ -248,7 +271,8 @@ class QuotaBook:
         views = []
         for quota in quotas:
             counted = [h for h in holdings if quota.applies(h.namespace, h.team)]
-            views.append(QuotaView(quota, usage(quota, counted), len(counted), generations.get(quota.key)))
+            holders = sum(h.holders for h in counted)
+            views.append(QuotaView(quota, usage(quota, counted), holders, generations.get(quota.key)))
         return views
 
     @property
@@ -277,10 +301,17 @@ class QuotaBook:
         counted: Callable[[str, str | None], bool] = lambda namespace, team: True,
     ) -> list[Holding]:
         claimed = {c.reservation for c in self._pods.values() if c.reservation is not None}
+        if self._pod_totals is None or self._totals_offer is not offer:
+            totals: dict[tuple[str, str | None], tuple[Measure, int]] = {}
+            for c in self._pods.values():
+                measure, count = totals.get((c.namespace, c.team), (ZERO, 0))
+                held = self._held(c.resources, c.node, snapshot, offer)
+                totals[(c.namespace, c.team)] = (measure + held, count + 1)
+            self._pod_totals, self._totals_offer = totals, offer
         holdings = [
-            Holding(c.namespace, c.team, self._held(c.resources, c.node, snapshot, offer))
-            for c in self._pods.values()
-            if counted(c.namespace, c.team)
+            Holding(namespace, team, measure, count)
+            for (namespace, team), (measure, count) in self._pod_totals.items()
+            if counted(namespace, team)
         ]
         holdings += [
             Holding(a.namespace, a.team or a.namespace, self._reservation_measure(a, offer))
@@ -301,8 +332,14 @@ class QuotaBook:
         return total
 
     def _upper(self, resource: str, offer: Offer) -> Measure:
-        models = {r.model.name: r.model for r in offer.named(resource)}
-        return upper_measure(resource, models.values(), self._prices)
+        if self._units_offer is not offer:  # what a pending pod counts follows the offer
+            self._units = {key: m for key, m in self._units.items() if key[1] is not None}
+            self._units_offer = offer
+        found = self._units.get((resource, None))
+        if found is None:
+            models = {r.model.name: r.model for r in offer.named(resource)}
+            found = self._units[(resource, None)] = upper_measure(resource, models.values(), self._prices)
+        return found
 
     def _held(
         self, resources: Mapping[str, int], node: str | None, snapshot: InventorySnapshot, offer: Offer
@@ -311,8 +348,13 @@ class QuotaBook:
         state = snapshot.states.get(NodeName(node)) if node else None
         models = {r: m for r, m, _ in state.shape.resources} if state is not None else {}
         for resource, count in resources.items():
-            model = self._model(models.get(resource))
-            measure = unit_measure(resource, model, self._prices) if model is not None else None
+            name = models.get(resource)
+            measure = self._units.get((resource, name)) if name is not None else None
+            if measure is None and name is not None:
+                model = self._model(name)
+                measure = unit_measure(resource, model, self._prices) if model is not None else None
+                if measure is not None:
+                    self._units[(resource, name)] = measure
             total = total + (measure or self._upper(resource, offer)).times(count)
         return total
 

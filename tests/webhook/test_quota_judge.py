@@ -106,13 +106,31 @@ def test_refusals_become_one_403_denial() -> None:
 
 
 def test_patched_applies_add_replace_remove_and_array_appends() -> None:
-    document = {"a": {"b": [1, 2]}, "c": 1}
+    document: dict[str, Any] = {
+        "metadata": {"labels": {"a": "1"}},
+        "spec": {"containers": [{"n": 1}, {"n": 2}]},
+    }
     ops: list[dict[str, Any]] = [
-        {"op": "add", "path": "/a/b/-", "value": 3},
-        {"op": "add", "path": "/a/b/0", "value": 0},
-        {"op": "replace", "path": "/c", "value": 2},
-        {"op": "remove", "path": "/a/b/1"},
-        {"op": "add", "path": "/d~1e", "value": "x"},
+        {"op": "add", "path": "/spec/containers/-", "value": {"n": 3}},
+        {"op": "add", "path": "/spec/containers/0", "value": {"n": 0}},
+        {"op": "replace", "path": "/spec/containers/1/n", "value": 9},
+        {"op": "remove", "path": "/spec/containers/2"},
+        {"op": "add", "path": "/metadata/labels/gpu.kgm.io~1team", "value": "x"},
+        {"op": "remove", "path": "/metadata/labels/a"},
     ]
+    before = copy.deepcopy(document)
     assert patched(document, ops) == jsonpatch.apply_patch(document, ops)
-    assert document == {"a": {"b": [1, 2]}, "c": 1}
+    assert document == before
+    # what the quota does not read is not applied
+    assert patched(document, [{"op": "add", "path": "/spec/schedulerName", "value": "kgm"}]) is document
+
+
+def test_a_checker_that_knows_no_quota_is_not_asked_and_the_pod_not_read() -> None:
+    class Idle(Checker):
+        def active(self) -> bool:
+            return False
+
+    check = Idle()
+    decision = Admit(patch=[{"op": "add", "path": "/metadata/labels", "value": {"gpu.kgm.io/team": "nlp"}}])
+    assert judge(pod(gpus(1)), decision, uid="u", namespace="ml", dry_run=False, check=check) is decision
+    assert check.asks == []
