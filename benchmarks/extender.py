@@ -13,7 +13,7 @@ alternating order, round by round (median of ``--rounds``), so that a machine ge
 faster affects both alike. On a shared machine absolute figures are noisy: read the ratios.
 
 Then, at the largest size, the server's RSS before and after ``--memory-requests`` more requests
-(the same loop, four clients at a time), for each tree.
+(the same loop, four clients at a time), for the candidate (``--memory-baseline``: both trees).
 
 Run from the repository root: ``.venv/bin/python -m benchmarks.extender --baseline /tmp/kgm-base``.
 """
@@ -104,15 +104,16 @@ class Server:
         command += ["--tls-cert", str(cert), "--tls-key", str(key)]
         # The tree's own packages first: the venv's editable install points at this checkout.
         env = {**os.environ, "PYTHONPATH": str(tree)}
-        self.process = subprocess.Popen(
-            command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        # Its log to a file: a pipe nobody reads fills after a few hundred warnings (refused binds)
+        # and then blocks the server.
+        self.log = scratch / "serve.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=log)
         self.context = ssl.create_default_context(cafile=str(scratch / "ca.crt"))
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                error = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"kgm serve ({tree}) exited: {error}")
+                raise RuntimeError(f"kgm serve ({tree}) exited: {self.log.read_text()[-2000:]}")
             try:
                 status, _ = Client(self).call("GET", "/healthz", None)
                 if status == 200:
@@ -133,7 +134,11 @@ class Server:
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
 
 
 class Client:
@@ -164,6 +169,7 @@ class Loop:
     bound: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)
     rounds: list[dict[str, float]] = field(default_factory=list)
+    floors: list[float] = field(default_factory=list)  # server CPU ms of one GET /healthz, per round
 
 
 def schedule(
@@ -226,6 +232,15 @@ def run_round(server: Server, names: list[str], plan: list[dict[str, Any]], loop
     )
 
 
+def floor(server: Server, loop: Loop, requests: int = 200) -> None:
+    """Server CPU per request of ``GET /healthz``: what any request costs (TLS, HTTP, routing)."""
+    client = Client(server)
+    cpu = server.cpu_seconds()
+    for _ in range(requests):
+        client.call("GET", "/healthz", None)
+    loop.floors.append((server.cpu_seconds() - cpu) / requests * 1e3)
+
+
 def over_allocated(bound: list[tuple[str, dict[str, str]]]) -> int:
     """(node, resource) pairs where bound pods hold more than the node has: double allocations."""
     capacity: Counter[str] = Counter()
@@ -282,10 +297,12 @@ def measure(nodes: int, trees: dict[str, Path], args: argparse.Namespace, scratc
             plan = pods(f"r{round_number}", args.pods, seed=100 + round_number)
             for label in order if round_number % 2 == 0 else reversed(order):
                 run_round(servers[label], names, plan, loops[label], seed=200 + round_number)
+                floor(servers[label], loops[label])
         if nodes == max(args.sizes) and args.memory_requests:
+            measured = servers if args.memory_baseline else {"candidate": servers["candidate"]}
             result["memory"] = {
                 label: memory(server, names, args.memory_requests, loops[label])
-                for label, server in servers.items()
+                for label, server in measured.items()
             }
     finally:
         for server in servers.values():
@@ -300,10 +317,15 @@ COLUMNS = (
     ("prioritize_p99", "prio p99"),
     ("pods_per_s", "pods/s"),
     ("cpu_ms_per_pod", "CPU ms/pod"),
+    ("above_floor", "above floor"),
 )
 
 
 def median(loop: Loop, key: str) -> float:
+    if key == "above_floor":  # a pod is three requests: CPU per pod less three requests' floor
+        return statistics.median(
+            r["cpu_ms_per_pod"] - 3 * f for r, f in zip(loop.rounds, loop.floors, strict=True)
+        )
     return statistics.median(r[key] for r in loop.rounds)
 
 
@@ -344,6 +366,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         for label, loop in result["loops"].items():
             if loop.refused:
                 print(f"{result['nodes']} nodes, {label}: not bound {dict(loop.refused)}")
+    for result in results:
+        floors = {label: statistics.median(loop.floors) for label, loop in result["loops"].items()}
+        print(f"{result['nodes']} nodes: server CPU of one GET /healthz (the floor), ms: {floors}")
     print(f"machine: {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs")
 
 
@@ -355,6 +380,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30, help="pods before the rounds, not measured")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--memory-requests", type=int, default=50_000, help="0: skip the RSS check")
+    parser.add_argument("--memory-baseline", action="store_true", help="the RSS check on the baseline too")
     args = parser.parse_args()
     trees = {"candidate": REPO}
     if args.baseline is not None:

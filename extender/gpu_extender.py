@@ -79,6 +79,10 @@ class GpuExtender:
         self._filter_memos: BoundedDict[Hashable, FilterMemo] = BoundedDict(16)
         self._score_memos: BoundedDict[Hashable, ScoreMemo] = BoundedDict(16)
         self._reply_guard = threading.Lock()
+        # Node name -> its encoded HostPriority with a slot for the score, for every score memo: a
+        # memo rebuilt after each workload refresh would encode all 5,000 again. Names come from
+        # calls, so the dict is emptied past a bound rather than growing with whatever is sent.
+        self._templates: dict[str, bytes] = {}
 
     def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome:
         demand = demand_of(pod)  # first: a pod it cannot read (PodError) is neither judged nor kept
@@ -169,7 +173,9 @@ class GpuExtender:
             return raw_score(policy, demand, shape, prices, workload)
 
         scorer = shape_scorer(scores, score)  # type: ignore[arg-type]
-        memo = ScoreMemo(scorer, feed if demand.wants_gpus else None, settings.hot_penalty)
+        if len(self._templates) > 4 * len(snapshot.states) + 10_000:
+            self._templates.clear()
+        memo = ScoreMemo(scorer, feed if demand.wants_gpus else None, settings.hot_penalty, self._templates)
         self._score_memos[key] = memo
         return memo
 

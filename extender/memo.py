@@ -174,13 +174,15 @@ class ScoreMemo:
         shape_score: Callable[[int, object], float],
         feed: tuple[float, float] | None,
         hot_penalty: int,
+        templates: dict[str, bytes],
     ) -> None:
+        """``templates``: each name's fragment with a slot for the score, shared by the memos."""
         self._shape_score = shape_score  # (shape id, shape) -> raw score, memoized by the caller
         self._feed = feed
         self._hot_penalty = hot_penalty
         self.names: list[str] = []
         self._candidates: set[str] = set()
-        self._templates: dict[str, bytes] = {}
+        self._templates = templates
         self._rating: dict[str, tuple[float, float, bool, bool]] = {}  # shape raw, node raw, hot, room
         self._rooms = 0
         self._per_node = False
@@ -220,25 +222,33 @@ class ScoreMemo:
         return self._render()
 
     def _add(self, names: set[str], demand: GpuDemand, snapshot: InventorySnapshot) -> None:
-        states, feed = snapshot.states, self._feed
+        # All 5,000 nodes after each workload refresh (a new memo): kept to plain local operations.
+        states, feed, per_node, score = snapshot.states, self._feed, self._per_node, self._shape_score
+        rating, group_of, template = self._rating, self._group_of, self._template
+        joining: dict[tuple[float, bool], list[tuple[str, bytes]]] = {}
         for name in names:
             state = states.get(name)  # type: ignore[call-overload]  # no NodeName(name): hot path
             if state is None:
                 group = _ABSENT
             else:
                 shape = state.shape
-                raw = self._shape_score(state.shape_id, shape)
+                raw = score(state.shape_id, shape)
                 node_raw = raw - stranded_growth(demand, shape, feed) if feed is not None else raw
                 room = shape.room is not None
-                self._rating[name] = (raw, node_raw, shape.hot, room)
+                rating[name] = (raw, node_raw, shape.hot, room)
                 self._rooms += room
-                group = (node_raw if self._per_node else raw, shape.hot)
-            self._candidates.add(name)
-            self._group_of[name] = group
+                group = (node_raw if per_node else raw, shape.hot)
+            group_of[name] = group
+            fragments = joining.get(group)
+            if fragments is None:
+                fragments = joining[group] = []
+            fragments.append((name, template(name)))
+        for group, fragments in joining.items():
             members = self._groups.get(group)
             if members is None:
                 members = self._groups[group] = _Group()
-            members.add(name, self._template(name))
+            members.extend(fragments)
+        self._candidates |= names
 
     def _drop(self, names: set[str]) -> None:
         for name in names:
@@ -251,10 +261,10 @@ class ScoreMemo:
                 del self._groups[group]
 
     def _template(self, name: str) -> bytes:
-        template = self._templates.get(name)
-        if template is None:
-            template = self._templates[name] = b'{"Host":' + orjson.dumps(name) + b',"Score":' + _SLOT + b"},"
-        return template
+        fragment = self._templates.get(name)
+        if fragment is None:
+            fragment = self._templates[name] = template(name)
+        return fragment
 
     def _render(self) -> bytes:
         values = [value for value, _ in self._groups if value != _ABSENT[0]]
@@ -275,6 +285,11 @@ class ScoreMemo:
         return b"[" + b"".join(parts)[:-1] + b"]"
 
 
+def template(name: str) -> bytes:
+    """A node's HostPriority with a slot for its score, and the comma after it."""
+    return b'{"Host":' + orjson.dumps(name) + b',"Score":' + _SLOT + b"},"
+
+
 class _Group:
     """The nodes of one (raw score, hot), their fragments in runs of _RUN, joined and rendered per run."""
 
@@ -286,18 +301,22 @@ class _Group:
         self.joined: list[bytes | None] = []  # a run's fragments, with slots
         self.rendered: list[tuple[int, bytes] | None] = []
 
-    def add(self, name: str, template: bytes) -> None:
-        if not self.runs or len(self.runs[-1]) >= _RUN:
-            if len(self.runs) > 2 + 2 * len(self.members) // _RUN:  # runs emptied by drops: pack
-                self._pack()
+    def extend(self, fragments: list[tuple[str, bytes]]) -> None:
+        """Add nodes (name, fragment) to the last runs, a run at a time."""
+        if len(self.runs) > 2 + 2 * len(self.members) // _RUN:  # runs emptied by drops: pack
+            self._pack()
+        at = 0
+        while at < len(fragments):
             if not self.runs or len(self.runs[-1]) >= _RUN:
                 self.runs.append({})
                 self.joined.append(None)
                 self.rendered.append(None)
-        run = len(self.runs) - 1
-        self.runs[run][name] = template
-        self.members[name] = run
-        self.joined[run] = self.rendered[run] = None
+            run = len(self.runs) - 1
+            piece = fragments[at : at + _RUN - len(self.runs[run])]
+            self.runs[run].update(piece)
+            self.members.update(dict.fromkeys([name for name, _ in piece], run))
+            self.joined[run] = self.rendered[run] = None
+            at += len(piece)
 
     def drop(self, name: str) -> bool:
         """Whether the group is empty now."""
