@@ -72,7 +72,7 @@ def answer(
         )
     else:
         decided = memo.decide(
-            request.pod,
+            None if request.may_claim else request.pod,  # a reservation changes by itself: never memoized
             namespace=request.namespace,
             offer=offer,
             settings=settings,

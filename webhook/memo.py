@@ -142,10 +142,10 @@ class DecisionMemo:
     ) -> Decided:
         """The decision for the pod of a Pod CREATE: from the memo, or made and remembered.
 
-        ``pod`` is the typed view of the pod (None: it has none, and is decided from ``whole_pod()``,
-        unmemoized, as are pods that claim a reservation).
+        ``pod`` is the typed view of a pod that names no reservation (``AdmissionRequest.may_claim``
+        False); None: the pod is decided from ``whole_pod()``, unmemoized.
         """
-        decided = None if pod is None or pod.may_claim() else self._decide(pod, namespace, offer, settings)
+        decided = None if pod is None else self._decide(pod, namespace, offer, settings)
         if decided is not None:
             return decided
         self.bypassed += 1
@@ -176,7 +176,7 @@ class DecisionMemo:
         except orjson.JSONDecodeError:
             return None  # bytes the typed decoding skipped unchecked: the whole review's parse says why
         self.misses += 1
-        # No reservation: a pod that names one never comes here (PodView.may_claim).
+        # No reservation: a pod that may name one never comes here (AdmissionRequest.may_claim).
         decided = Decided.of(mutate_pod(pod_input, namespace=namespace, offer=offer, settings=settings))
         self._remember(key, decided)
         return decided

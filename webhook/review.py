@@ -169,6 +169,7 @@ class AdmissionRequest:
         "dry_run",
         "group",
         "kind",
+        "may_claim",
         "namespace",
         "operation",
         "pod",
@@ -199,6 +200,9 @@ class AdmissionRequest:
         self.sub_resource = sub_resource
         self.dry_run = dry_run
         self.pod = pod
+        #: Whether the pod may name a reservation (``gpu.kgm.io/allocation-id``): False only when its
+        #: typed view shows it does not, so that no claim is ever overlooked.
+        self.may_claim = pod is None or pod.may_claim()
         self._object, self._old_object = object, old_object
         self._body = body  # ``object`` and ``old_object`` are in it, parsed on first use
 
@@ -232,12 +236,6 @@ class AdmissionRequest:
     @property
     def has_object(self) -> bool:
         return self.pod is not None or self.object is not None
-
-    @property
-    def may_claim(self) -> bool:
-        """Whether the pod may name a reservation (``gpu.kgm.io/allocation-id``): False only when its
-        typed view shows it does not, so that no claim is ever overlooked."""
-        return self.pod is None or self.pod.may_claim()
 
     @property
     def is_pod_create(self) -> bool:
