@@ -133,3 +133,12 @@ def test_a_full_gpuquota_validates_and_reads() -> None:
 def test_a_gpuquota_with_a_bad_field_is_refused(path: tuple[str, str], value: Any) -> None:
     sample = {**QUOTA, path[0]: {**QUOTA[path[0]], path[1]: value}}
     assert list(Draft202012Validator(schema_of("gpuquota.yaml")).iter_errors(sample))
+
+
+def test_the_examples_validate_and_read() -> None:
+    documents = list(yaml.safe_load_all((REPO / "examples" / "gpuquota.yaml").read_text()))
+    assert len(documents) == 2
+    for document in documents:
+        errors = list(Draft202012Validator(schema_of("gpuquota.yaml")).iter_errors(document))
+        assert [e.message for e in errors] == []
+        assert parse_gpuquota(document).limits.items()
