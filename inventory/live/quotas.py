@@ -200,8 +200,9 @@ class QuotaBook:
     def admit(self, ask: QuotaAsk) -> list[Refusal]:
         """Judge ``ask`` against every quota over it and, when it fits and is no dry run, hold what it
         asks until its pod shows up (or ``assume_ttl_s``): check and hold are one step under the lock."""
-        if not self._quotas_over(ask.namespace, ask.team):
-            return []  # the usual case, at no cost: no quota counts this pod
+        with self._lock:
+            if not self._quotas_over(ask.namespace, ask.team):
+                return []  # the usual case, at no cost: no quota counts this pod
         offer = self._offer()
         snapshot = self._snapshot()
         reserved = self._open_reservations()
@@ -232,10 +233,10 @@ class QuotaBook:
             return refusals
 
     def _quotas_over(self, namespace: str, team: str | None) -> list[Quota]:
-        # the dicts are read through a copy: a watch thread may replace them meanwhile
+        """Under the lock."""
         return [
             q
-            for q in (*list(self._gpuquotas.values()), *list(self._resourcequotas.values()))
+            for q in (*self._gpuquotas.values(), *self._resourcequotas.values())
             if q.applies(namespace, team)
         ]
 
