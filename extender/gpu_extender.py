@@ -8,6 +8,8 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from extender import wire
 from extender.bind import BindCoordinator, Binder, ReservationLookup
 from extender.filter import filter_nodes
@@ -64,7 +66,9 @@ class GpuExtender:
         self._settings = settings or PrioritySettings()
         self._fetch_pod = fetch_pod
         self._binds = BindCoordinator(cache=cache, binder=binder, reservation=reservation)
-        self._seen: BoundedDict[str, Mapping[str, Any]] = BoundedDict(10_000)
+        # Pods as their JSON: 10,000 pods as dicts are millions of objects for every full collection
+        # of the garbage collector to walk (a pause on whatever call is running); bytes are none.
+        self._seen: BoundedDict[str, bytes | Mapping[str, Any]] = BoundedDict(10_000)
         self._seen_guard = threading.Lock()
         self._clock = clock
         self._workload_refresh_s = workload_refresh_s
@@ -183,7 +187,8 @@ class GpuExtender:
         """Within ``bind_timeout_s`` in all (see :data:`BIND_TIMEOUT_S`)."""
         deadline = time.monotonic() + self._bind_timeout_s
         with self._seen_guard:
-            pod = self._seen.get(uid)
+            seen = self._seen.get(uid)
+        pod = orjson.loads(seen) if isinstance(seen, bytes) else seen
         if pod is None and self._fetch_pod is not None:
             try:
                 pod = self._fetch_pod(namespace, name, self._bind_timeout_s)
@@ -238,8 +243,12 @@ class GpuExtender:
         uid = metadata.get("uid") if isinstance(metadata, Mapping) else None
         if not uid:
             return
+        try:
+            kept: bytes | Mapping[str, Any] = orjson.dumps(pod)
+        except TypeError:  # not JSON (a caller's own object): kept as it is
+            kept = pod
         with self._seen_guard:
-            self._seen[str(uid)] = pod
+            self._seen[str(uid)] = kept
 
     def _learned_workload(self) -> tuple[int, Mapping[RequestType, float]]:
         """The workload mix and its version; learning walks every shape, so it is done every few
