@@ -51,7 +51,7 @@ RawField = msgspec.Raw | UnsetType
 _CLAIM_KEY = orjson.dumps(ALLOCATION_ID)
 
 
-class ContainerView(msgspec.Struct, rename="camel"):
+class ContainerView(msgspec.Struct, rename="camel", gc=False):
     """What the mutation reads of a container or init container."""
 
     name: RawField = UNSET
@@ -59,7 +59,7 @@ class ContainerView(msgspec.Struct, rename="camel"):
     restart_policy: RawField = UNSET
 
 
-class SpecView(msgspec.Struct, rename="camel"):
+class SpecView(msgspec.Struct, rename="camel", gc=False):
     """What the mutation reads of a pod's spec; volumes, env, probes... are skipped, not built."""
 
     containers: list[ContainerView] | UnsetType | None = UNSET
@@ -69,7 +69,7 @@ class SpecView(msgspec.Struct, rename="camel"):
     affinity: RawField = UNSET
 
 
-class MetaView(msgspec.Struct, rename="camel"):
+class MetaView(msgspec.Struct, rename="camel", gc=False):
     """What the mutation reads of a pod's metadata: not its name, uid or anything else that differs
     between the replicas of one template."""
 
@@ -77,7 +77,7 @@ class MetaView(msgspec.Struct, rename="camel"):
     labels: RawField = UNSET
 
 
-class PodView(msgspec.Struct, rename="camel"):
+class PodView(msgspec.Struct, rename="camel", gc=False):
     """Exactly the fields of a pod the mutation reads (``webhook.mutation.mutate_pod`` lists them; a test
     checks it reads no other), each as the bytes of its JSON value: nothing is built until a decision
     is made from them (:meth:`decision_input`), and the same bytes make the same decision."""
@@ -273,17 +273,16 @@ def decode_review(body: bytes) -> AdmissionRequest:
     request = review.request
     if review.api_version != API_VERSION or review.kind != KIND or not request.uid:
         return parse_review(body)  # refused there, in its words
-    return AdmissionRequest(
-        uid=request.uid,
-        kind=request.kind.kind,
-        group=request.kind.group,
-        operation=request.operation,
-        namespace=request.namespace or "",
-        sub_resource=request.sub_resource or "",
-        dry_run=request.dry_run is True,
-        body=body,
-        pod=request.object,
-    )
+    # As AdmissionRequest(...) with keywords, without their cost on every review.
+    made = object.__new__(AdmissionRequest)
+    made.uid, made.operation, made.dry_run = request.uid, request.operation, request.dry_run is True
+    made.kind, made.group = request.kind.kind, request.kind.group
+    made.namespace, made.sub_resource = request.namespace or "", request.sub_resource or ""
+    made.pod = pod = request.object
+    made.may_claim = pod is None or pod.may_claim()
+    made._object = made._old_object = None
+    made._body = body
+    return made
 
 
 def parse_review(body: bytes) -> AdmissionRequest:

@@ -113,16 +113,18 @@ class ReadDeadlines:
         self._tick = min(1.0, max(timeout / 10, 0.005))
         self._reads: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
-        self._sweeping = False
+        # The loop a sweep is scheduled on; None: none is. (A test may serve one endpoint from one
+        # event loop after another: a sweep left on a closed loop must not stand for one on this.)
+        self._sweeping: asyncio.AbstractEventLoop | None = None
 
     def begin(self) -> asyncio.Task[Any] | None:
         task = asyncio.current_task()
         if task is None:  # not in a task: nothing to cancel (nothing serves ASGI so)
             return None
+        self._reads[task] = time.monotonic() + self.timeout
         loop = task.get_loop()
-        self._reads[task] = loop.time() + self.timeout
-        if not self._sweeping:
-            self._sweeping = True
+        if self._sweeping is not loop:
+            self._sweeping = loop
             loop.call_later(self._tick, self._sweep, loop)
         return task
 
@@ -135,7 +137,9 @@ class ReadDeadlines:
         return False
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
+        if self._sweeping is not loop:
+            return  # superseded by a sweep on another loop
+        now = time.monotonic()
         # A task in the dict is suspended in its read (its only await between begin and end), so the
         # cancellation lands there, even when the body has come and the task has yet to resume.
         for task in [task for task, deadline in self._reads.items() if deadline <= now]:
@@ -145,7 +149,7 @@ class ReadDeadlines:
         if self._reads:
             loop.call_later(self._tick, self._sweep, loop)
         else:
-            self._sweeping = False
+            self._sweeping = None
 
 
 @dataclass(frozen=True, slots=True)
