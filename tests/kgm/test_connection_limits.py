@@ -40,9 +40,15 @@ class Server:
         return self.client_context.wrap_socket(raw, server_hostname="localhost")
 
 
+@pytest.fixture(params=[False, True], ids=["asyncio", "uvloop"])
+def use_uvloop(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
 @contextlib.contextmanager
-def serving(tmp_path: Path, limits: ConnectionLimits) -> Iterator[Server]:
-    """The production app and protocol (kgm serve's), served by uvicorn on a loopback port."""
+def serving(tmp_path: Path, limits: ConnectionLimits, use_uvloop: bool = False) -> Iterator[Server]:
+    """The production app and protocol (kgm serve's), served by uvicorn on a loopback port, on asyncio's
+    loop or uvloop's (what kgm serve runs where uvloop is installed)."""
     cert, key = make_self_signed_files(tmp_path)
     tls = ReloadingTLS(cert_file=cert, key_file=key)
     offer = offer_of(load_cluster("demo"))
@@ -59,7 +65,7 @@ def serving(tmp_path: Path, limits: ConnectionLimits) -> Iterator[Server]:
     server = uvicorn.Server(config)
 
     def run() -> None:
-        with asyncio.Runner(loop_factory=lambda: serving_loop(limits)) as runner:
+        with asyncio.Runner(loop_factory=lambda: serving_loop(limits, use_uvloop=use_uvloop)) as runner:
             runner.run(server.serve(sockets=[sock]))
 
     thread = threading.Thread(target=run, daemon=True)
@@ -120,21 +126,31 @@ def closed_by_server(conn: ssl.SSLSocket, *, within: float) -> float:
     return time.monotonic() - start
 
 
-def test_half_a_request_line_is_closed_at_the_header_deadline(tmp_path: Path) -> None:
-    with serving(tmp_path, ConnectionLimits(header_timeout_s=0.5)) as server, server.connect() as conn:
+def test_half_a_request_line_is_closed_at_the_header_deadline(tmp_path: Path, use_uvloop: bool) -> None:
+    with (
+        serving(tmp_path, ConnectionLimits(header_timeout_s=0.5), use_uvloop) as server,
+        server.connect() as conn,
+    ):
         conn.sendall(b"GET /heal")
         assert closed_by_server(conn, within=5) < 3
 
 
-def test_a_connection_that_sends_nothing_is_closed_at_the_header_deadline(tmp_path: Path) -> None:
-    with serving(tmp_path, ConnectionLimits(header_timeout_s=0.5)) as server, server.connect() as conn:
+def test_a_connection_that_sends_nothing_is_closed_at_the_header_deadline(
+    tmp_path: Path, use_uvloop: bool
+) -> None:
+    with (
+        serving(tmp_path, ConnectionLimits(header_timeout_s=0.5), use_uvloop) as server,
+        server.connect() as conn,
+    ):
         assert closed_by_server(conn, within=5) < 3
 
 
-def test_a_connection_that_never_starts_tls_is_closed_at_the_header_deadline(tmp_path: Path) -> None:
+def test_a_connection_that_never_starts_tls_is_closed_at_the_header_deadline(
+    tmp_path: Path, use_uvloop: bool
+) -> None:
     """Before its handshake a connection holds ~260 KiB too (asyncio's TLS buffer), for 60 s by default."""
     with (
-        serving(tmp_path, ConnectionLimits(header_timeout_s=0.5)) as server,
+        serving(tmp_path, ConnectionLimits(header_timeout_s=0.5), use_uvloop) as server,
         socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
     ):
         raw.sendall(b"\x16\x03\x01")  # the start of a ClientHello, and no more
@@ -145,10 +161,13 @@ def test_a_connection_that_never_starts_tls_is_closed_at_the_header_deadline(tmp
         assert time.monotonic() - start < 3
 
 
-def test_headers_dribbled_a_byte_at_a_time_are_cut_at_the_deadline(tmp_path: Path) -> None:
+def test_headers_dribbled_a_byte_at_a_time_are_cut_at_the_deadline(tmp_path: Path, use_uvloop: bool) -> None:
     """The deadline is for the whole head, not between bytes, and holds for the next request on a
     kept-alive connection too."""
-    with serving(tmp_path, ConnectionLimits(header_timeout_s=1.0)) as server, server.connect() as conn:
+    with (
+        serving(tmp_path, ConnectionLimits(header_timeout_s=1.0), use_uvloop) as server,
+        server.connect() as conn,
+    ):
         conn.sendall(HEALTHZ)
         assert status(read_response(conn)) == 200
         conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
@@ -163,8 +182,11 @@ def test_headers_dribbled_a_byte_at_a_time_are_cut_at_the_deadline(tmp_path: Pat
         assert time.monotonic() - start < 4
 
 
-def test_a_prompt_request_is_served_under_a_short_deadline(tmp_path: Path) -> None:
-    with serving(tmp_path, ConnectionLimits(header_timeout_s=1.0)) as server, server.connect() as conn:
+def test_a_prompt_request_is_served_under_a_short_deadline(tmp_path: Path, use_uvloop: bool) -> None:
+    with (
+        serving(tmp_path, ConnectionLimits(header_timeout_s=1.0), use_uvloop) as server,
+        server.connect() as conn,
+    ):
         for _ in range(2):
             conn.sendall(HEALTHZ)
             assert status(read_response(conn)) == 200
@@ -172,16 +194,22 @@ def test_a_prompt_request_is_served_under_a_short_deadline(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("size", [64 * 1024 + 1, 1024 * 1024, 8 * 1024 * 1024])
-def test_a_header_over_the_cap_is_answered_431(tmp_path: Path, size: int) -> None:
-    with serving(tmp_path, ConnectionLimits(max_header_bytes=64 * 1024)) as server, server.connect() as conn:
+def test_a_header_over_the_cap_is_answered_431(tmp_path: Path, use_uvloop: bool, size: int) -> None:
+    with (
+        serving(tmp_path, ConnectionLimits(max_header_bytes=64 * 1024), use_uvloop) as server,
+        server.connect() as conn,
+    ):
         head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             conn.sendall(head + b"a" * (size - len(head) - 4) + b"\r\n\r\n")
         assert status(read_response(conn)) == 431
 
 
-def test_a_header_just_under_the_cap_is_served(tmp_path: Path) -> None:
-    with serving(tmp_path, ConnectionLimits(max_header_bytes=64 * 1024)) as server, server.connect() as conn:
+def test_a_header_just_under_the_cap_is_served(tmp_path: Path, use_uvloop: bool) -> None:
+    with (
+        serving(tmp_path, ConnectionLimits(max_header_bytes=64 * 1024), use_uvloop) as server,
+        server.connect() as conn,
+    ):
         head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "
         request = head + b"a" * (64 * 1024 - len(head) - 4) + b"\r\n\r\n"
         assert len(request) == 64 * 1024
@@ -190,16 +218,22 @@ def test_a_header_just_under_the_cap_is_served(tmp_path: Path) -> None:
         assert status(read_response(conn)) == 200
 
 
-def test_many_headers_over_the_cap_are_answered_431(tmp_path: Path) -> None:
-    with serving(tmp_path, ConnectionLimits(max_header_bytes=8 * 1024)) as server, server.connect() as conn:
+def test_many_headers_over_the_cap_are_answered_431(tmp_path: Path, use_uvloop: bool) -> None:
+    with (
+        serving(tmp_path, ConnectionLimits(max_header_bytes=8 * 1024), use_uvloop) as server,
+        server.connect() as conn,
+    ):
         headers = b"".join(b"X-H%d: v\r\n" % i for i in range(2000))
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + headers + b"\r\n")
         assert status(read_response(conn)) == 431
 
 
-def test_a_body_is_not_counted_as_header(tmp_path: Path) -> None:
-    with serving(tmp_path, ConnectionLimits(max_header_bytes=1024)) as server, server.connect() as conn:
+def test_a_body_is_not_counted_as_header(tmp_path: Path, use_uvloop: bool) -> None:
+    with (
+        serving(tmp_path, ConnectionLimits(max_header_bytes=1024), use_uvloop) as server,
+        server.connect() as conn,
+    ):
         body = b"{" + b" " * 200_000 + b"}"
         conn.sendall(
             b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
@@ -208,8 +242,10 @@ def test_a_body_is_not_counted_as_header(tmp_path: Path) -> None:
         assert status(read_response(conn)) == 400  # read whole, and refused as no AdmissionReview
 
 
-def test_connections_past_the_cap_get_503_while_admitted_ones_are_served(tmp_path: Path) -> None:
-    with serving(tmp_path, ConnectionLimits(max_connections=3)) as server:
+def test_connections_past_the_cap_get_503_while_admitted_ones_are_served(
+    tmp_path: Path, use_uvloop: bool
+) -> None:
+    with serving(tmp_path, ConnectionLimits(max_connections=3), use_uvloop) as server:
         admitted = [server.connect() for _ in range(3)]
         try:
             for conn in admitted:  # a whole request each: the server has surely counted them
@@ -241,11 +277,13 @@ def test_connections_past_the_cap_get_503_while_admitted_ones_are_served(tmp_pat
             time.sleep(0.05)
 
 
-def test_a_cap_full_of_slow_connections_still_serves_a_normal_caller(tmp_path: Path) -> None:
+def test_a_cap_full_of_slow_connections_still_serves_a_normal_caller(
+    tmp_path: Path, use_uvloop: bool
+) -> None:
     """A slow-loris flood must not lock out probes and the API server: a newcomer past the cap closes
     the connection that has waited longest for its headers, and the count never passes the cap."""
     limits = ConnectionLimits(max_connections=3, header_timeout_s=30)
-    with serving(tmp_path, limits) as server:
+    with serving(tmp_path, limits, use_uvloop) as server:
         slow = [server.connect() for _ in range(3)]
         try:
             for conn in slow:
@@ -261,9 +299,9 @@ def test_a_cap_full_of_slow_connections_still_serves_a_normal_caller(tmp_path: P
                 conn.close()
 
 
-def test_slow_connections_past_the_cap_are_dropped_within_the_grace(tmp_path: Path) -> None:
+def test_slow_connections_past_the_cap_are_dropped_within_the_grace(tmp_path: Path, use_uvloop: bool) -> None:
     limits = ConnectionLimits(max_connections=2, header_timeout_s=30)
-    with serving(tmp_path, limits) as server:
+    with serving(tmp_path, limits, use_uvloop) as server:
         held = [server.connect() for _ in range(2)]
         try:
             for conn in held:
