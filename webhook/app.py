@@ -5,8 +5,8 @@ The HTTP edge (method, bounded read, metrics, log line, catch-all) is ``kgm.web`
 outcome) and the log lines. A review we cannot read gets HTTP 400; a failure inside still gets the API
 server a well-formed review (a denial), never a 500 or a hang.
 
-Log lines: a denial at info, a mutation at debug (one per GPU pod created: at info it cost about a
-fifth of the server's CPU per review, benchmarks/webhook/), an unchanged pod none; errors at error.
+Log lines: a denial at info, a mutation at debug (one JSON line formatted and written per GPU pod
+created, on the pod's path: issue 15 took it off info), an unchanged pod none; errors at error.
 """
 
 from __future__ import annotations
