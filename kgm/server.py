@@ -216,8 +216,8 @@ def serve(settings: ServeSettings) -> None:
             },
         )
         try:
-            # uvloop: its TLS and transports in C took about a third off each review's server CPU
-            # (benchmarks/webhook/, the stacks side by side).
+            # uvloop: its TLS and transports in C took about 30% off the server CPU of a request
+            # (benchmarks/webhook/, the stacks side by side: benchmarks/README.md).
             loop = functools.partial(serving_loop, settings.limits, use_uvloop=True)
             with asyncio.Runner(loop_factory=loop) as runner:
                 runner.run(_serve(uvicorn.Server(config), tls, settings.tls.reload_interval))

@@ -1,15 +1,18 @@
-"""The client: keep-alive HTTPS connections, the closed and open loops, and the rounds alternating them."""
+"""The client: keep-alive HTTPS connections, the closed and open loops, and the rounds alternating them
+over servers and endpoints."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from benchmarks.webhook.common import HOST, BenchmarkError
 from benchmarks.webhook.payload import check_mutated
@@ -99,6 +102,7 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Measurement:
+    server: str
     endpoint: str
     phase: str
     round: int
@@ -111,12 +115,17 @@ class Measurement:
     max_ms: float
     # Open loop only: the client's lateness, which is part of the latency measured from the schedule.
     send_lag_p50_ms: float | None = None
+    # Closed loop only: the server process's CPU (user + system, all threads) per answered request.
+    cpu_us: float | None = None
 
     @classmethod
-    def of(cls, endpoint: str, phase: str, round_no: int, sample: Sample) -> Measurement:
+    def of(
+        cls, server: str, endpoint: str, phase: str, round_no: int, sample: Sample, cpu_s: float | None = None
+    ) -> Measurement:
         latencies = sorted(sample.latencies)
         lags = None if sample.send_lags is None else sorted(sample.send_lags)
         return cls(
+            server=server,
             endpoint=endpoint,
             phase=phase,
             round=round_no,
@@ -128,6 +137,7 @@ class Measurement:
             p99_ms=percentile(latencies, 99) * 1e3,
             max_ms=(latencies[-1] if latencies else float("nan")) * 1e3,
             send_lag_p50_ms=None if lags is None else percentile(lags, 50) * 1e3,
+            cpu_us=None if cpu_s is None or not latencies else cpu_s / len(latencies) * 1e6,
         )
 
 
@@ -139,7 +149,7 @@ def percentile(sorted_values: Sequence[float], percent: float) -> float:
     return sorted_values[rank - 1]
 
 
-async def closed_loop(pool: Sequence[Connection], request: bytes, duration: float) -> Sample:
+async def closed_loop(pool: Sequence[Connection], request: Callable[[], bytes], duration: float) -> Sample:
     """Every connection sends its next request as soon as the previous answer is in."""
     sample = Sample(latencies=[], errors=0, seconds=0.0)
     start = time.perf_counter()
@@ -147,7 +157,7 @@ async def closed_loop(pool: Sequence[Connection], request: bytes, duration: floa
 
     async def worker(connection: Connection) -> None:
         while (sent := time.perf_counter()) < deadline:
-            status, _ = await connection.exchange(request)
+            status, _ = await connection.exchange(request())
             sample.latencies.append(time.perf_counter() - sent)
             sample.errors += status != 200
 
@@ -156,7 +166,9 @@ async def closed_loop(pool: Sequence[Connection], request: bytes, duration: floa
     return sample
 
 
-async def open_loop(pool: Sequence[Connection], request: bytes, rate: float, duration: float) -> Sample:
+async def open_loop(
+    pool: Sequence[Connection], request: Callable[[], bytes], rate: float, duration: float
+) -> Sample:
     """Requests leave at fixed intervals whatever the server does; latency counts from the scheduled
     time, so a request queued behind a slow one is charged for the wait (no coordinated omission)."""
     free: asyncio.Queue[Connection] = asyncio.Queue()
@@ -170,7 +182,7 @@ async def open_loop(pool: Sequence[Connection], request: bytes, rate: float, dur
         nonlocal last_answer
         connection = await free.get()
         lags.append(time.perf_counter() - scheduled)
-        status, _ = await connection.exchange(request)
+        status, _ = await connection.exchange(request())
         free.put_nowait(connection)
         last_answer = time.perf_counter()
         sample.latencies.append(last_answer - scheduled)
@@ -196,19 +208,42 @@ async def open_loop(pool: Sequence[Connection], request: bytes, rate: float, dur
 
 @dataclass(frozen=True, slots=True)
 class Target:
+    """An endpoint and the requests sent to it: always the same bytes, or (``varying``) each request
+    with a fresh number in the same place, so that no two are the same to a memo (same length)."""
+
     name: str
-    request: bytes
+    before: bytes
+    after: bytes = b""
+    varying: bool = False
+
+    def requests(self) -> Callable[[], bytes]:
+        if not self.varying:
+            same = self.before + self.after
+            return lambda: same
+        numbers = itertools.count(1)
+        before, after = self.before, self.after
+        return lambda: b"%s%09d%s" % (before, next(numbers), after)
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A server under test, as the client sees it; ``cpu()`` its CPU seconds so far."""
+
+    name: str
+    port: int
+    context: ssl.SSLContext
+    cpu: Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    port: int
-    context: ssl.SSLContext
+    servers: tuple[Server, ...]
     targets: tuple[Target, ...]
     duration: float
     concurrency: int
     rate: float
     rounds: int
+    open_loop: bool = True
 
     @property
     def closed_phase(self) -> str:
@@ -220,38 +255,46 @@ class Plan:
 
 
 async def verify(plan: Plan) -> None:
-    """One request per endpoint: /noop must answer 200 and /mutate must really mutate the pod."""
-    async with connections(plan.port, plan.context, 1) as (connection,):
-        for target in plan.targets:
-            status, body = await connection.exchange(target.request)
-            if status != 200:
-                raise BenchmarkError(f"/{target.name} answered HTTP {status}: {body[:400]!r}")
-            if target.name == "mutate":
-                check_mutated(body)
+    """One request per server and endpoint: /noop must answer 200, /mutate must really mutate the pod."""
+    for server in plan.servers:
+        async with connections(server.port, server.context, 1) as (connection,):
+            for target in plan.targets:
+                status, body = await connection.exchange(target.requests()())
+                if status != 200:
+                    answered = f"{server.name} {target.name} answered HTTP {status}"
+                    raise BenchmarkError(f"{answered}: {body[:400]!r}")
+                if target.name != "noop":
+                    check_mutated(body)
 
 
-async def measure_closed(plan: Plan, target: Target, round_no: int, duration: float) -> Measurement:
-    async with connections(plan.port, plan.context, plan.concurrency) as pool:
-        sample = await closed_loop(pool, target.request, duration)
-    return Measurement.of(target.name, plan.closed_phase, round_no, sample)
+async def measure_closed(
+    plan: Plan, server: Server, target: Target, round_no: int, duration: float
+) -> Measurement:
+    async with connections(server.port, server.context, plan.concurrency) as pool:
+        cpu = server.cpu()  # once the connections are open: the handshakes are not the requests' cost
+        sample = await closed_loop(pool, target.requests(), duration)
+        cpu = server.cpu() - cpu
+    return Measurement.of(server.name, target.name, plan.closed_phase, round_no, sample, cpu)
 
 
-async def measure_open(plan: Plan, target: Target, round_no: int) -> Measurement:
-    async with connections(plan.port, plan.context, max(OPEN_LOOP_CONNECTIONS, plan.concurrency)) as pool:
-        sample = await open_loop(pool, target.request, plan.rate, plan.duration)
-    return Measurement.of(target.name, plan.open_phase, round_no, sample)
+async def measure_open(plan: Plan, server: Server, target: Target, round_no: int) -> Measurement:
+    count = max(OPEN_LOOP_CONNECTIONS, plan.concurrency)
+    async with connections(server.port, server.context, count) as pool:
+        sample = await open_loop(pool, target.requests(), plan.rate, plan.duration)
+    return Measurement.of(server.name, target.name, plan.open_phase, round_no, sample)
 
 
-def _round_order(targets: tuple[Target, ...], round_no: int) -> tuple[Target, ...]:
-    # ABBA: reversing the order every other round stops whichever endpoint runs second from getting
-    # a systematic edge (warmer caches) or handicap (a hotter, throttled CPU).
-    return targets if round_no % 2 == 0 else targets[::-1]
+def _round_order(items: tuple[Any, ...], round_no: int) -> tuple[Any, ...]:
+    # ABBA: reversing the order every other round stops whichever runs second from getting a
+    # systematic edge (warmer caches) or handicap (a hotter, throttled CPU).
+    return items if round_no % 2 == 0 else items[::-1]
 
 
-def _progress(measurement: Measurement) -> None:
+def _progress(m: Measurement) -> None:
+    cpu = f"  cpu {m.cpu_us:6.1f} us/req" if m.cpu_us is not None else ""
     print(
-        f"  round {measurement.round + 1} {measurement.endpoint:<6} {measurement.phase:<12} "
-        f"{measurement.rate:8.1f} req/s  p50 {measurement.p50_ms:6.2f} ms  p99 {measurement.p99_ms:6.2f} ms",
+        f"  round {m.round + 1} {m.server:<18} {m.endpoint:<12} {m.phase:<12} "
+        f"{m.rate:8.1f} req/s  p50 {m.p50_ms:6.2f} ms  p99 {m.p99_ms:6.2f} ms{cpu}",
         file=sys.stderr,
         flush=True,
     )
@@ -259,15 +302,17 @@ def _progress(measurement: Measurement) -> None:
 
 async def run_rounds(plan: Plan) -> list[Measurement]:
     await verify(plan)
-    for target in plan.targets:  # not recorded: first-call costs and CPU frequency settle here
-        await measure_closed(plan, target, -1, WARMUP_SECONDS)
+    for server in plan.servers:  # not recorded: first-call costs and CPU frequency settle here
+        for target in plan.targets:
+            await measure_closed(plan, server, target, -1, WARMUP_SECONDS)
     results: list[Measurement] = []
     for round_no in range(plan.rounds):
-        order = _round_order(plan.targets, round_no)
-        for target in order:
-            results.append(await measure_closed(plan, target, round_no, plan.duration))
-            _progress(results[-1])
-        for target in order:
-            results.append(await measure_open(plan, target, round_no))
-            _progress(results[-1])
+        for server in _round_order(plan.servers, round_no):
+            order = _round_order(plan.targets, round_no)
+            for target in order:
+                results.append(await measure_closed(plan, server, target, round_no, plan.duration))
+                _progress(results[-1])
+            for target in order if plan.open_loop else ():
+                results.append(await measure_open(plan, server, target, round_no))
+                _progress(results[-1])
     return results

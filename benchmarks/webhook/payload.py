@@ -39,6 +39,25 @@ def gpu_review_body(review: dict[str, Any]) -> bytes:
     return orjson.dumps(review)
 
 
+#: A label whose value each "mutate miss" request changes (the decision reads labels): 9 digits in
+#: place of these zeros, so every such review is new to the memo and all have the same length.
+SEQUENCE_LABEL = "kgm-bench/sequence"
+_ZEROS = "000000000"
+
+
+def split_for_sequence(review: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The body of ``gpu_review_body(review)`` with the sequence label, cut where its digits go."""
+    review = copy.deepcopy(review)
+    metadata = review["request"]["object"].setdefault("metadata", {})
+    metadata["labels"] = {**(metadata.get("labels") or {}), SEQUENCE_LABEL: _ZEROS}
+    body = gpu_review_body(review)
+    marker = orjson.dumps({SEQUENCE_LABEL: _ZEROS})[1:-1]
+    before, found, after = body.partition(marker)
+    if not found:
+        raise BenchmarkError("the sequence label is not in the review body")
+    return before + marker[: -len(_ZEROS) - 1], b'"' + after
+
+
 def check_mutated(body: bytes) -> None:
     """Abort unless /mutate answered an allow with a patch that moves the pod to a MIG profile."""
     try:

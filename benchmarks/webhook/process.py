@@ -1,8 +1,10 @@
-"""The benchmark server subprocess, seen from the parent: a free port, TLS trust, readiness, stopping."""
+"""The benchmark server subprocess, seen from the parent: a free port, TLS trust, readiness, its CPU and
+memory, stopping."""
 
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import ssl
 import subprocess
@@ -10,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.webhook.common import HOST, REPO, BenchmarkError
+from benchmarks.webhook.common import BASELINE, HOST, REPO, BenchmarkError
 
 READY_TIMEOUT_SECONDS = 30.0
 START_ATTEMPTS = 3
@@ -52,12 +54,20 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-class ServerProcess:
-    """The benchmark server subprocess; always stopped on leaving the `with` block."""
+_TICKS = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, workdir: Path, server_loop: str) -> None:
+
+class ServerProcess:
+    """The benchmark server subprocess; always stopped on leaving the `with` block.
+
+    ``stack``: one of ``STACKS``, served from this tree; or ``BASELINE``, the benchmark server of the
+    tree at ``tree`` (another commit's checkout: its own code, its own server module, asyncio).
+    """
+
+    def __init__(self, workdir: Path, stack: str, tree: Path | None = None) -> None:
         self._workdir = workdir
-        self._server_loop = server_loop
+        self.stack = stack
+        self._tree = tree or REPO
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.context: ssl.SSLContext | None = None
@@ -78,17 +88,18 @@ class ServerProcess:
             self._process = None
 
     def _start(self, attempt: int) -> bool:
-        tls_dir = self._workdir / f"tls-{attempt}"
+        tls_dir = self._workdir / f"{self.stack}-tls-{attempt}"
         tls_dir.mkdir()
-        log_path = self._workdir / f"server-{attempt}.log"
+        log_path = self._workdir / f"{self.stack}-server-{attempt}.log"
         self.port = free_port()
         command = [sys.executable, "-m", "benchmarks.webhook", "--serve-port", str(self.port)]
-        command += ["--tls-dir", str(tls_dir), "--server-loop", self._server_loop]
+        command += ["--tls-dir", str(tls_dir)]
+        command += ["--server-loop", "asyncio"] if self.stack == BASELINE else ["--stack", self.stack]
         with log_path.open("wb") as log:
             # A session of its own: Ctrl-C reaches only the benchmark, which then stops the server
             # itself, instead of both tearing down at once mid-request.
             self._process = subprocess.Popen(
-                command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command, cwd=self._tree, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.context = self._wait_ready(tls_dir / "ca.crt")
         if self.context is not None:
@@ -109,3 +120,16 @@ class ServerProcess:
                     return context
             time.sleep(0.05)
         return None
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU the server process has used so far, all its threads together."""
+        assert self._process is not None
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15)
+
+    def rss_bytes(self) -> int:
+        assert self._process is not None
+        for line in Path(f"/proc/{self._process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0

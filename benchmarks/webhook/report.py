@@ -1,4 +1,4 @@
-"""The table and the JSON: medians over rounds, the throughput ratio, the goals, the machine."""
+"""The tables and the JSON: medians over rounds, CPU per request, the ratios, the goals, the machine."""
 
 from __future__ import annotations
 
@@ -11,12 +11,19 @@ from typing import Any
 
 import uvicorn
 
-from benchmarks.webhook.common import uvloop
+from benchmarks.webhook.common import BASELINE, SHIPPED, uvloop
 from benchmarks.webhook.load import Measurement, Plan
+
+NOOP, HIT, MISS = "noop", "mutate hit", "mutate miss"
+#: Issue 15's goals: a memo hit at most this much server CPU above the no-op of the same server...
+HIT_ABOVE_NOOP_GOAL_US = 30.0
+#: ... and the shipped stack's /mutate throughput at least this many times the baseline tree's.
+THROUGHPUT_GOAL = 3.0
 
 
 @dataclass(frozen=True, slots=True)
 class Summary:
+    server: str
     endpoint: str
     phase: str
     rate: float
@@ -24,14 +31,17 @@ class Summary:
     p99_ms: float
     max_ms: float
     errors: int
+    cpu_us: float | None
     send_lag_p50_ms: float | None
 
 
-def summarise(results: Sequence[Measurement], endpoint: str, phase: str) -> Summary:
+def summarise(results: Sequence[Measurement], server: str, endpoint: str, phase: str) -> Summary:
     """Median over rounds of each number (robust to one disturbed round); max is the worst seen."""
-    rows = [m for m in results if m.endpoint == endpoint and m.phase == phase]
+    rows = [m for m in results if (m.server, m.endpoint, m.phase) == (server, endpoint, phase)]
     lags = [m.send_lag_p50_ms for m in rows if m.send_lag_p50_ms is not None]
+    cpus = [m.cpu_us for m in rows if m.cpu_us is not None]
     return Summary(
+        server=server,
         endpoint=endpoint,
         phase=phase,
         rate=statistics.median(m.rate for m in rows),
@@ -39,30 +49,40 @@ def summarise(results: Sequence[Measurement], endpoint: str, phase: str) -> Summ
         p99_ms=statistics.median(m.p99_ms for m in rows),
         max_ms=max(m.max_ms for m in rows),
         errors=sum(m.errors for m in rows),
+        cpu_us=statistics.median(cpus) if cpus else None,
         send_lag_p50_ms=statistics.median(lags) if lags else None,
     )
 
 
-def throughput_ratio(results: Sequence[Measurement], phase: str) -> float:
-    """Median of per-round mutate/noop ratios: each pairs two runs seconds apart, so slow
-    drift of the machine cancels out within a pair."""
-    by_round: dict[int, dict[str, float]] = {}
+def _per_round(
+    results: Sequence[Measurement], phase: str, a: tuple[str, str], b: tuple[str, str], *, ratio: bool
+) -> float | None:
+    """Median over rounds of a/b (req/s, ``ratio``) or a - b (CPU us per request): each round pairs two
+    runs seconds apart, so slow drift of the machine cancels out within a pair."""
+    by_round: dict[int, dict[tuple[str, str], Measurement]] = {}
     for m in results:
         if m.phase == phase:
-            by_round.setdefault(m.round, {})[m.endpoint] = m.rate
-    return statistics.median(pair["mutate"] / pair["noop"] for pair in by_round.values())
+            by_round.setdefault(m.round, {})[(m.server, m.endpoint)] = m
+    values = []
+    for pair in by_round.values():
+        if a in pair and b in pair:
+            if ratio:
+                values.append(pair[a].rate / pair[b].rate)
+            elif pair[a].cpu_us is not None and pair[b].cpu_us is not None:
+                values.append(pair[a].cpu_us - pair[b].cpu_us)  # type: ignore[operator]
+    return statistics.median(values) if values else None
 
 
-def machine_info(server_loop: str) -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpus": os.cpu_count(),
         "cpus_usable": affinity,
+        "load_average": os.getloadavg(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "uvicorn": uvicorn.__version__,
         "client_loop": "uvloop" if uvloop is not None else "asyncio",
-        "server_loop": server_loop,
     }
 
 
@@ -70,44 +90,87 @@ def _met(condition: bool) -> str:
     return "met" if condition else "NOT met"
 
 
-def report(plan: Plan, results: Sequence[Measurement], info: dict[str, Any]) -> dict[str, Any]:
-    """Print the table; return everything as one JSON-ready dict."""
-    summaries = [
-        summarise(results, target.name, phase)
-        for phase in (plan.closed_phase, plan.open_phase)
-        for target in plan.targets
-    ]
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def report(
+    plan: Plan, results: Sequence[Measurement], info: dict[str, Any], memory: dict[str, tuple[int, int]]
+) -> dict[str, Any]:
+    """Print the tables; return everything as one JSON-ready dict."""
+    servers = [s.name for s in plan.servers]
+    endpoints = [t.name for t in plan.targets]
+    phases = [plan.closed_phase, *([plan.open_phase] if plan.open_loop else [])]
+    summaries = [summarise(results, s, e, p) for p in phases for s in servers for e in endpoints]
     print(
-        f"{'endpoint':<9} {'phase':<13} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}"
+        f"{'server':<18} {'endpoint':<12} {'phase':<13} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>7} {'errors':>6} {'cpu us/req':>10}"
     )
     for s in summaries:
         print(
-            f"{s.endpoint:<9} {s.phase:<13} {s.rate:8.1f} {s.p50_ms:8.2f} {s.p99_ms:8.2f} "
-            f"{s.max_ms:8.2f} {s.errors:7d}"
+            f"{s.server:<18} {s.endpoint:<12} {s.phase:<13} {s.rate:8.0f} {s.p50_ms:7.2f} {s.p99_ms:7.2f} "
+            f"{s.max_ms:7.2f} {s.errors:6d} {_num(s.cpu_us, '10.1f')}"
         )
-    ratio = throughput_ratio(results, plan.closed_phase)
-    mutate_open = next(s for s in summaries if s.endpoint == "mutate" and s.phase == plan.open_phase)
-    print(f"ratio mutate/noop throughput: {ratio:.2f}   (goal >= 0.80: {_met(ratio >= 0.80)})")
+    closed = plan.closed_phase
+    print(f"\nper server, closed loop, medians of per-round pairs (server CPU per request, {closed}):")
     print(
-        f"mutate p99 at {plan.rate:g} req/s: {mutate_open.p99_ms:.2f} ms   "
-        f"(goal < 10 ms: {_met(mutate_open.p99_ms < 10)})"
+        f"{'server':<18} {'hit-noop us':>11} {'miss-noop us':>12} {'hit/noop req/s':>14} "
+        f"{'miss/noop req/s':>15} {'RSS MiB before -> after':>24}"
     )
-    lag = mutate_open.send_lag_p50_ms or 0.0
-    print(f"open-loop latency counts from the scheduled send; it includes client send lag (p50 {lag:.2f} ms)")
+    per_server: dict[str, dict[str, float | None]] = {}
+    for server in servers:
+        row = {
+            "hit_above_noop_us": _per_round(results, closed, (server, HIT), (server, NOOP), ratio=False),
+            "miss_above_noop_us": _per_round(results, closed, (server, MISS), (server, NOOP), ratio=False),
+            "hit_noop_ratio": _per_round(results, closed, (server, HIT), (server, NOOP), ratio=True),
+            "miss_noop_ratio": _per_round(results, closed, (server, MISS), (server, NOOP), ratio=True),
+        }
+        per_server[server] = row
+        before, after = memory.get(server, (0, 0))
+        print(
+            f"{server:<18} {_num(row['hit_above_noop_us'], '11.1f')} "
+            f"{_num(row['miss_above_noop_us'], '12.1f')} "
+            f"{_num(row['hit_noop_ratio'], '14.2f')} {_num(row['miss_noop_ratio'], '15.2f')} "
+            f"{before / 2**20:11.1f} -> {after / 2**20:8.1f}"
+        )
+    goals: dict[str, Any] = {}
+    if SHIPPED in servers:
+        above = per_server[SHIPPED]["hit_above_noop_us"]
+        goals["hit_above_noop_us"] = above
+        met = _met(above is not None and above <= HIT_ABOVE_NOOP_GOAL_US)
+        print(f"\nshipped: a memo hit costs {_num(above, '.1f')} us of server CPU above the no-op ", end="")
+        print(f"(goal <= {HIT_ABOVE_NOOP_GOAL_US:g}: {met})")
+        if BASELINE in servers:
+            speedup = _per_round(results, closed, (SHIPPED, HIT), (BASELINE, HIT), ratio=True)
+            miss = summarise(results, SHIPPED, MISS, closed).cpu_us
+            today = summarise(results, BASELINE, HIT, closed).cpu_us
+            goals |= {
+                "hit_vs_baseline_throughput": speedup,
+                "miss_cpu_us": miss,
+                "baseline_mutate_cpu_us": today,
+            }
+            print(
+                f"shipped /mutate (memo hit) req/s: {_num(speedup, '.2f')} x the baseline tree's "
+                f"(goal >= {THROUGHPUT_GOAL:g}: {_met(speedup is not None and speedup >= THROUGHPUT_GOAL)})"
+            )
+            ok = miss is not None and today is not None and miss <= today
+            print(
+                f"shipped memo miss: {_num(miss, '.1f')} us of server CPU per review against "
+                f"{_num(today, '.1f')} for the baseline tree's /mutate (goal: no more: {_met(ok)})"
+            )
     print(
-        f"machine: {info['cpus']} CPUs ({info['cpus_usable']} usable), Python {info['python']}, "
-        f"uvicorn {info['uvicorn']}, client loop {info['client_loop']}, server loop {info['server_loop']}; "
-        f"{plan.rounds} rounds x {plan.duration:g} s, medians over rounds"
+        f"\nmachine: {info['cpus']} CPUs ({info['cpus_usable']} usable, load average at the start "
+        f"{info['load_average'][0]:.1f}), Python {info['python']}, uvicorn {info['uvicorn']}, client loop "
+        f"{info['client_loop']}; {plan.rounds} rounds x {plan.duration:g} s, servers and endpoints in "
+        "alternating order, medians over rounds. The client shares the machine: compare the ratios and "
+        "the CPU per request side by side, not absolute req/s across runs."
     )
     return {
         "machine": info,
         "settings": {"duration_s": plan.duration, "concurrency": plan.concurrency, "rate": plan.rate},
         "summary": [asdict(s) for s in summaries],
-        "goals": {
-            "throughput_ratio": ratio,
-            "throughput_ratio_goal": 0.80,
-            "mutate_open_p99_ms": mutate_open.p99_ms,
-            "mutate_open_p99_goal_ms": 10.0,
-        },
+        "per_server": per_server,
+        "memory_rss_bytes": {k: {"before": v[0], "after": v[1]} for k, v in memory.items()},
+        "goals": goals,
         "rounds": [asdict(m) for m in results],
     }
