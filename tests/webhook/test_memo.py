@@ -179,7 +179,7 @@ STEPS = st.lists(
         st.text(max_size=8) | st.just('u"\\\u2028'),
         st.booleans(),
     ),
-    min_size=1,
+    min_size=10,
     max_size=40,
 )
 
