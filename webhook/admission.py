@@ -79,7 +79,7 @@ def answer(
             reservation=reservation,
             whole_pod=lambda: request.object,
         )
-    if decided.admitted and quota is not None:  # GPU quotas judge the pod as mutated
+    if decided.admitted and _quotas_count(quota):  # GPU quotas judge the pod as mutated
         decision = decided.decision
         assert isinstance(decision, Admit)
         # the fields the mutation reads are all the quota reads: the typed view, not the whole pod
@@ -93,6 +93,13 @@ def answer(
         outcome = Outcome.MUTATED if decided.patched else Outcome.UNCHANGED
         return Answer(outcome, decided.body(request.uid))
     return Answer(Outcome.DENIED, decided.body(request.uid), decided.message)
+
+
+def _quotas_count(quota: QuotaChecker | None) -> bool:
+    """Whether a quota may count the pod: with none known (``QuotaBook.active``), the whole pod is not
+    even parsed out of the review (a memo hit never builds it otherwise)."""
+    active = getattr(quota, "active", None)
+    return quota is not None and (active is None or bool(active()))
 
 
 def _claim(pod: Mapping[str, Any] | None) -> object:

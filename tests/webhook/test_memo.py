@@ -508,3 +508,22 @@ def test_a_remembered_decision_is_rebuilt_equal_for_whoever_asks_for_it(obj: dic
     assert memo.stats().hits == 1
     assert again.made is None  # an entry holds bytes and strings only
     assert again.decision == made.decision == mutate_pod(obj, **kwargs)
+
+
+class NoQuotaKnown:
+    """A quota checker that knows no quota (as ``QuotaBook`` before any GpuQuota or ResourceQuota)."""
+
+    def __call__(self, ask: object) -> list[object]:
+        raise AssertionError("no quota is known: nothing is asked")
+
+    def active(self) -> bool:
+        return False
+
+
+def test_with_no_quota_known_a_memo_hit_never_parses_the_pod() -> None:
+    memo = DecisionMemo()
+    memoized(memo, review_body(replica(0)), DEMO)
+    request = decode_review(review_body(replica(1)))
+    body = admission.answer(request, DEMO, SETTINGS, memo=memo, quota=NoQuotaKnown()).body  # type: ignore[arg-type]
+    assert body == reference(review_body(replica(1)), DEMO)
+    assert request._body is not None  # the review's pod was never parsed into a dict
