@@ -21,13 +21,14 @@ COPY kgm ./kgm
 COPY webhook ./webhook
 COPY extender ./extender
 COPY inventory ./inventory
-# The extras: grpcio for the agent's kubelet PodResources client, psycopg for a PostgreSQL ledger. Every
+# The extras: grpcio for the agent's kubelet PodResources client, psycopg for a PostgreSQL ledger, PyJWT
+# for --api-auth oidc (every install way the manifests offer must run on this one image). Every
 # dependency ships manylinux wheels, so nothing is compiled here either. Bytecode is compiled now: the
 # containers run with a read-only root filesystem.
 RUN pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/kgm \
  && wheel="$(echo /wheels/k8s_gpu_management-*.whl)" \
- && /opt/kgm/bin/pip install "${wheel}[agent,postgres]" \
+ && /opt/kgm/bin/pip install "${wheel}[agent,postgres,oidc]" \
  && /opt/kgm/bin/pip uninstall --yes pip \
  && /opt/kgm/bin/python -m compileall -q /opt/kgm/lib
 

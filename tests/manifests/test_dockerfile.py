@@ -181,7 +181,7 @@ def test_the_project_is_installed_with_the_extras_the_roles_need() -> None:
     (install,) = [run for run in STAGES[0].all("RUN") if "pip install" in run]
     extras = re.search(r"\[([\w,]+)\]", install)
     assert extras is not None
-    assert set(extras.group(1).split(",")) == {"agent", "postgres"}
+    assert set(extras.group(1).split(",")) == {"agent", "postgres", "oidc"}
     assert set(extras.group(1).split(",")) <= set(PROJECT["optional-dependencies"])
 
 
