@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -23,7 +24,7 @@ from extender.prioritize import (
     raw_score,
     scoring_inputs,
 )
-from extender.service import FilterOutcome, Victims
+from extender.service import FilterOutcome, Victims, reason_kinds
 from inventory.domain.bounded import BoundedDict
 from inventory.domain.demand import GpuDemand, demand_of
 from inventory.domain.fit import Verdict, judge_shape
@@ -42,6 +43,8 @@ PodFetcher = Callable[[str, str, float], Mapping[str, Any] | None]
 #: second left over is for the rest of the call (the HTTP exchange, a wait for a worker thread), so the
 #: scheduler hears our answer, and the hold is released, before it gives up on its own.
 BIND_TIMEOUT_S = 4.0
+
+_NO_KINDS: Mapping[str, int] = MappingProxyType({})
 
 
 class GpuExtender:
@@ -96,6 +99,16 @@ class GpuExtender:
     def filter_reply(self, call: wire.ExtenderCall) -> tuple[bytes, int]:
         """The encoded ExtenderFilterResult and how many nodes passed: from the kind of pod's memo
         (``extender.memo``) in ``nodeCacheCapable`` mode, else through :meth:`filter`."""
+        body, passed, _ = self._filter_reply(call, explain=False)
+        return body, passed
+
+    def explained_filter_reply(self, call: wire.ExtenderCall) -> tuple[bytes, int, Mapping[str, int]]:
+        """:meth:`filter_reply`, and when no node passed, how many nodes gave each kind of reason."""
+        return self._filter_reply(call, explain=True)
+
+    def _filter_reply(
+        self, call: wire.ExtenderCall, *, explain: bool
+    ) -> tuple[bytes, int, Mapping[str, int]]:
         demand = demand_of(call.pod)
         self._remember(call.pod)
         if call.nodes is None and demand.wants_gpus and not self._pinned(demand):
@@ -111,9 +124,11 @@ class GpuExtender:
                         self._filter_memos[key] = memo
                 if memo is not None:
                     changed = None if memo.version is None else self._cache.changed_since(memo.version)
-                    return memo.reply(demand, snapshot, changed)
+                    body, passed = memo.reply(demand, snapshot, changed)
+                    return body, passed, memo.kinds() if explain and not passed else _NO_KINDS
         outcome = self._filter(demand, call.node_names)
-        return wire.filter_result(call, outcome), len(outcome.passed)
+        kinds = reason_kinds(outcome) if explain and not outcome.passed else _NO_KINDS
+        return wire.filter_result(call, outcome), len(outcome.passed), kinds
 
     def _pinned(self, demand: GpuDemand) -> bool:
         return demand.allocation_id is not None and self._cache.assumed(demand.allocation_id) is not None

@@ -32,6 +32,7 @@ import orjson
 
 from extender.prioritize import MAX_SCORE, stranded_growth
 from inventory.domain.demand import GpuDemand
+from inventory.domain.events import reason_kind
 from inventory.domain.fit import Verdict, judge_shape
 from inventory.domain.snapshot import InventorySnapshot
 
@@ -65,6 +66,12 @@ class FilterMemo:
         self._runs = [[b""] * runs for _ in range(3)]
         self._dirty: set[int] = set(range(runs))
         self._reasons: dict[str, bytes] = {}
+        # How many nodes give each reason, counted as nodes are judged, for the NoGpuRoom Event's
+        # summary (``kinds``): reading 5,000 reasons back out of the reply cost 10 ms a no-room call.
+        # A reason that names its node is counted by its kind (the summary drops the name).
+        self._why: list[tuple[dict[str, int], str] | None] = [None] * count
+        self._by_reason: dict[str, int] = {}
+        self._by_kind: dict[str, int] = {}
         self._stale: set[int] = set()  # their reasons say how old they are: redone every call
         self._fresh_until = inf  # the first moment a node judged fresh turns stale
         self.version: int | None = None
@@ -115,6 +122,34 @@ class FilterMemo:
         entry = b"" if reason is None else quoted + b":" + self._reason(reason) + b","
         self._failed[i] = entry if kind == _FAILED else b""
         self._unresolvable[i] = entry if kind == _UNRESOLVABLE else b""
+        self._count_reason(i, name, reason)
+
+    def _count_reason(self, i: int, name: str, reason: str | None) -> None:
+        why = self._why[i]
+        if why is not None:
+            tally, key = why
+            left = tally[key] - 1
+            if left:
+                tally[key] = left
+            else:
+                del tally[key]
+        if reason is None:
+            self._why[i] = None
+            return
+        if name in reason:
+            tally, key = self._by_kind, reason_kind(node=name, reason=reason)
+        else:
+            tally, key = self._by_reason, reason
+        tally[key] = tally.get(key, 0) + 1
+        self._why[i] = (tally, key)
+
+    def kinds(self) -> dict[str, int]:
+        """How many nodes give each kind of reason (``inventory.domain.events.reason_kind``) now."""
+        kinds = dict(self._by_kind)
+        for reason, count in self._by_reason.items():
+            kind = reason_kind(node="", reason=reason)
+            kinds[kind] = kinds.get(kind, 0) + count
+        return kinds
 
     def _reason(self, reason: str) -> bytes:
         encoded = self._reasons.get(reason)

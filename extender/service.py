@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from inventory.domain.events import reason_kind
+
 if TYPE_CHECKING:
     from extender.wire import ExtenderCall
 
@@ -24,6 +26,15 @@ class FilterOutcome:
     failed: dict[str, str] = field(default_factory=dict)
     #: Node -> reason; no eviction would ever make room (wrong model, too few GPUs in all...).
     unresolvable: dict[str, str] = field(default_factory=dict)
+
+
+def reason_kinds(outcome: FilterOutcome) -> dict[str, int]:
+    """How many of the nodes the outcome turned down gave each kind of reason (``reason_kind``)."""
+    kinds: dict[str, int] = {}
+    for node, reason in {**outcome.failed, **outcome.unresolvable}.items():
+        kind = reason_kind(node, reason)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,4 +80,15 @@ class EncodedReplies(Protocol):
 
     def prioritize_reply(self, call: ExtenderCall) -> tuple[bytes, int]:
         """The encoded HostPriorityList, and how many nodes it scores."""
+        ...
+
+
+@runtime_checkable
+class ExplainedFilterReplies(EncodedReplies, Protocol):
+    """An :class:`EncodedReplies` that also says why no node passed, for the ``NoGpuRoom`` Event
+    (``extender.events``) without reading the reasons back out of the encoded reply."""
+
+    def explained_filter_reply(self, call: ExtenderCall) -> tuple[bytes, int, Mapping[str, int]]:
+        """``filter_reply``, and when no node passed, how many nodes gave each kind of reason
+        (``inventory.domain.events.reason_kind``); empty when some node passed."""
         ...

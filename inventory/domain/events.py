@@ -108,8 +108,15 @@ def no_room_message(node_count: int, reasons: Mapping[str, str]) -> str:
     """kube-scheduler's style of summary over the nodes the filter judged and the reason for each:
     ``0/12 nodes can take the pod: 8 no free mig-3g.40gb, 4 inventory stale``. Reasons are grouped by
     their first clause (up to ":", ";", "," or "("), without node names and durations."""
-    kinds = Counter(_kind(node, reason) for node, reason in reasons.items())
-    ordered = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
+    return no_room_summary(node_count, Counter(reason_kind(node, reason) for node, reason in reasons.items()))
+
+
+def no_room_summary(node_count: int, kinds: Mapping[str, int]) -> str:
+    """:func:`no_room_message` from how many nodes gave each kind of reason (:func:`reason_kind`), for
+    a caller that counts them as it judges (the extender's memo) rather than keeping every reason."""
+    ordered = sorted(
+        ((kind, count) for kind, count in kinds.items() if count > 0), key=lambda item: (-item[1], item[0])
+    )
     parts = [f"{count} {kind}" for kind, count in ordered[:_SHOWN_REASONS]]
     rest = sum(count for _, count in ordered[_SHOWN_REASONS:])
     if rest:
@@ -120,9 +127,12 @@ def no_room_message(node_count: int, reasons: Mapping[str, str]) -> str:
 _DURATION = re.compile(r" for \d+(\.\d+)? ?s\b")
 
 
-def _kind(node: str, reason: str) -> str:
+def reason_kind(node: str, reason: str) -> str:
+    """The kind of reason ``node`` gave: its first clause, without the node's name and durations.
+    It depends on ``node`` only where ``node`` occurs in ``reason`` (``node=""``: a reason naming none)."""
     first = re.split(r"[:;,(]", reason, maxsplit=1)[0].strip()
-    first = first.replace(f" for node {node}", "").replace(node, "the node")
+    if node:
+        first = first.replace(f" for node {node}", "").replace(node, "the node")
     return _DURATION.sub("", first) or "no room"
 
 

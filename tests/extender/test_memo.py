@@ -22,6 +22,7 @@ from extender import wire
 from extender.bind import InMemoryBinder
 from extender.gpu_extender import GpuExtender
 from extender.prioritize import PrioritySettings
+from extender.service import reason_kinds
 from inventory.domain.catalogue import builtin_catalogue
 from inventory.domain.labels import ALLOCATION_ID, MIG_CONFIG_STATE_LABEL, PLACEMENT_POLICY, PRODUCT_LABEL
 from inventory.domain.model import NodeName
@@ -132,8 +133,14 @@ def fresh(ext: GpuExtender, p: dict[str, Any], names: list[str]) -> tuple[bytes,
 
 
 def agree(ext: GpuExtender, reference: Callable[[], GpuExtender], p: dict[str, Any], names: list[str]) -> Any:
+    """The same reply, and where no node passed the same count per kind of reason (the NoGpuRoom
+    Event's summary, counted by the memo as it judges)."""
     answer = memoized(ext, p, names)
     assert answer == fresh(reference(), p, names)
+    _, passed, kinds = ext.explained_filter_reply(call(p, names))
+    outcome = reference().filter(p, names)
+    assert passed == len(outcome.passed)
+    assert kinds == (reason_kinds(outcome) if not outcome.passed else {})
     return answer
 
 

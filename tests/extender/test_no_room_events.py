@@ -1,5 +1,6 @@
 """The NoGpuRoom Event: a pod no node can take is told why, once per filter call that passes no node,
-through the plain and the encoded filter alike, and over HTTP through the production app."""
+through the plain and the encoded filter alike, and over HTTP through the production app; the encoded
+filter's summary comes from the memo's counts, never from reading the reply back."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from prometheus_client import CollectorRegistry
 from extender import wire
 from extender.events import NoRoomEvents, with_no_room_events
 from extender.service import FilterOutcome, Victims
-from inventory.domain.events import PodRef, RecordedEvents
+from inventory.domain.events import NoEvents, PodRef, RecordedEvents, no_room_message
+from inventory.domain.model import NodeName
 from kgm.assembly import static_parts
 from kgm.server import build_app
 from kgm.settings import ServeSettings
 from tests.extender.clusters import extender, gpu_pod, node
+from tests.extender.test_memo import Clock, layout, make_cache, make_extender
+from tests.inventory.gpunodes import gpunode
 
 MIG = "nvidia.com/mig-3g.40gb"
 NODES = [
@@ -60,10 +64,12 @@ def test_no_event_when_there_is_room_or_nothing_to_say(pod: dict[str, Any], node
 
 
 class Encoded:
-    """A service that encodes its own filter replies (as GpuExtender's memo path does)."""
+    """A service that encodes its own filter replies and explains them (as GpuExtender's memo path
+    does); its reply is never read back."""
 
     def __init__(self, outcome: FilterOutcome) -> None:
         self.outcome = outcome
+        self.replies = 0
 
     def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome:
         return self.outcome
@@ -78,28 +84,67 @@ class Encoded:
         return {}
 
     def filter_reply(self, call: wire.ExtenderCall) -> tuple[bytes, int]:
-        return wire.filter_result(call, self.outcome), len(self.outcome.passed)
+        body, passed, _ = self.explained_filter_reply(call)
+        return body, passed
+
+    def explained_filter_reply(self, call: wire.ExtenderCall) -> tuple[bytes, int, Mapping[str, int]]:
+        self.replies += 1
+        # Not the reply's reasons: an Event built by reading the reply back would say "no room".
+        kinds = {"no free mig-3g.40gb": 1, "inventory stale": 1} if not self.outcome.passed else {}
+        return b"not read back", len(self.outcome.passed), kinds
 
     def prioritize_reply(self, call: wire.ExtenderCall) -> tuple[bytes, int]:
         return b"[]", 0
 
 
-def test_the_encoded_filter_reply_is_read_back_for_its_reasons() -> None:
-    outcome = FilterOutcome(
-        passed=[],
-        failed={"a": "no free mig-3g.40gb: 0 of 2 free"},
-        unresolvable={"b": "inventory stale for 120 s (limit 90 s)"},
-    )
+def names_call(p: dict[str, Any], names: list[str]) -> wire.ExtenderCall:
+    return wire.ExtenderCall(pod=p, node_names=names, nodes=None, node_cache_capable=True)
+
+
+def test_the_encoded_filter_is_summarised_from_the_services_counts_not_its_reply() -> None:
     events = RecordedEvents()
-    service = with_no_room_events(Encoded(outcome), events)
-    call = wire.ExtenderCall(
-        pod=gpu_pod("u5", {MIG: "1"}), node_names=["a", "b"], nodes=None, node_cache_capable=True
-    )
-    body, passed = service.filter_reply(call)  # type: ignore[attr-defined]
-    assert passed == 0 and body == wire.filter_result(call, outcome)  # the reply itself untouched
+    service = with_no_room_events(Encoded(FilterOutcome(passed=[])), events)
+    body, passed = service.filter_reply(names_call(gpu_pod("u5", {MIG: "1"}), ["a", "b"]))  # type: ignore[attr-defined]
+    assert (body, passed) == (b"not read back", 0)  # the reply itself untouched
     assert [e.message for e in events.events] == [
         "0/2 nodes can take the pod: 1 inventory stale, 1 no free mig-3g.40gb"
     ]
+
+
+@pytest.mark.parametrize("service", [Encoded(FilterOutcome(passed=[])), extender(NODES)[0]])
+def test_with_no_one_to_tell_the_service_is_not_decorated(service: Any) -> None:
+    assert with_no_room_events(service, NoEvents()) is service
+
+
+def test_the_memos_summary_is_the_one_the_reasons_give_after_each_change() -> None:
+    """The memo counts kinds of reason as it judges: after nodes fill, lose their inventory (a reason
+    naming the node) and go stale (a reason giving the age), the Event says what the full reasons say."""
+    clock = Clock()
+    names = [f"n{i}" for i in range(8)]
+    cache = make_cache(clock, names)
+    events = RecordedEvents()
+    service = with_no_room_events(make_extender(cache, clock), events)
+    p = gpu_pod("u8", {"nvidia.com/gpu": "2"})
+    changes = [
+        lambda: None,
+        lambda: cache.try_assume("a0", NodeName("n0"), {"nvidia.com/gpu": 2}, lambda shape: None),
+        lambda: cache.try_assume("a2", NodeName("n2"), {"nvidia.com/gpu": 2}, lambda shape: None),
+        lambda: cache.apply_gpunode("DELETED", gpunode("n5", layout(5))),
+        lambda: clock.advance(100),  # every node stale
+        lambda: clock.advance(3),
+    ]
+    expected: list[str] = []
+    for change in changes:
+        change()
+        outcome = make_extender(cache, clock).filter(p, names)
+        before = len(events.events)
+        service.filter_reply(names_call(p, names))  # type: ignore[attr-defined]
+        if outcome.passed:
+            assert len(events.events) == before
+        else:
+            expected.append(no_room_message(len(names), {**outcome.failed, **outcome.unresolvable}))
+    assert len(expected) >= 2  # no-room calls happened, stale ones among them
+    assert [e.message for e in events.events] == expected
 
 
 def test_a_recorder_that_fails_never_fails_the_filter() -> None:
