@@ -32,6 +32,7 @@ from kgm.server import assembled_app
 from kgm.settings import ServeSettings
 from tests.inventory.api import TOKENS, write_tokens
 from tests.inventory.layouts.support import ONE_G, THREE_G, gpu_pod, gpunode, h100_node, mig_uuid
+from tests.kgm.test_events_live import events_in
 from tests.kgm.test_live_serve import kubeconfig
 from tests.support.kube_emulator import GPUNODES, NODES, PODS, KubeEmulator, eventually
 
@@ -156,12 +157,17 @@ def test_apply_lays_a_node_out_through_the_mig_manager_and_then_the_waiting_pod_
         lambda: serving.extender.filter(WAITING, ["gpu-free", "gpu-busy"]).passed, timeout=20
     ) == ["gpu-free"]
 
-    # The node whose GPU holds an instance was never labelled, nor any pod or GpuNode changed by kgm.
+    # While it waited, the pod was told why it could not be placed (the filters above found no room).
+    told = eventually(lambda: events_in(kube_emulator, "ml"), timeout=10)
+    assert {(e["involvedObject"]["name"], e["reason"]) for e in told} == {("wants-3g", "NoGpuRoom")}
+
+    # The node whose GPU holds an instance was never labelled, nor any pod or GpuNode changed by kgm:
+    # its writes are the layout's, the Lease, and the waiting pod's Events.
     assert MIG_CONFIG_LABEL not in _labels(kube_emulator, "gpu-busy")
     writes = [
         r for r in kube_emulator.requests() if not r.from_harness and r.method in ("POST", "PUT", "PATCH")
     ]
-    assert {r.path for r in writes} <= {
+    assert {r.path for r in writes if not r.path.startswith("/api/v1/namespaces/ml/events")} <= {
         "/api/v1/nodes/gpu-free",
         f"/api/v1/namespaces/{NS}/configmaps",
         f"/api/v1/namespaces/{NS}/configmaps/{CM}",
