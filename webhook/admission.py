@@ -13,6 +13,7 @@ from inventory.domain.offer import Offer
 from inventory.domain.quota import QuotaChecker
 from webhook.memo import Decided, DecisionMemo
 from webhook.mutation import Admit, mutate_pod
+from webhook.quota import QuotaFacts
 from webhook.quota import judge as quota_judge
 from webhook.review import AdmissionRequest, allowed, denied
 from webhook.settings import WebhookSettings
@@ -78,7 +79,11 @@ def answer(
             settings=settings,
             reservation=reservation,
             whole_pod=lambda: request.object,
+            quota=quota is not None and _quotas_count(quota),
         )
+    if decided.admitted and decided.quota is not None and not decided.quota.fresh:
+        assert quota is not None  # learned only while a quota is known
+        return _counted(request, decided, decided.quota, quota)
     if decided.admitted and _quotas_count(quota):  # GPU quotas judge the pod as mutated
         decision = decided.decision
         assert isinstance(decision, Admit)
@@ -93,6 +98,20 @@ def answer(
         outcome = Outcome.MUTATED if decided.patched else Outcome.UNCHANGED
         return Answer(outcome, decided.body(request.uid))
     return Answer(Outcome.DENIED, decided.body(request.uid), decided.message)
+
+
+def _counted(request: AdmissionRequest, decided: Decided, view: QuotaFacts, quota: QuotaChecker) -> Answer:
+    """``webhook.quota.judge``'s answer from what a memo entry learned of it: per request only the uid,
+    dryRun and the check against the quotas (tests/webhook/test_memo.py: the same bytes)."""
+    uid, dry_run = request.uid, request.dry_run
+    if view.ask is not None:
+        refusals = quota(view.asked(uid, dry_run))
+        if refusals:
+            message = "; ".join(r.message for r in refusals)
+            return Answer(Outcome.DENIED, denied(uid, message, code=403, reason="Forbidden"), message)
+        if view.marks(uid, dry_run):
+            return Answer(Outcome.MUTATED, view.marked(uid))
+    return Answer(Outcome.MUTATED if decided.patched else Outcome.UNCHANGED, decided.body(uid))
 
 
 def _quotas_count(quota: QuotaChecker | None) -> bool:

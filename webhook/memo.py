@@ -21,8 +21,14 @@ An entry holds the decision and its answer serialized without the uid, so a hit 
 own uid between two byte strings: the bytes are those ``review.allowed``/``review.denied`` give
 (tests/webhook/test_memo.py checks it over thousands of generated reviews and offer changes).
 
+While a GPU quota is known, an admission's entry also holds what the quota judge
+(``webhook.quota``) reads and writes of the pod as mutated, learned at its first use
+(``webhook.quota.QuotaFacts``): a hit then asks the quota book with the request's uid and dryRun, and
+splices the uid into the admission's mark, without parsing or patching the pod.
+
 Bounded: at most ``max_entries`` entries and ``max_bytes`` of them (an entry holds only bytes and
-strings: the serialized answer and the decision as JSON), least recently used evicted first. It runs
+strings: the serialized answer and the decision as JSON, and the quota's few), least recently used
+evicted first. It runs
 on the event loop's thread only (``Admission.blocking`` is False): no lock.
 """
 
@@ -41,6 +47,7 @@ import orjson
 from inventory.domain.allocation import Allocation
 from inventory.domain.offer import Offer
 from webhook.mutation import Admit, Deny, mutate_pod
+from webhook.quota import QuotaFacts, learn
 from webhook.review import API_VERSION, KIND, PodView, allowed, denied
 from webhook.settings import WebhookSettings
 
@@ -70,6 +77,9 @@ class Decided:
     tail: bytes
     encoded: bytes
     made: Admit | Deny | None = None  # the decision itself, while this is not a memo entry
+    #: What the GPU quotas read and write for the pod as admitted (``webhook.quota.learn``), learned
+    #: the first time a quota is known; None: not learned (never, outside the memo).
+    quota: QuotaFacts | None = None
 
     @classmethod
     def of(cls, decision: Admit | Deny) -> Decided:
@@ -102,7 +112,8 @@ class Decided:
     @property
     def size(self) -> int:
         """Bytes it holds, near enough to bound a memo."""
-        return _ENTRY_OVERHEAD + len(self.tail) + len(self.encoded) + len(self.message.encode())
+        quota = 0 if self.quota is None else self.quota.size
+        return _ENTRY_OVERHEAD + len(self.tail) + len(self.encoded) + len(self.message.encode()) + quota
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +150,15 @@ class DecisionMemo:
         settings: WebhookSettings,
         reservation: Callable[[str], Allocation | None],
         whole_pod: Callable[[], dict[str, Any] | None],
+        quota: bool = False,
     ) -> Decided:
         """The decision for the pod of a Pod CREATE: from the memo, or made and remembered.
 
         ``pod`` is the typed view of a pod that names no reservation (``AdmissionRequest.may_claim``
-        False); None: the pod is decided from ``whole_pod()``, unmemoized.
+        False); None: the pod is decided from ``whole_pod()``, unmemoized. ``quota``: an admission
+        remembered comes with its ``Decided.quota`` learned (a GPU quota is known).
         """
-        decided = None if pod is None else self._decide(pod, namespace, offer, settings)
+        decided = None if pod is None else self._decide(pod, namespace, offer, settings, quota)
         if decided is not None:
             return decided
         self.bypassed += 1
@@ -160,7 +173,7 @@ class DecisionMemo:
         )
 
     def _decide(
-        self, pod: PodView, namespace: str, offer: Offer, settings: WebhookSettings
+        self, pod: PodView, namespace: str, offer: Offer, settings: WebhookSettings, quota: bool
     ) -> Decided | None:
         if offer is not self._offer or settings is not self._settings:
             self._switch(offer, settings)
@@ -170,7 +183,10 @@ class DecisionMemo:
         if found is not None:
             self.hits += 1
             entries.move_to_end(key)
-            return found[0]
+            decided, size = found
+            if quota and decided.admitted and decided.quota is None:  # the first hit since a quota is known
+                decided = self._learned(key, decided, pod.decision_input(), namespace, size)
+            return decided
         try:
             pod_input = pod.decision_input()
         except orjson.JSONDecodeError:
@@ -178,8 +194,23 @@ class DecisionMemo:
         self.misses += 1
         # No reservation: a pod that may name one never comes here (AdmissionRequest.may_claim).
         decided = Decided.of(mutate_pod(pod_input, namespace=namespace, offer=offer, settings=settings))
+        if quota and decided.admitted:
+            assert isinstance(decided.made, Admit)
+            decided = dataclasses.replace(decided, quota=learn(pod_input, decided.made, namespace=namespace))
         self._remember(key, decided)
         return decided
+
+    def _learned(
+        self, key: bytes, decided: Decided, pod_input: dict[str, Any], namespace: str, size: int
+    ) -> Decided:
+        decision = decided.decision
+        assert isinstance(decision, Admit)
+        learned = dataclasses.replace(decided, quota=learn(pod_input, decision, namespace=namespace))
+        grown = len(key) + learned.size
+        self._entries[key] = (learned, grown)  # in its place: the most recently used
+        self._bytes += grown - size
+        self._evict()
+        return learned
 
     def stats(self) -> MemoStats:
         return MemoStats(
@@ -209,6 +240,10 @@ class DecisionMemo:
         entries = self._entries
         entries[key] = (dataclasses.replace(decided, made=None), size)
         self._bytes += size
+        self._evict()
+
+    def _evict(self) -> None:
+        entries = self._entries
         while len(entries) > self._max_entries or self._bytes > self._max_bytes:
             _, (_, dropped) = entries.popitem(last=False)
             self._bytes -= dropped

@@ -9,14 +9,20 @@ judges and holds in one step; an admitted pod is marked with the admission's id
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
+
+import orjson
 
 from inventory.domain.labels import ALLOCATION_ID, QUOTA_ADMISSION
 from inventory.domain.pods import container_gpus, pod_gpu_total
-from inventory.domain.quota import QuotaAsk, QuotaChecker, pod_team
+from inventory.domain.quota import QuotaAsk, QuotaChecker, Refusal, pod_team
 from webhook.mutation import Admit, Deny
 from webhook.patch import PatchOp, set_entries
+from webhook.review import allowed
 
 
 def judge(
@@ -121,3 +127,112 @@ def _annotations(pod: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _string(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+# --- the same judgement, learned once per memo entry ----------------------------------------------
+
+#: The uid a view is learned with: its JSON (``"kgm\u0000quota-admission"``) is found once in the
+#: learned patch and answer, where each request's own uid is spliced in.
+_LEARNING_UID = "kgm\x00quota-admission"
+_LEARNING_JSON = orjson.dumps(_LEARNING_UID)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaFacts:
+    """What :func:`judge` reads and writes for one pod and decision, apart from the request's uid and
+    dryRun: learned once per memo entry (``webhook.memo``), so that a memo hit asks the quota without
+    parsing or patching the pod. Only immutable data.
+
+    ``ask``: the pod's ask with the learning uid as its key (None: no quota counts the pod, it is no
+    GPU pod). An admitted pod's answer is ``head`` + the uid + ``middle`` + base64(``loose`` + the uid
+    + ``rest``) + ``tail``: the patch's base64 cut where its bytes are a multiple of 3 before the uid,
+    so the part before is encoded once. ``fresh``: the judge must run per request (a pod it raises on,
+    or whose patch or mark already holds the learning uid).
+    """
+
+    ask: QuotaAsk | None
+    head: bytes = b""
+    middle: bytes = b""
+    loose: bytes = b""
+    rest: bytes = b""
+    tail: bytes = b""
+    fresh: bool = False
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds, near enough to bound a memo."""
+        return 200 + sum(map(len, (self.head, self.middle, self.loose, self.rest, self.tail)))
+
+    def asked(self, uid: str, dry_run: bool) -> QuotaAsk:
+        ask = self.ask
+        assert ask is not None
+        return QuotaAsk(uid, ask.namespace, ask.team, ask.resources, dry_run, ask.reservation, ask.judged_as)
+
+    def marks(self, uid: str, dry_run: bool) -> bool:
+        """Whether an admitted pod's answer carries the mark (``judge``'s patch with the mark op)."""
+        ask = self.ask
+        return ask is not None and not dry_run and ask.reservation is None and ask.judged_as != uid
+
+    def marked(self, uid: str) -> bytes:
+        """The review admitting request ``uid`` with the decision's patch and this admission's mark."""
+        uid_json = orjson.dumps(uid)
+        spliced = base64.b64encode(self.loose + uid_json + self.rest)
+        return b"".join((self.head, uid_json, self.middle, spliced, self.tail))
+
+
+#: A pod no quota counts (no GPU in it).
+NOT_COUNTED = QuotaFacts(None)
+#: A pod judged per request, by :func:`judge`.
+JUDGED_FRESH = QuotaFacts(None, fresh=True)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.ask: QuotaAsk | None = None
+
+    def __call__(self, ask: QuotaAsk) -> list[Refusal]:
+        self.ask = ask
+        return []
+
+
+def learn(pod: Mapping[str, Any], decision: Admit, *, namespace: str) -> QuotaFacts:
+    """What :func:`judge` would read and write for ``pod`` and ``decision``, learned by running it once
+    with a recording checker and the learning uid (an answer spliced from it is the judge's, byte for
+    byte: tests/webhook/test_memo.py)."""
+    recorder = _Recorder()
+    try:
+        judged = judge(pod, decision, uid=_LEARNING_UID, namespace=namespace, dry_run=False, check=recorder)
+    except Exception:  # whatever the judge raises on this pod, it raises per request, as before
+        return JUDGED_FRESH
+    ask = recorder.ask
+    if ask is None:
+        return NOT_COUNTED
+    ask = QuotaAsk(
+        key=_LEARNING_UID,
+        namespace=ask.namespace,
+        team=ask.team,
+        resources=MappingProxyType(dict(ask.resources)),  # shared by every request of the entry
+        reservation=ask.reservation,
+        judged_as=ask.judged_as,
+    )
+    if ask.judged_as == _LEARNING_UID:
+        return JUDGED_FRESH
+    if not isinstance(judged, Admit) or judged is decision:
+        return QuotaFacts(ask)  # no mark (a reservation's claim): the decision's own answer
+    patch = orjson.dumps(judged.patch)
+    encoded = base64.b64encode(patch)
+    body = allowed(_LEARNING_UID, judged.patch, judged.warnings)
+    if patch.count(_LEARNING_JSON) != 1 or body.count(encoded) != 1 or body.count(_LEARNING_JSON) != 1:
+        return JUDGED_FRESH
+    loose, rest = patch.split(_LEARNING_JSON)
+    aligned = len(loose) - len(loose) % 3
+    head, after = body.split(_LEARNING_JSON)
+    middle, tail = after.split(encoded)
+    return QuotaFacts(
+        ask,
+        head=head,
+        middle=middle + base64.b64encode(loose[:aligned]),
+        loose=loose[aligned:],
+        rest=rest,
+        tail=tail,
+    )
