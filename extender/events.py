@@ -16,7 +16,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from extender.service import ExplainedFilterReplies, ExtenderService, FilterOutcome, Victims, reason_kinds
+from extender.service import (
+    ExplainedFilterReplies,
+    ExtenderService,
+    FilterOutcome,
+    KnownNodeLists,
+    Victims,
+    reason_kinds,
+)
 from inventory.domain.events import NO_GPU_ROOM, EventRecorder, NoEvents, PodEvent, from_pod, no_room_summary
 
 logger = logging.getLogger("kgm.extender")
@@ -68,6 +75,7 @@ class _EncodedNoRoomEvents(NoRoomEvents):
 
     def __init__(self, service: ExplainedFilterReplies, events: EventRecorder) -> None:
         super().__init__(service, events)  # type: ignore[arg-type]
+        self._known = service.known_node_names if isinstance(service, KnownNodeLists) else None
 
     def filter_reply(self, call: Any) -> tuple[bytes, int]:
         body, passed, kinds = self._service.explained_filter_reply(call)
@@ -77,6 +85,9 @@ class _EncodedNoRoomEvents(NoRoomEvents):
 
     def prioritize_reply(self, call: Any) -> tuple[bytes, int]:
         return self._service.prioritize_reply(call)
+
+    def known_node_names(self, tail: bytes) -> list[str] | None:
+        return None if self._known is None else self._known(tail)
 
 
 def with_no_room_events(service: ExtenderService, events: EventRecorder) -> ExtenderService:

@@ -45,6 +45,7 @@ PodFetcher = Callable[[str, str, float], Mapping[str, Any] | None]
 BIND_TIMEOUT_S = 4.0
 
 _NO_KINDS: Mapping[str, int] = MappingProxyType({})
+_NAMES_HEAD = b',"NodeNames":['
 
 
 class GpuExtender:
@@ -164,13 +165,44 @@ class GpuExtender:
             if memo is None:
                 memo = self._score_memo(demand, snapshot, settings, key)
             changed = None if memo.version is None else self._cache.changed_since(memo.version)
-            body = memo.reply(demand, snapshot, call.node_names, changed)
+            passed = self._passed_by(demand, snapshot, call.node_names)
+            moves = None
+            if passed is not None and memo.source is not None and memo.source[0] is passed:
+                moves = passed.moves_since(memo.source[1])
+            body = memo.reply(demand, snapshot, call.node_names, changed, moves)
+            memo.source = None if passed is None else (passed, passed.generation)
             if body is not None:
                 return body, len(call.node_names)
         scores = prioritize(
             demand, call.node_names, snapshot, self._prices, settings, self._memo(self._scores, key)
         )
         return wire.prioritize_result(scores), len(scores)
+
+    def _passed_by(
+        self, demand: GpuDemand, snapshot: InventorySnapshot, names: list[str]
+    ) -> FilterMemo | None:
+        """The filter memo of the pod's kind whose passed nodes ``names`` is (the very list, handed to
+        the call's reader by :meth:`known_node_names`), None if it is no such list."""
+        memo = self._filter_memos.get((snapshot.shape_epoch, _demand_key(demand)))
+        return memo if memo is not None and memo.is_passed_list(names) else None
+
+    def known_node_names(self, tail: bytes) -> list[str] | None:
+        """The names of a call's ``,"NodeNames":[...]}`` tail where they are the nodes a filter just
+        passed, byte for byte as its reply wrote them (kube-scheduler sends prioritize the nodes that
+        passed filter): the list the filter memo keeps, so nothing is parsed and prioritize follows
+        the list by the nodes that moved (``FilterMemo.moves_since``). None otherwise."""
+        length, start = len(tail) - len(_NAMES_HEAD) - 2, len(_NAMES_HEAD)  # the members between [ and ]}
+        with self._reply_guard:
+            for key in reversed(list(self._filter_memos)):  # the newest first: the filter just called
+                memo = self._filter_memos.get(key)
+                # startswith at an offset: comparing a memoryview's slice was 100 times slower.
+                if (
+                    memo is not None
+                    and len(memo.passed_bytes) == length
+                    and tail.startswith(memo.passed_bytes, start)
+                ):
+                    return memo.passed_names()
+        return None
 
     def _scoring(self, demand: GpuDemand, snapshot: InventorySnapshot) -> tuple[PrioritySettings, Hashable]:
         """The settings a pod is scored with (the learned workload filled in) and its memos' key."""

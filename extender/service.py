@@ -84,6 +84,14 @@ class EncodedReplies(Protocol):
 
 
 @runtime_checkable
+class KnownNodeLists(Protocol):
+    """A service that knows the node names of some calls' ``,"NodeNames":[...]}`` tails without their
+    being parsed: the nodes its filter passed, which kube-scheduler sends on to prioritize."""
+
+    def known_node_names(self, tail: bytes) -> list[str] | None: ...
+
+
+@runtime_checkable
 class ExplainedFilterReplies(EncodedReplies, Protocol):
     """An :class:`EncodedReplies` that also says why no node passed, for the ``NoGpuRoom`` Event
     (``extender.events``) without reading the reasons back out of the encoded reply."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
@@ -183,11 +183,15 @@ class ExtenderArgsReader:
     is a JSON object with members, the whole body is that object plus ``NodeNames`` last, which is
     what a full parse reads (the last of duplicate keys wins). Anything else takes the full parse.
     The names list is shared between calls: nobody may change it.
+
+    ``known(tail)`` names a tail not seen here, where the service wrote those very bytes itself (the
+    nodes its filter passed, sent on to prioritize: ``GpuExtender.known_node_names``).
     """
 
-    def __init__(self, keep: int = 16) -> None:
+    def __init__(self, keep: int = 16, known: Callable[[bytes], list[str] | None] | None = None) -> None:
         self._names: BoundedDict[bytes, list[str]] = BoundedDict(keep)
         self._guard = threading.Lock()
+        self._known = known
 
     def __call__(self, body: bytes) -> ExtenderCall:
         at = body.rfind(_NAMES_TAIL)
@@ -196,6 +200,8 @@ class ExtenderArgsReader:
         tail = body[at:]
         with self._guard:
             names = self._names.use(tail)
+        if names is None and self._known is not None:
+            names = self._known(tail)
         if names is not None:
             try:
                 head = _object(body[:at] + b"}")

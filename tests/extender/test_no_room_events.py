@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -125,7 +125,7 @@ def test_the_memos_summary_is_the_one_the_reasons_give_after_each_change() -> No
     events = RecordedEvents()
     service = with_no_room_events(make_extender(cache, clock), events)
     p = gpu_pod("u8", {"nvidia.com/gpu": "2"})
-    changes = [
+    changes: list[Callable[[], object]] = [
         lambda: None,
         lambda: cache.try_assume("a0", NodeName("n0"), {"nvidia.com/gpu": 2}, lambda shape: None),
         lambda: cache.try_assume("a2", NodeName("n2"), {"nvidia.com/gpu": 2}, lambda shape: None),
