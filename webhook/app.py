@@ -38,6 +38,14 @@ def operation_label(operation: str) -> str:
     return operation if operation in OPERATIONS else "other"
 
 
+#: The counter's labels of every judged review, built once (a tuple and an enum's value per review
+#: otherwise); an operation outside ``OPERATIONS`` is not in it.
+_LABELS = {(op, outcome): (op, outcome.value) for op in OPERATIONS for outcome in Outcome}
+# Every pod create that needs nothing from us is UNCHANGED: those are many and say nothing (no line).
+# A mutation is the webhook working as it should: debug. A denial is what someone must read: info.
+_LEVELS = {Outcome.UNCHANGED: 0, Outcome.MUTATED: logging.DEBUG, Outcome.DENIED: logging.INFO}
+
+
 @dataclass(frozen=True, slots=True)
 class Reviewed:
     """A review answered: allowed as it is, mutated or denied. One is built per review: slots, no dict."""
@@ -57,20 +65,12 @@ class Reviewed:
 
     @property
     def labels(self) -> tuple[str, str]:
-        return (operation_label(self.request.operation), self.result.outcome.value)
+        outcome = self.result.outcome
+        return _LABELS.get((self.request.operation, outcome)) or ("other", outcome.value)
 
     @property
     def level(self) -> int:
-        # Every pod create that needs nothing from us is UNCHANGED: those are many and say nothing.
-        # A mutation is the webhook working as it should: debug. A denial is what someone must read.
-        outcome = self.result.outcome
-        return (
-            0
-            if outcome is Outcome.UNCHANGED
-            else logging.DEBUG
-            if outcome is Outcome.MUTATED
-            else logging.INFO
-        )
+        return _LEVELS[self.result.outcome]
 
     def line(self, seconds: float) -> LogLine:
         request, result = self.request, self.result

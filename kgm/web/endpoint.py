@@ -189,21 +189,25 @@ class JsonEndpoint(Generic[Call]):
         # builds a key on every call. Label values come from fixed sets, so this stays small.
         self._children: dict[tuple[str, ...], Any] = {}
         self._latency = latency
+        # What a handler is (its methods, whether it blocks) is read once: a class's constants, read
+        # per request at a property's cost on the hot paths.
+        self._methods = frozenset(handler.methods)
+        self._blocking = bool(handler.blocking)
         allow = ", ".join(sorted(handler.methods))
         self._allow = allow
         self._allow_headers = ((b"allow", allow.encode()),)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.handler
+        handler, blocking = self.handler, self._blocking
         method = scope["method"]
         call: Call | None = None
         answer: Answer | None
         started = 0.0  # from the last byte: set once the body is in (or known not to come)
         try:
-            if method not in handler.methods:
+            if method not in self._methods:
                 message = self._wording.not_allowed.format(method=method, allow=self._allow)
                 answer = handler.rejected(scope, 405, message, self._allow_headers)
-            elif handler.blocking:  # e.g. the REST API's TokenReview: never on the event loop
+            elif blocking:  # e.g. the REST API's TokenReview: never on the event loop
                 answer = await asyncio.to_thread(handler.check, scope)
             else:
                 answer = handler.check(scope)
@@ -227,7 +231,7 @@ class JsonEndpoint(Generic[Call]):
             started = time.perf_counter()
             if answer is None:
                 call = handler.parse(scope, body)
-                if handler.blocking:
+                if blocking:
                     answer = await asyncio.to_thread(handler.answer, call)
                 else:  # the hot paths (admission, filter, prioritize) are CPU-only: no thread hop
                     answer = handler.answer(call)
