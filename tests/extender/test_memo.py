@@ -194,6 +194,40 @@ def test_each_change_is_seen(change: str, cache: InventoryCache, clock: Clock) -
     assert after != before  # the change mattered to some kind of pod, and the memos saw it
 
 
+@pytest.mark.parametrize("change", CHANGES)
+def test_what_is_learned_follows_each_change_at_its_next_refresh(
+    change: str, cache: InventoryCache, clock: Clock
+) -> None:
+    """With the workload mix and feed ratios learned, a memo outlives a refresh that learned nothing
+    new, and not one that did: after the refresh the answers are a fresh extender's."""
+    ext = make_extender(cache, clock, settings=None)
+    probes = [wants(resources) for resources in KINDS]
+    for p in probes:
+        memoized(ext, p, NAMES)
+    clock.advance(11)  # a refresh that learns the same
+    for p in probes:
+        agree(ext, lambda: make_extender(cache, clock, settings=None), p, NAMES)
+    CHANGES[change](cache, clock)
+    clock.advance(11)  # past workload_refresh_s
+    for p in probes:
+        agree(ext, lambda: make_extender(cache, clock, settings=None), p, NAMES)
+
+
+def test_a_new_workload_mix_is_scored_with_at_its_next_refresh(cache: InventoryCache, clock: Clock) -> None:
+    """Six more whole-GPU pods move the learned mix enough to reorder the nodes for whole-GPU pods:
+    the memo scored with the old mix must not outlive the refresh that learns the new one."""
+    ext = make_extender(cache, clock, settings=None)
+    probes = [wants(resources) for resources in KINDS]
+    for p in probes:
+        memoized(ext, p, NAMES)
+    for i in range(6):
+        cache.apply_pod("ADDED", pod(f"w{i}", NAMES[(2 * i + 1) % 8], {"nvidia.com/gpu": "1"}))
+    old_mix = [memoized(ext, p, NAMES) for p in probes]  # no refresh due yet: the mix learned before
+    clock.advance(11)
+    after = [agree(ext, lambda: make_extender(cache, clock, settings=None), p, NAMES) for p in probes]
+    assert after != old_mix  # the mix learned now scores differently
+
+
 def test_a_release_gives_the_room_back(cache: InventoryCache, clock: Clock) -> None:
     ext = make_extender(cache, clock)
     p = wants({"nvidia.com/gpu": "2"})
@@ -354,7 +388,8 @@ def test_with_learned_workload_and_feed_the_memo_equals_the_general_path(seed: i
     for _ in range(400):
         random_change(rng, cache, clock, bound, NAMES)
         names = candidates(rng, names, NAMES)
-        p = wants(rng.choice(KINDS))
+        policy = rng.choice([None, None, "binpack", "cost"])  # memos that read the workload and not
+        p = wants(rng.choice(KINDS), **({PLACEMENT_POLICY: policy} if policy else {}))
         filtered, scores = memoized(ext, p, names)
         assert filtered == wire.filter_result(call(p, names), ext.filter(p, names))
         assert scores == ext.prioritize(p, names)
