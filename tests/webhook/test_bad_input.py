@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
@@ -161,8 +162,8 @@ def test_a_body_that_never_arrives_times_out_instead_of_hanging(demo_offer: Offe
         await asyncio.sleep(3600)
         return {"type": "http.request"}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     scope = {"type": "http", "method": "POST", "path": "/mutate", "headers": []}
     asyncio.run(asyncio.wait_for(endpoint(scope, receive, send), timeout=5))

@@ -93,7 +93,7 @@ def memoized(
 
 # --- generated reviews ------------------------------------------------------------------------------
 
-GPU_ASKS = st.sampled_from(
+GPU_ASKS: st.SearchStrategy[dict[str, Any]] = st.sampled_from(
     [
         {"nvidia.com/gpu": "1"},
         {"nvidia.com/gpu": "2"},
@@ -133,7 +133,7 @@ REPLICA_NOISE = st.fixed_dictionaries(
     }
 )
 #: Pods of types the API server never writes: the typed view refuses them, the dict path decides.
-ODD_PODS = st.sampled_from(
+ODD_PODS: st.SearchStrategy[Any] = st.sampled_from(
     [
         {"metadata": "nope", "spec": {"containers": [gpus(1)]}},
         {"spec": {"containers": [gpus(1)]}},
