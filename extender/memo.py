@@ -73,8 +73,10 @@ class FilterMemo:
         self._reasons: dict[str, bytes] = {}
         # How many nodes give each reason, counted as nodes are judged, for the NoGpuRoom Event's
         # summary (``kinds``): reading 5,000 reasons back out of the reply cost 10 ms a no-room call.
-        # A reason that names its node is counted by its kind (the summary drops the name).
-        self._why: list[tuple[dict[str, int], str] | None] = [None] * count
+        # A reason that names its node is counted by its kind (the summary drops the name). Strings
+        # and a bytearray per node, not a tuple: thousands of tuples would be for the collector to walk.
+        self._why: list[str | None] = [None] * count  # the node's reason, or its kind where named
+        self._why_named = bytearray(count)  # 1 where _why holds a kind
         self._by_reason: dict[str, int] = {}
         self._by_kind: dict[str, int] = {}
         self._stale: set[int] = set()  # their reasons say how old they are: redone every call
@@ -177,9 +179,9 @@ class FilterMemo:
         self._count_reason(i, name, reason)
 
     def _count_reason(self, i: int, name: str, reason: str | None) -> None:
-        why = self._why[i]
-        if why is not None:
-            tally, key = why
+        key = self._why[i]
+        if key is not None:
+            tally = self._by_kind if self._why_named[i] else self._by_reason
             left = tally[key] - 1
             if left:
                 tally[key] = left
@@ -188,12 +190,12 @@ class FilterMemo:
         if reason is None:
             self._why[i] = None
             return
-        if name in reason:
-            tally, key = self._by_kind, reason_kind(node=name, reason=reason)
-        else:
-            tally, key = self._by_reason, reason
+        named = name in reason
+        key = reason_kind(node=name, reason=reason) if named else reason
+        tally = self._by_kind if named else self._by_reason
         tally[key] = tally.get(key, 0) + 1
-        self._why[i] = (tally, key)
+        self._why[i] = key
+        self._why_named[i] = named
 
     def kinds(self) -> dict[str, int]:
         """How many nodes give each kind of reason (``inventory.domain.events.reason_kind``) now."""
