@@ -62,6 +62,7 @@ def answer(
         stranger = _not_its_reservation(request.object or {}, request.namespace, reservation)
     if stranger is not None:
         return Answer(Outcome.DENIED, denied(request.uid, stranger, code=403, reason="Forbidden"), stranger)
+    counted = _quotas_count(quota)  # once per review: the book's quotas come and go
     if memo is None:
         decided = Decided.of(
             mutate_pod(
@@ -80,12 +81,13 @@ def answer(
             settings=settings,
             reservation=reservation,
             whole_pod=lambda: request.object,
-            quota=quota is not None and _quotas_count(quota),
+            quota=counted,
         )
-    if decided.admitted and decided.quota is not None and not decided.quota.fresh:
-        assert quota is not None  # learned only while a quota is known
-        return _counted(request, decided, decided.quota, quota)
-    if decided.admitted and _quotas_count(quota):  # GPU quotas judge the pod as mutated
+    if counted and decided.admitted:  # GPU quotas judge the pod as mutated
+        learned = decided.quota
+        if learned is not None and not learned.fresh:  # the judge as the memo's entry learned it
+            assert quota is not None
+            return _counted(request, decided, learned, quota)
         decision = decided.decision
         assert isinstance(decision, Admit)
         # the fields the mutation reads are all the quota reads: the typed view, not the whole pod

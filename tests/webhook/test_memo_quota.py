@@ -5,6 +5,7 @@ gives with the same book, admitted, marked or refused."""
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from typing import Any
 
@@ -75,6 +76,7 @@ QUOTA_STEPS = st.lists(
         st.text(max_size=8) | st.sampled_from(["again", 'u"\\\u2028']),
         st.booleans(),
         st.booleans(),  # whether the pod carries the mark "again" (copied, or a reinvocation's)
+        st.booleans(),  # whether the pod is a replica of the one before (a memo hit, mostly)
     ),
     min_size=10,
     max_size=40,
@@ -82,17 +84,30 @@ QUOTA_STEPS = st.lists(
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=QUOTA_STEPS, tight=st.booleans(), known_from=st.integers(min_value=0, max_value=20))
+@given(
+    steps=QUOTA_STEPS,
+    tight=st.booleans(),
+    known_from=st.integers(min_value=0, max_value=20),
+    known_for=st.integers(min_value=3, max_value=20),
+)
 def test_memoized_answers_with_quotas_are_the_bytes_of_unmemoized_ones(
-    steps: list[tuple[Any, str, int, str, bool, bool]], tight: bool, known_from: int
+    steps: list[tuple[Any, str, int, str, bool, bool, bool]], tight: bool, known_from: int, known_for: int
 ) -> None:
     """Two books with the same quotas, one behind the memo: the same reviews, the same holds, the same
-    answers. The quotas become known at step ``known_from``: entries made before learn then."""
+    answers. The quotas become known at step ``known_from`` (entries made before learn then) and are
+    all deleted ``known_for`` steps later (what entries learned is then not asked)."""
     expected_book, memo_book = quiet_book(), quiet_book()
     memo = DecisionMemo(max_entries=8)
-    for index, (obj, namespace, offer_index, uid, dry_run, marked) in enumerate(steps):
+    previous: Any = None
+    for index, (drawn, namespace, offer_index, uid, dry_run, marked, replica_of_previous) in enumerate(steps):
+        obj = copy.deepcopy(previous if replica_of_previous and previous is not None else drawn)
+        previous = copy.deepcopy(obj)
         if index == known_from:
             expected_book, memo_book = quota_book(tight=tight), quota_book(tight=tight)
+        if index == known_from + known_for:
+            for book in (expected_book, memo_book):
+                book.replace_resourcequotas([])
+                book.replace_gpuquotas([])
         if marked and isinstance(obj, dict) and isinstance(obj.get("metadata"), dict):
             annotations = obj["metadata"].get("annotations") or {}
             obj["metadata"]["annotations"] = {**annotations, MARK: "again"}
