@@ -263,7 +263,10 @@ def harness(
     snapshot: Callable[[], InventorySnapshot] | None = None,
     reservations: FakeReservations | None = None,
     logger: logging.Logger | None = None,
+    **views: Any,
 ) -> Harness:
+    """The API over ``ledger``; ``views`` are build_api_routes' optional sources (``mig_plan=``,
+    ``quotas=``)."""
     reservations = reservations or FakeReservations(ledger)
     registry = CollectorRegistry()
     routes = build_api_routes(
@@ -275,6 +278,7 @@ def harness(
         clock=lambda: NOW,
         registry=registry,
         logger=logger or logging.getLogger("tests.api"),
+        **views,
     )
     return Harness(ledger=ledger, reservations=reservations, registry=registry, app=Starlette(routes=routes))
 

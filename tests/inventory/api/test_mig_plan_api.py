@@ -6,23 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
-from starlette.applications import Starlette
 
 from inventory.api import Role, TokenStore
 from inventory.domain.mig_plan import GpuChange, MigPlan, NodeHold
 from inventory.domain.model import NodeName
-from inventory.domain.prices import PriceTable
 from inventory.layouts.planner import PlanView
 from inventory.layouts.settings import PlannerMode
-from kgm.web.routes import build_api_routes
 from tests.inventory.api import (
     NOW,
-    FakeReservations,
     Harness,
     ListLedger,
     assert_matches_spec,
-    cluster_cache,
+    harness,
     write_tokens,
 )
 from tests.inventory.layouts.support import H100, h100_node
@@ -37,18 +32,8 @@ PLAN = MigPlan(
 
 
 def _harness(tmp_path: Path, view: PlanView | None) -> Harness:
-    ledger = ListLedger()
-    reservations = FakeReservations(ledger)
-    routes = build_api_routes(
-        ledger=ledger,
-        snapshot=cluster_cache().snapshot,
-        reservations=reservations,
-        prices=PriceTable(),
-        tokens=TokenStore.load(write_tokens(tmp_path / "tokens.yaml")),
-        clock=lambda: NOW,
-        mig_plan=None if view is None else (lambda: view),
-    )
-    return Harness(ledger, reservations, CollectorRegistry(), Starlette(routes=routes))
+    tokens = TokenStore.load(write_tokens(tmp_path / "tokens.yaml"))
+    return harness(ListLedger(), tokens, mig_plan=None if view is None else (lambda: view))
 
 
 @pytest.mark.parametrize("role", list(Role))

@@ -8,21 +8,15 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
-from starlette.applications import Starlette
 
 from inventory.api import Role, TokenStore
-from inventory.domain.prices import PriceTable
 from inventory.domain.quota import Measure, Quota, QuotaLimits
 from inventory.live.quotas import BadQuota, QuotaReport, QuotaView
-from kgm.web.routes import build_api_routes
 from tests.inventory.api import (
-    NOW,
-    FakeReservations,
     Harness,
     ListLedger,
     assert_matches_spec,
-    cluster_cache,
+    harness,
     write_tokens,
 )
 
@@ -51,18 +45,8 @@ REPORT = QuotaReport(
 
 
 def _harness(tmp_path: Path, report: QuotaReport | None) -> Harness:
-    ledger = ListLedger()
-    reservations = FakeReservations(ledger)
-    routes = build_api_routes(
-        ledger=ledger,
-        snapshot=cluster_cache().snapshot,
-        reservations=reservations,
-        prices=PriceTable(),
-        tokens=TokenStore.load(write_tokens(tmp_path / "tokens.yaml")),
-        clock=lambda: NOW,
-        quotas=None if report is None else (lambda: report),
-    )
-    return Harness(ledger, reservations, CollectorRegistry(), Starlette(routes=routes))
+    tokens = TokenStore.load(write_tokens(tmp_path / "tokens.yaml"))
+    return harness(ListLedger(), tokens, quotas=None if report is None else (lambda: report))
 
 
 @pytest.mark.parametrize("role", list(Role))
