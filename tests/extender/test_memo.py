@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +30,7 @@ from inventory.domain.readings import GpuReading
 from inventory.domain.snapshot import CacheSettings
 from inventory.live.cache import InventoryCache
 from tests.extender.clusters import gpu_pod
-from tests.inventory.gpunodes import SEVEN_SMALL, T0, gpu, gpunode, pod
+from tests.inventory.gpunodes import SEVEN_SMALL, Clock, gpu, gpunode, pod
 
 NAMES = [f"n{i}" for i in range(8)]
 MIXED = [("3g.40gb", 0), ("2g.20gb", 4), ("1g.10gb", 6)]
@@ -49,22 +48,6 @@ KINDS: list[dict[str, str]] = [
     {"nvidia.com/mig-1g.10gb": "1"},
     {"nvidia.com/mig-3g.40gb": "1"},
 ]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.wall = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall_clock(self) -> datetime:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self.wall += timedelta(seconds=seconds)
 
 
 def layout(i: int, *, hot: bool = False, mig: list[tuple[str, int]] | None = None) -> list[GpuReading]:

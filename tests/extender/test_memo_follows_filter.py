@@ -14,8 +14,8 @@ import pytest
 from extender.app import VERBS, VerbHandler
 from extender.gpu_extender import GpuExtender
 from extender.memo import _MOVES_KEPT
-from tests.extender.test_memo import KINDS, Clock, make_cache, make_extender, random_change, wants
-from tests.inventory.gpunodes import pod
+from tests.extender.test_memo import KINDS, make_cache, make_extender, random_change, wants
+from tests.inventory.gpunodes import Clock, pod
 
 
 def handlers(ext: GpuExtender) -> tuple[VerbHandler[Any], VerbHandler[Any]]:

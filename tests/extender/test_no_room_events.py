@@ -22,8 +22,8 @@ from kgm.assembly import static_parts
 from kgm.server import build_app
 from kgm.settings import ServeSettings
 from tests.extender.clusters import extender, gpu_pod, node
-from tests.extender.test_memo import Clock, layout, make_cache, make_extender
-from tests.inventory.gpunodes import gpunode
+from tests.extender.test_memo import layout, make_cache, make_extender
+from tests.inventory.gpunodes import Clock, gpunode
 
 MIG = "nvidia.com/mig-3g.40gb"
 NODES = [

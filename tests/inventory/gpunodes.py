@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from inventory.domain.catalogue import builtin_catalogue
@@ -11,6 +11,24 @@ from inventory.domain.health import GpuHealth
 from inventory.domain.readings import DeviceAssignment, GpuReading, GpuUuid, HostReading, MigDeviceReading
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A monotonic clock (called) and a wall clock that move together, from T0."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.wall = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall_clock(self) -> datetime:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.wall += timedelta(seconds=seconds)
 
 
 def gpu(

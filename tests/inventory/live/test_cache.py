@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 import pytest
 
 from inventory.domain.catalogue import builtin_catalogue
@@ -9,25 +7,9 @@ from inventory.domain.model import NodeName
 from inventory.domain.prices import PriceTable
 from inventory.domain.snapshot import CacheSettings
 from inventory.live.cache import InventoryCache, LiveOffer
-from tests.inventory.gpunodes import SEVEN_SMALL, T0, gpu, gpunode, pod
+from tests.inventory.gpunodes import SEVEN_SMALL, T0, Clock, gpu, gpunode, pod
 
 A = NodeName("gpu-a")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.wall = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall_clock(self) -> datetime:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self.wall += timedelta(seconds=seconds)
 
 
 @pytest.fixture
