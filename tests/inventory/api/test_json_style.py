@@ -31,15 +31,16 @@ READS = [
 ]
 
 
-def field_names(value: Any) -> Iterator[str]:
+def field_names(value: Any, data_keyed: frozenset[str] = DATA_KEYED) -> Iterator[str]:
+    """Every key of a JSON answer, but not the keys under ``data_keyed`` (names from the data)."""
     if isinstance(value, dict):
         for key, item in value.items():
             yield key
-            if key not in DATA_KEYED:
-                yield from field_names(item)
+            if key not in data_keyed:
+                yield from field_names(item, data_keyed)
     elif isinstance(value, list):
         for item in value:
-            yield from field_names(item)
+            yield from field_names(item, data_keyed)
 
 
 def objects(value: Any) -> Iterator[dict[str, Any]]:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import uvicorn
@@ -26,6 +24,7 @@ from kgm.client.rest import AllocationRequest, ApiError, GpuClient
 from kgm.server import assembled_app
 from kgm.settings import ServeSettings
 from kgm.tls import ReloadingTLS
+from tests.inventory.api.test_json_style import CAMEL, field_names
 
 ADMIN, FINANCE = "admin-token-0123456789", "finance-token-0123456789"
 
@@ -122,19 +121,7 @@ def test_the_kgm_subcommands_print_tables_and_json(
 
 # -- What the kgm subcommands print, and how they end -----------------------------------------------
 
-CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 DATA_KEYED = frozenset({"byTeam", "byNamespace", "byModel", "byProfile"})
-
-
-def field_names(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            if key not in DATA_KEYED:
-                yield from field_names(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from field_names(item)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +139,7 @@ def test_json_output_is_the_apis_camel_case(
     url, ca = server
     assert main([*command, "--server", url, "--ca-file", str(ca), "--token", ADMIN, "--json"], {}) == 0
     printed = json.loads(capsys.readouterr().out)
-    names = set(field_names(printed))
+    names = set(field_names(printed, DATA_KEYED))
     assert has in names
     assert sorted(n for n in names if not CAMEL.match(n)) == []
     if command[0] == "allocate":
